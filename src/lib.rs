@@ -1,0 +1,2 @@
+//! facegan: train generative adversarial networks on face photographs and generate new faces.
+pub mod ops;
