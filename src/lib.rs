@@ -1,2 +1,25 @@
 //! facegan: train generative adversarial networks on face photographs and generate new faces.
+//!
+//! Second-order gradients (gradient penalties) need `CANDLE_GRAD_DO_NOT_DETACH=1` in the
+//! environment before the first backward pass; the `facegan` binary sets it, and
+//! `.cargo/config.toml` sets it for `cargo run` and `cargo test`. Call
+//! [`enable_second_order_gradients`] at the start of a program that uses the library.
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod fsutil;
+pub mod loss;
+pub mod models;
+pub mod nn;
 pub mod ops;
+pub mod report;
+pub mod rng;
+pub mod sample;
+pub mod train;
+
+/// Sets `CANDLE_GRAD_DO_NOT_DETACH=1`. Candle reads it once per thread, at that
+/// thread's first backward pass, so call this before any tensor work.
+pub fn enable_second_order_gradients() {
+    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+}

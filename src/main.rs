@@ -1,3 +1,13 @@
+use clap::Parser;
+
+mod cli;
+
 fn main() {
-    println!("facegan");
+    // Before any tensor work: candle reads this once per thread.
+    facegan::enable_second_order_gradients();
+    let args = cli::Cli::parse();
+    if let Err(e) = cli::run(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

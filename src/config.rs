@@ -1,0 +1,257 @@
+//! The whole description of a run: model, training and logging settings, with named
+//! presets, TOML load/save and command-line overrides.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Generator/discriminator family: "dcgan".
+    pub arch: String,
+    /// Image side: 32, 64 or 128.
+    pub image_size: usize,
+    /// Latent size.
+    pub nz: usize,
+    /// Generator width (channels of its last hidden layer).
+    pub ngf: usize,
+    /// Discriminator width (channels of its first layer).
+    pub ndf: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: "dcgan".into(),
+            image_size: 64,
+            nz: 100,
+            ngf: 64,
+            ndf: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    /// Total number of training steps (one D update and one G update each).
+    pub steps: u64,
+    pub lr_g: f64,
+    pub lr_d: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Adversarial loss: "non-saturating" or "minimax".
+    pub loss: String,
+    pub seed: u64,
+    /// Decay of the generator's exponential moving average.
+    pub ema_decay: f64,
+    /// Random horizontal flips of real images.
+    pub flip: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            steps: 20_000,
+            lr_g: 2e-4,
+            lr_d: 2e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            loss: "non-saturating".into(),
+            seed: 0,
+            ema_decay: 0.999,
+            flip: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Steps between lines of stats.jsonl.
+    pub log_every: u64,
+    /// Steps between sample grids.
+    pub sample_every: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+    /// How many checkpoints to keep (the newest).
+    pub keep_checkpoints: usize,
+    /// Faces in each sample grid.
+    pub sample_count: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            log_every: 50,
+            sample_every: 500,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+            sample_count: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Image folder or prepared cache (.fgc).
+    pub path: String,
+    /// Side of the central square cut before resizing (None: the largest square).
+    pub crop: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The preset this configuration started from.
+    pub preset: String,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub log: LogConfig,
+    pub data: DataConfig,
+}
+
+/// Names and one-line descriptions of the presets.
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "dcgan-32",
+        "DCGAN at 32x32 (three up/down blocks), the classic Udacity face setting",
+    ),
+    (
+        "dcgan-64",
+        "DCGAN at 64x64 (Radford et al. 2015; pytorch/examples dcgan)",
+    ),
+    ("dcgan-128", "DCGAN at 128x128, one more block on each side"),
+];
+
+impl RunConfig {
+    pub fn preset(name: &str) -> Result<Self> {
+        let mut c = RunConfig {
+            preset: name.to_string(),
+            ..Default::default()
+        };
+        match name {
+            "dcgan-32" => {
+                c.model.image_size = 32;
+                c.train.batch_size = 128;
+            }
+            "dcgan-64" => {}
+            "dcgan-128" => {
+                c.model.image_size = 128;
+            }
+            _ => bail!(
+                "unknown preset '{name}'; valid presets: {}",
+                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ),
+        }
+        Ok(c)
+    }
+
+    pub fn from_toml(text: &str, source: &str) -> Result<Self> {
+        let c: RunConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        c.validate().with_context(|| source.to_string())?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(path, self.to_toml().as_bytes())
+    }
+
+    /// Checks values that serde cannot: sizes, names, ranges.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        if !matches!(m.arch.as_str(), "dcgan") {
+            bail!("model.arch '{}' is unknown; valid: dcgan", m.arch);
+        }
+        if !(m.image_size >= 16 && m.image_size.is_power_of_two() && m.image_size <= 256) {
+            bail!(
+                "model.image_size {} must be a power of two from 16 to 256",
+                m.image_size
+            );
+        }
+        if m.nz == 0 || m.ngf == 0 || m.ndf == 0 {
+            bail!("model.nz, model.ngf and model.ndf must be positive");
+        }
+        let t = &self.train;
+        crate::loss::AdversarialLoss::parse(&t.loss)?;
+        if t.batch_size == 0 {
+            bail!("train.batch_size must be positive");
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            bail!("train.ema_decay {} must be in [0, 1)", t.ema_decay);
+        }
+        for (n, v) in [("lr_g", t.lr_g), ("lr_d", t.lr_d)] {
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("train.{n} {v} must be a positive number");
+            }
+        }
+        for (n, v) in [("beta1", t.beta1), ("beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("train.{n} {v} must be in [0, 1)");
+            }
+        }
+        let l = &self.log;
+        if l.log_every == 0
+            || l.sample_every == 0
+            || l.checkpoint_every == 0
+            || l.keep_checkpoints == 0
+            || l.sample_count == 0
+        {
+            bail!("log.log_every, sample_every, checkpoint_every, keep_checkpoints and sample_count must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_round_trip_through_toml() {
+        for (name, _) in PRESETS {
+            let c = RunConfig::preset(name).unwrap();
+            c.validate().unwrap();
+            let back = RunConfig::from_toml(&c.to_toml(), "test").unwrap();
+            assert_eq!(c, back);
+        }
+        let c = RunConfig::preset("dcgan-64").unwrap();
+        assert_eq!(
+            (c.model.image_size, c.model.nz, c.model.ngf, c.model.ndf),
+            (64, 100, 64, 64)
+        );
+        assert_eq!(
+            (c.train.lr_g, c.train.lr_d, c.train.beta1, c.train.beta2),
+            (2e-4, 2e-4, 0.5, 0.999)
+        );
+    }
+
+    #[test]
+    fn unknown_names_list_the_valid_ones() {
+        let e = RunConfig::preset("dcgan-65").unwrap_err().to_string();
+        assert!(e.contains("dcgan-64") && e.contains("dcgan-128"), "{e}");
+        let e = RunConfig::from_toml("[train]\nlearning_rate = 1\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("learning_rate") && e.contains("lr_g"),
+            "{e}"
+        );
+        let e = RunConfig::from_toml("[model]\nimage_size = 48\n", "y.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("power of two"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Shuffled batches from a prepared cache, as NCHW f32 tensors in [-1, 1].
+//!
+//! The order is a pure function of (seed, step): epoch `e` uses a permutation drawn
+//! from a stream derived from the seed and `e`, and the last incomplete batch of an
+//! epoch is dropped. A resumed run therefore sees exactly the batches it would have
+//! seen without stopping.
+
+use super::cache::Dataset;
+use super::preprocess::to_unit_range;
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+pub struct Loader {
+    pub data: Dataset,
+    batch: usize,
+    seed: u64,
+    flip: bool,
+    perm: Option<(u64, Vec<usize>)>,
+}
+
+impl Loader {
+    pub fn new(data: Dataset, batch: usize, seed: u64, flip: bool) -> Result<Self> {
+        if batch == 0 {
+            bail!("batch size must be at least 1");
+        }
+        if data.len() < batch {
+            bail!(
+                "{} holds {} images, fewer than one batch of {batch}",
+                data.path.display(),
+                data.len()
+            );
+        }
+        Ok(Self {
+            data,
+            batch,
+            seed,
+            flip,
+            perm: None,
+        })
+    }
+
+    pub fn batches_per_epoch(&self) -> u64 {
+        (self.data.len() / self.batch) as u64
+    }
+
+    /// Image indices of batch number `step` (0-based, counted from the start of training).
+    pub fn indices(&mut self, step: u64) -> Vec<usize> {
+        let bpe = self.batches_per_epoch();
+        let (epoch, k) = (step / bpe, (step % bpe) as usize);
+        if self.perm.as_ref().map(|p| p.0) != Some(epoch) {
+            let mut perm: Vec<usize> = (0..self.data.len()).collect();
+            Rng::derived(self.seed, 0x5EED_0000 + epoch).shuffle(&mut perm);
+            self.perm = Some((epoch, perm));
+        }
+        self.perm.as_ref().unwrap().1[k * self.batch..(k + 1) * self.batch].to_vec()
+    }
+
+    /// Batch number `step`; horizontal flips (if on) are drawn from `rng`.
+    pub fn batch(&mut self, step: u64, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+        let idx = self.indices(step);
+        let flips: Vec<bool> = idx
+            .iter()
+            .map(|_| self.flip && rng.uniform() < 0.5)
+            .collect();
+        Ok(images_to_tensor(&self.data, &idx, &flips, device)?)
+    }
+}
+
+/// Gathers images `idx` of `data` into an (N, 3, S, S) tensor in [-1, 1], mirroring
+/// those whose `flips` entry is set.
+pub fn images_to_tensor(
+    data: &Dataset,
+    idx: &[usize],
+    flips: &[bool],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let s = data.size();
+    let plane = s * s;
+    let mut out = vec![0f32; idx.len() * 3 * plane];
+    out.par_chunks_mut(3 * plane)
+        .zip(idx.par_iter().zip(flips.par_iter()))
+        .for_each(|(dst, (&i, &flip))| {
+            let src = data.image(i);
+            for y in 0..s {
+                for x in 0..s {
+                    let sx = if flip { s - 1 - x } else { x };
+                    let p = &src[(y * s + sx) * 3..(y * s + sx) * 3 + 3];
+                    for c in 0..3 {
+                        dst[c * plane + y * s + x] = to_unit_range(p[c]);
+                    }
+                }
+            }
+        });
+    Tensor::from_vec(out, (idx.len(), 3, s, s), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::cache::tests::synthetic_folder;
+    use crate::data::preprocess::CropResize;
+    use crate::data::{prepare, PrepareOptions};
+
+    fn dataset(n: usize) -> (tempfile::TempDir, Dataset) {
+        let dir = tempfile::tempdir().unwrap();
+        synthetic_folder(dir.path(), n);
+        let out = dir.path().join("c.fgc");
+        let opts = PrepareOptions {
+            spec: CropResize {
+                size: 8,
+                crop: None,
+            },
+            strict: false,
+            progress: false,
+        };
+        prepare(dir.path(), &out, &opts).unwrap();
+        let ds = Dataset::open(&out).unwrap();
+        (dir, ds)
+    }
+
+    #[test]
+    fn epochs_are_permutations_and_reproducible() {
+        let (_d, ds) = dataset(10);
+        let mut l = Loader::new(ds, 3, 42, false).unwrap();
+        assert_eq!(l.batches_per_epoch(), 3);
+        let mut seen: Vec<usize> = (0..3).flat_map(|s| l.indices(s)).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 9, "one epoch draws 9 distinct images of 10");
+        let b4 = l.indices(4);
+        let (_d2, ds2) = dataset(10);
+        let mut l2 = Loader::new(ds2, 3, 42, false).unwrap();
+        assert_eq!(l2.indices(4), b4, "batch k depends only on seed and k");
+        assert_ne!(l.indices(0), l.indices(3), "epochs are reshuffled");
+    }
+
+    #[test]
+    fn batches_are_scaled_nchw_and_flipped() {
+        let (_d, ds) = dataset(4);
+        let t = images_to_tensor(&ds, &[1], &[false], &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 8, 8]);
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)));
+        // image 1 has red = 20 everywhere
+        assert!((v[0] - (20.0 / 127.5 - 1.0)).abs() < 1e-6);
+        let f = images_to_tensor(&ds, &[1], &[true], &Device::Cpu).unwrap();
+        let a = t.i((0, 1, 2)).unwrap().to_vec1::<f32>().unwrap();
+        let b = f.i((0, 1, 2)).unwrap().to_vec1::<f32>().unwrap();
+        let rev: Vec<f32> = b.iter().rev().cloned().collect();
+        assert_eq!(a, rev);
+    }
+
+    #[test]
+    fn too_few_images_for_a_batch_is_an_error() {
+        let (_d, ds) = dataset(2);
+        let e = Loader::new(ds, 8, 0, true).err().unwrap().to_string();
+        assert!(e.contains("fewer than one batch"), "{e}");
+    }
+    use candle_core::IndexOp;
+}

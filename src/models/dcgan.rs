@@ -1,0 +1,269 @@
+//! DCGAN (Radford, Metz and Chintala 2015), as in pytorch/examples' dcgan.
+//!
+//! G: z -> 4x4 by a transposed convolution, then stride-2 transposed convolutions
+//! that double the side and halve the width, batch norm + ReLU between, tanh at the
+//! end. D mirrors it with stride-2 convolutions, LeakyReLU(0.2), batch norm on all but
+//! the first layer, and a 4x4 valid convolution to one logit. No biases (batch norm
+//! follows every hidden convolution). Weights N(0, 0.02), BN scale N(1, 0.02).
+
+use super::{Discriminator, Generator};
+use crate::config::ModelConfig;
+use crate::nn::{leaky_relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Params};
+use crate::rng::Rng;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+
+/// Number of stride-2 stages between 4x4 and the image size.
+fn stages(cfg: &ModelConfig) -> usize {
+    (cfg.image_size / 4).trailing_zeros() as usize
+}
+
+pub struct DcganGenerator {
+    params: Params,
+    nz: usize,
+    convs: Vec<ConvTranspose2d>,
+    norms: Vec<BatchNorm2d>,
+}
+
+impl DcganGenerator {
+    pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Self> {
+        let mut p = Params::new(device);
+        let n = stages(cfg);
+        let width = |i: usize| cfg.ngf << (n - 1 - i); // channels after layer i (i < n)
+        let mut convs = vec![ConvTranspose2d::new(
+            &mut p,
+            rng,
+            "main.0",
+            cfg.nz,
+            width(0),
+            4,
+            1,
+            0,
+            false,
+        )?];
+        let mut norms = vec![BatchNorm2d::new(&mut p, rng, "main.0.bn", width(0))?];
+        for i in 1..n {
+            convs.push(ConvTranspose2d::new(
+                &mut p,
+                rng,
+                &format!("main.{i}"),
+                width(i - 1),
+                width(i),
+                4,
+                2,
+                1,
+                false,
+            )?);
+            norms.push(BatchNorm2d::new(
+                &mut p,
+                rng,
+                &format!("main.{i}.bn"),
+                width(i),
+            )?);
+        }
+        convs.push(ConvTranspose2d::new(
+            &mut p,
+            rng,
+            &format!("main.{n}"),
+            width(n - 1),
+            3,
+            4,
+            2,
+            1,
+            false,
+        )?);
+        Ok(Self {
+            params: p,
+            nz: cfg.nz,
+            convs,
+            norms,
+        })
+    }
+}
+
+impl Generator for DcganGenerator {
+    fn forward(
+        &self,
+        z: &Tensor,
+        _labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let mut x = z.reshape((z.dim(0)?, self.nz, 1, 1))?;
+        for (conv, bn) in self.convs.iter().zip(&self.norms) {
+            x = bn.forward(&conv.forward(&x, mode)?, mode)?.relu()?;
+        }
+        self.convs.last().unwrap().forward(&x, mode)?.tanh()
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+}
+
+pub struct DcganDiscriminator {
+    params: Params,
+    convs: Vec<Conv2d>,
+    /// Batch norm after every conv but the first and the last.
+    norms: Vec<BatchNorm2d>,
+}
+
+impl DcganDiscriminator {
+    pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Self> {
+        let mut p = Params::new(device);
+        let n = stages(cfg);
+        let width = |i: usize| cfg.ndf << i;
+        let mut convs = vec![Conv2d::new(
+            &mut p,
+            rng,
+            "main.0",
+            3,
+            width(0),
+            4,
+            2,
+            1,
+            false,
+        )?];
+        let mut norms = Vec::new();
+        for i in 1..n {
+            convs.push(Conv2d::new(
+                &mut p,
+                rng,
+                &format!("main.{i}"),
+                width(i - 1),
+                width(i),
+                4,
+                2,
+                1,
+                false,
+            )?);
+            norms.push(BatchNorm2d::new(
+                &mut p,
+                rng,
+                &format!("main.{i}.bn"),
+                width(i),
+            )?);
+        }
+        convs.push(Conv2d::new(
+            &mut p,
+            rng,
+            &format!("main.{n}"),
+            width(n - 1),
+            1,
+            4,
+            1,
+            0,
+            false,
+        )?);
+        Ok(Self {
+            params: p,
+            convs,
+            norms,
+        })
+    }
+}
+
+impl Discriminator for DcganDiscriminator {
+    fn forward(
+        &self,
+        x: &Tensor,
+        _labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let mut h = leaky_relu(&self.convs[0].forward(x, mode)?, 0.2)?;
+        for (conv, bn) in self.convs[1..].iter().zip(&self.norms) {
+            h = leaky_relu(&bn.forward(&conv.forward(&h, mode)?, mode)?, 0.2)?;
+        }
+        self.convs.last().unwrap().forward(&h, mode)?.flatten_all()
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Mode;
+
+    fn cfg(size: usize) -> ModelConfig {
+        ModelConfig {
+            arch: "dcgan".into(),
+            image_size: size,
+            nz: 16,
+            ngf: 8,
+            ndf: 8,
+        }
+    }
+
+    #[test]
+    fn shapes_at_32_64_128() {
+        let dev = Device::Cpu;
+        for size in [32, 64, 128] {
+            let mut rng = Rng::new(0);
+            let g = DcganGenerator::new(&cfg(size), &dev, &mut rng).unwrap();
+            let d = DcganDiscriminator::new(&cfg(size), &dev, &mut rng).unwrap();
+            let z = rng.normal_tensor((2, 16), 0.0, 1.0, &dev).unwrap();
+            let x = g.forward(&z, None, Mode::TRAIN).unwrap();
+            assert_eq!(x.dims(), &[2, 3, size, size]);
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(v.iter().all(|a| (-1.0..=1.0).contains(a)));
+            assert_eq!(d.forward(&x, None, Mode::TRAIN).unwrap().dims(), &[2]);
+        }
+    }
+
+    #[test]
+    fn classic_64_widths() {
+        let c = ModelConfig::default();
+        let g = DcganGenerator::new(&c, &Device::Cpu, &mut Rng::new(0)).unwrap();
+        let shapes: Vec<Vec<usize>> = g.convs.iter().map(|c| c.w.dims().to_vec()).collect();
+        assert_eq!(
+            shapes,
+            vec![
+                vec![100, 512, 4, 4],
+                vec![512, 256, 4, 4],
+                vec![256, 128, 4, 4],
+                vec![128, 64, 4, 4],
+                vec![64, 3, 4, 4]
+            ]
+        );
+        // pytorch/examples dcgan: 3,576,704 generator parameters and 2,765,568 for D.
+        assert_eq!(g.params().num_parameters(), 3_576_704);
+        let d = DcganDiscriminator::new(&c, &Device::Cpu, &mut Rng::new(0)).unwrap();
+        assert_eq!(d.params().num_parameters(), 2_765_568);
+    }
+
+    #[test]
+    fn init_statistics() {
+        let c = ModelConfig::default();
+        let g = DcganGenerator::new(&c, &Device::Cpu, &mut Rng::new(1)).unwrap();
+        let stats = |v: Vec<f32>| {
+            let n = v.len() as f64;
+            let m = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let s = (v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n).sqrt();
+            (m, s)
+        };
+        for (name, var) in g.params().trainable() {
+            let v = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let (m, s) = stats(v);
+            if name.ends_with("bn.bias") {
+                assert_eq!((m, s), (0.0, 0.0), "{name}");
+            } else if name.ends_with("bn.weight") {
+                assert!(
+                    (m - 1.0).abs() < 0.01 && (s - 0.02).abs() < 0.01,
+                    "{name}: {m} {s}"
+                );
+            } else {
+                assert!(
+                    m.abs() < 0.002 && (s - 0.02).abs() < 0.001,
+                    "{name}: {m} {s}"
+                );
+            }
+        }
+    }
+}

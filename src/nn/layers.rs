@@ -1,0 +1,226 @@
+//! Convolution, transposed convolution, batch norm and linear layers.
+
+use super::{params::Params, BnMode, Mode};
+use crate::ops;
+use crate::rng::Rng;
+use candle_core::{Result, Tensor, Var, D};
+
+/// The DCGAN initialisation: weights from N(0, 0.02).
+pub const DCGAN_INIT_STD: f64 = 0.02;
+
+fn weight(v: &Var, mode: Mode) -> Tensor {
+    if mode.frozen {
+        v.as_tensor().detach()
+    } else {
+        v.as_tensor().clone()
+    }
+}
+
+fn add_channel_bias(x: &Tensor, b: &Option<Var>, mode: Mode) -> Result<Tensor> {
+    match b {
+        Some(b) => x.broadcast_add(&weight(b, mode).reshape((1, (), 1, 1))?),
+        None => Ok(x.clone()),
+    }
+}
+
+pub struct Conv2d {
+    pub w: Var,
+    pub b: Option<Var>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: &mut Params,
+        rng: &mut Rng,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = p.normal(
+            &format!("{name}.weight"),
+            &[cout, cin, k, k],
+            0.0,
+            DCGAN_INIT_STD,
+            rng,
+        )?;
+        let b = if bias {
+            Some(p.zeros(&format!("{name}.bias"), &[cout])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            w,
+            b,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = ops::conv2d(x, &weight(&self.w, mode), self.stride, self.padding)?;
+        add_channel_bias(&y, &self.b, mode)
+    }
+}
+
+pub struct ConvTranspose2d {
+    pub w: Var,
+    pub b: Option<Var>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvTranspose2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: &mut Params,
+        rng: &mut Rng,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = p.normal(
+            &format!("{name}.weight"),
+            &[cin, cout, k, k],
+            0.0,
+            DCGAN_INIT_STD,
+            rng,
+        )?;
+        let b = if bias {
+            Some(p.zeros(&format!("{name}.bias"), &[cout])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            w,
+            b,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = ops::conv_transpose2d(x, &weight(&self.w, mode), self.stride, self.padding, 0)?;
+        add_channel_bias(&y, &self.b, mode)
+    }
+}
+
+pub struct Linear {
+    pub w: Var,
+    pub b: Option<Var>,
+}
+
+impl Linear {
+    pub fn new(
+        p: &mut Params,
+        rng: &mut Rng,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = p.normal(
+            &format!("{name}.weight"),
+            &[cout, cin],
+            0.0,
+            DCGAN_INIT_STD,
+            rng,
+        )?;
+        let b = if bias {
+            Some(p.zeros(&format!("{name}.bias"), &[cout])?)
+        } else {
+            None
+        };
+        Ok(Self { w, b })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = x.matmul(&weight(&self.w, mode).t()?)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(&weight(b, mode)),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Batch norm over (N, H, W) per channel, with learnable scale and shift; the DCGAN
+/// recipe initialises the scale from N(1, 0.02) and the shift at 0.
+pub struct BatchNorm2d {
+    pub gamma: Var,
+    pub beta: Var,
+    pub running_mean: Var,
+    pub running_var: Var,
+    pub eps: f64,
+}
+
+impl BatchNorm2d {
+    pub fn new(p: &mut Params, rng: &mut Rng, name: &str, c: usize) -> Result<Self> {
+        let gamma = p.normal(&format!("{name}.weight"), &[c], 1.0, DCGAN_INIT_STD, rng)?;
+        let beta = p.zeros(&format!("{name}.bias"), &[c])?;
+        let dev = p.device.clone();
+        let running_mean = p.buffer(
+            &format!("{name}.running_mean"),
+            Tensor::zeros(c, candle_core::DType::F32, &dev)?,
+        )?;
+        let running_var = p.buffer(
+            &format!("{name}.running_var"),
+            Tensor::ones(c, candle_core::DType::F32, &dev)?,
+        )?;
+        Ok(Self {
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            eps: 1e-5,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let (mean, var) = match mode.bn {
+            BnMode::Eval => (
+                self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
+                self.running_var.as_tensor().reshape((1, c, 1, 1))?,
+            ),
+            BnMode::Train | BnMode::Accumulate(_) => {
+                let momentum = match mode.bn {
+                    BnMode::Accumulate(m) => m,
+                    _ => 0.1,
+                };
+                let mean = x.mean_keepdim((0, 2, 3))?;
+                let centred = x.broadcast_sub(&mean)?;
+                let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+                let n = x.elem_count() / c;
+                let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
+                let rm = ((self.running_mean.as_tensor() * (1.0 - momentum))?
+                    + (mean.detach().flatten_all()? * momentum)?)?;
+                let rv =
+                    ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
+                self.running_mean.set(&rm)?;
+                self.running_var.set(&rv)?;
+                (mean, var)
+            }
+        };
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        let scale = weight(&self.gamma, mode).reshape((1, c, 1, 1))?;
+        let shift = weight(&self.beta, mode).reshape((1, c, 1, 1))?;
+        x.broadcast_sub(&mean)?
+            .broadcast_mul(&inv.broadcast_mul(&scale)?)?
+            .broadcast_add(&shift)
+    }
+}
+
+/// Mean over everything but the batch dimension, keeping (N,).
+pub fn mean_per_sample(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(1)?.mean(D::Minus1)
+}

@@ -1,0 +1,149 @@
+//! A named store of trainable parameters and non-trainable buffers (batch-norm running
+//! statistics), with the copy, average and (de)serialisation operations that EMA and
+//! checkpoints need.
+
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Clone)]
+pub struct Params {
+    pub device: Device,
+    params: BTreeMap<String, Var>,
+    buffers: BTreeMap<String, Var>,
+}
+
+impl Params {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            device: device.clone(),
+            params: BTreeMap::new(),
+            buffers: BTreeMap::new(),
+        }
+    }
+
+    fn insert(map: &mut BTreeMap<String, Var>, name: &str, t: Tensor) -> candle_core::Result<Var> {
+        assert!(!map.contains_key(name), "parameter {name} defined twice");
+        let v = Var::from_tensor(&t)?;
+        map.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    pub fn param(&mut self, name: &str, t: Tensor) -> candle_core::Result<Var> {
+        Self::insert(&mut self.params, name, t)
+    }
+
+    pub fn buffer(&mut self, name: &str, t: Tensor) -> candle_core::Result<Var> {
+        Self::insert(&mut self.buffers, name, t)
+    }
+
+    /// A parameter drawn from N(mean, std^2).
+    pub fn normal(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+        rng: &mut Rng,
+    ) -> candle_core::Result<Var> {
+        let t = rng.normal_tensor(shape, mean, std, &self.device)?;
+        self.param(name, t)
+    }
+
+    pub fn zeros(&mut self, name: &str, shape: &[usize]) -> candle_core::Result<Var> {
+        let t = Tensor::zeros(shape, DType::F32, &self.device)?;
+        self.param(name, t)
+    }
+
+    /// Trainable parameters, sorted by name.
+    pub fn trainable(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.params.iter()
+    }
+
+    pub fn buffers(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.buffers.iter()
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.params.values().map(|v| v.elem_count()).sum()
+    }
+
+    /// Sets every parameter and buffer to `other`'s values (same architecture).
+    pub fn copy_from(&self, other: &Params) -> candle_core::Result<()> {
+        for (a, b) in self.params.values().zip(other.params.values()) {
+            a.set(&b.as_tensor().detach())?;
+        }
+        for (a, b) in self.buffers.values().zip(other.buffers.values()) {
+            a.set(&b.as_tensor().detach())?;
+        }
+        Ok(())
+    }
+
+    /// Exponential moving average: self = decay * self + (1 - decay) * other, for the
+    /// parameters; buffers are copied (as StyleGAN2-ADA does).
+    pub fn ema_from(&self, other: &Params, decay: f64) -> candle_core::Result<()> {
+        for (a, b) in self.params.values().zip(other.params.values()) {
+            let new = ((a.as_tensor() * decay)? + (b.as_tensor().detach() * (1.0 - decay))?)?;
+            a.set(&new.detach())?;
+        }
+        for (a, b) in self.buffers.values().zip(other.buffers.values()) {
+            a.set(&b.as_tensor().detach())?;
+        }
+        Ok(())
+    }
+
+    /// All tensors under `prefix.params.NAME` and `prefix.buffers.NAME`.
+    pub fn to_tensors(&self, prefix: &str, out: &mut HashMap<String, Tensor>) {
+        for (k, v) in &self.params {
+            out.insert(format!("{prefix}.params.{k}"), v.as_tensor().detach());
+        }
+        for (k, v) in &self.buffers {
+            out.insert(format!("{prefix}.buffers.{k}"), v.as_tensor().detach());
+        }
+    }
+
+    /// Loads every tensor under `prefix` from `map`; names and shapes must match
+    /// exactly. `source` names the file in messages.
+    pub fn load_tensors(
+        &self,
+        prefix: &str,
+        map: &HashMap<String, Tensor>,
+        source: &str,
+    ) -> Result<()> {
+        let mut missing = Vec::new();
+        for (kind, vars) in [("params", &self.params), ("buffers", &self.buffers)] {
+            for (k, v) in vars {
+                let key = format!("{prefix}.{kind}.{k}");
+                let Some(t) = map.get(&key) else {
+                    missing.push(key);
+                    continue;
+                };
+                if t.dims() != v.dims() {
+                    bail!(
+                        "{source}: tensor {key} has shape {:?} but this model expects {:?}: the checkpoint is from another architecture or image size",
+                        t.dims(),
+                        v.dims()
+                    );
+                }
+                v.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+            }
+        }
+        if !missing.is_empty() {
+            bail!(
+                "{source}: {} tensors this model needs are missing (first: {}): the checkpoint is from another architecture",
+                missing.len(),
+                missing[0]
+            );
+        }
+        let expected = self.params.len() + self.buffers.len();
+        let present = map
+            .keys()
+            .filter(|k| k.starts_with(&format!("{prefix}.")))
+            .count();
+        if present != expected {
+            bail!("{source}: holds {present} tensors under {prefix} but this model has {expected}: the checkpoint is from another architecture");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! What a run leaves for people to look at: progress.gif over the sample grids and
+//! losses.png with the loss curves.
+
+use crate::train::stats;
+use anyhow::{Context, Result};
+use image::codecs::gif::{GifEncoder, Repeat};
+use image::{Delay, Frame};
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// At most this many frames go into progress.gif (evenly spaced, last one kept).
+pub const MAX_GIF_FRAMES: usize = 60;
+
+pub fn sample_grids(run: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(run.join("samples"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("step-"))
+                .unwrap_or(false)
+                && p.extension().map(|e| e == "png").unwrap_or(false)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Builds runs/NAME/progress.gif and runs/NAME/losses.png from what the run wrote.
+pub fn write_report(run: &Path) -> Result<()> {
+    let grids = sample_grids(run);
+    if !grids.is_empty() {
+        write_gif(&grids, &run.join("progress.gif"))?;
+    }
+    let stats_path = run.join("stats.jsonl");
+    if stats_path.exists() {
+        plot_losses(&stats::read(&stats_path)?, &run.join("losses.png"))?;
+    }
+    Ok(())
+}
+
+pub fn write_gif(frames: &[PathBuf], out: &Path) -> Result<()> {
+    let n = frames.len();
+    let picks: Vec<&PathBuf> = if n <= MAX_GIF_FRAMES {
+        frames.iter().collect()
+    } else {
+        (0..MAX_GIF_FRAMES)
+            .map(|i| &frames[i * (n - 1) / (MAX_GIF_FRAMES - 1)])
+            .collect()
+    };
+    let tmp = crate::fsutil::temp_path_for(out);
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+    enc.set_repeat(Repeat::Infinite)?;
+    for (i, p) in picks.iter().enumerate() {
+        let img = image::open(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .to_rgba8();
+        let ms = if i + 1 == picks.len() { 1500 } else { 200 };
+        enc.encode_frame(Frame::from_parts(
+            img,
+            0,
+            0,
+            Delay::from_numer_denom_ms(ms, 1),
+        ))?;
+    }
+    drop(enc);
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// Registers a system sans-serif font for plot labels; false if none is found (the
+/// plot is then drawn without text).
+fn font_available() -> bool {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        const CANDIDATES: &[&str] = &[
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/System/Library/Fonts/Supplemental/Arial.ttf",
+            "/Library/Fonts/Arial.ttf",
+            "C:\\Windows\\Fonts\\arial.ttf",
+        ];
+        CANDIDATES.iter().any(|p| {
+            std::fs::read(p)
+                .ok()
+                .map(|b| {
+                    plotters::style::register_font(
+                        "sans-serif",
+                        FontStyle::Normal,
+                        Box::leak(b.into_boxed_slice()),
+                    )
+                    .is_ok()
+                })
+                .unwrap_or(false)
+        })
+    })
+}
+
+/// D and G loss curves against the step.
+pub fn plot_losses(lines: &[stats::StatsLine], out: &Path) -> Result<()> {
+    let text = font_available();
+    let (w, h) = (900u32, 500u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let max_step = lines.iter().map(|l| l.step).max().unwrap_or(1).max(1) as f64;
+        let ys = lines
+            .iter()
+            .flat_map(|l| [l.d_loss, l.g_loss])
+            .filter(|v| v.is_finite());
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() {
+            (lo.min(0.0), hi.max(lo + 1e-3) * 1.05)
+        } else {
+            (0.0, 1.0)
+        };
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(15);
+        if text {
+            builder
+                .caption("facegan losses", ("sans-serif", 22))
+                .x_label_area_size(40)
+                .y_label_area_size(55);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(0f64..max_step, lo..hi)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("step").y_desc("loss");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (name, colour, f) in [
+            (
+                "D loss",
+                RED,
+                (|l: &stats::StatsLine| l.d_loss) as fn(&stats::StatsLine) -> f64,
+            ),
+            ("G loss", BLUE, |l: &stats::StatsLine| l.g_loss),
+        ] {
+            let series = chart
+                .draw_series(LineSeries::new(
+                    lines
+                        .iter()
+                        .map(|l| (l.step as f64, f(l)))
+                        .filter(|p| p.1.is_finite()),
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if text {
+                series.label(name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches the plot size");
+    crate::sample::grid::save_png(&img, out)
+}

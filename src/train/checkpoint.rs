@@ -1,0 +1,170 @@
+//! Checkpoints: one safetensors file per save with every network, both optimizers'
+//! moments, the step, the RNG state and the configuration (as metadata). Written to a
+//! temporary file and renamed, so a crash never leaves a half-written checkpoint.
+
+use crate::config::RunConfig;
+use crate::fsutil::{ensure_dir, temp_path_for};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT: &str = "facegan-checkpoint-1";
+/// A checkpoint holding every network and the optimizer state.
+pub const KIND_FULL: &str = "full";
+/// A checkpoint holding only the EMA generator, for sharing and `generate`.
+pub const KIND_GENERATOR: &str = "generator";
+
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub tensors: HashMap<String, Tensor>,
+    pub meta: HashMap<String, String>,
+    pub config: RunConfig,
+}
+
+impl Checkpoint {
+    pub fn kind(&self) -> &str {
+        self.meta.get("kind").map(String::as_str).unwrap_or("")
+    }
+
+    pub fn step(&self) -> u64 {
+        self.meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn meta_u64(&self, key: &str) -> Result<u64> {
+        self.meta
+            .get(key)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| {
+                format!(
+                    "{}: metadata '{key}' is missing or not a number",
+                    self.path.display()
+                )
+            })
+    }
+}
+
+/// Writes `tensors` with `meta` to `path` (temp file, then rename). With `half`, f32
+/// tensors are stored as f16.
+pub fn write(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    mut meta: HashMap<String, String>,
+    half: bool,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            ensure_dir(dir)?;
+        }
+    }
+    meta.insert("format".into(), FORMAT.into());
+    let mut cpu = HashMap::new();
+    for (k, t) in tensors {
+        let t = t.detach().to_device(&Device::Cpu)?;
+        let t = if half && t.dtype() == DType::F32 {
+            t.to_dtype(DType::F16)?
+        } else {
+            t
+        };
+        cpu.insert(k.clone(), t);
+    }
+    let tmp = temp_path_for(path);
+    let res =
+        safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta), &tmp);
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("cannot write checkpoint {}: {e}", path.display());
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot write checkpoint {}", path.display()))
+}
+
+/// Reads a checkpoint; every failure names the file and what is wrong with it.
+pub fn read(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let bad =
+        |why: String| anyhow::anyhow!("{}: not a usable facegan checkpoint: {why}", path.display());
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("{e:?} (truncated or not a safetensors file)")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(format!("no '{FORMAT}' format tag")));
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| bad(format!("{e} (truncated?)")))?;
+    let config_text = meta
+        .get("config")
+        .ok_or_else(|| bad("no config in its metadata".into()))?;
+    let config = RunConfig::from_toml(
+        config_text,
+        &format!("{} (embedded config)", path.display()),
+    )?;
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        tensors,
+        meta,
+        config,
+    })
+}
+
+pub fn checkpoint_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+pub fn checkpoint_path(run: &Path, step: u64) -> PathBuf {
+    checkpoint_dir(run).join(format!("step-{step:07}.safetensors"))
+}
+
+/// Checkpoints of a run, oldest first.
+pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(checkpoint_dir(run))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name
+                .strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The newest checkpoint of `run`, or an error saying there is none.
+pub fn latest(run: &Path) -> Result<PathBuf> {
+    if !run.is_dir() {
+        bail!("--resume {}: no such run folder", run.display());
+    }
+    list_checkpoints(run).pop().map(|c| c.1).with_context(|| {
+        format!(
+            "--resume {}: the run has no checkpoints in {}",
+            run.display(),
+            checkpoint_dir(run).display()
+        )
+    })
+}
+
+/// Deletes all but the newest `keep` checkpoints.
+pub fn prune(run: &Path, keep: usize) {
+    let list = list_checkpoints(run);
+    for (_, p) in list.iter().take(list.len().saturating_sub(keep)) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+pub fn base_meta(kind: &str, step: u64, config: &RunConfig) -> HashMap<String, String> {
+    HashMap::from([
+        ("kind".to_string(), kind.to_string()),
+        ("step".to_string(), step.to_string()),
+        ("config".to_string(), config.to_toml()),
+    ])
+}

@@ -1,0 +1,409 @@
+//! The training loop. One step is a fixed sequence of phases:
+//! `D main` (adversarial loss on a real and a detached fake batch, one Adam update of
+//! D), then `G main` (the same fakes through the updated D, whose weights are frozen
+//! for this pass, one Adam update of G), then the EMA update of the generator.
+
+use super::checkpoint::{self, Checkpoint};
+use super::optim::Adam;
+use super::stats::{self, Accumulator, StatsLine};
+use crate::config::RunConfig;
+use crate::data::cache::{
+    default_cache_dir, prepare_cached, Dataset, PrepareOptions, CACHE_EXTENSION,
+};
+use crate::data::preprocess::CropResize;
+use crate::data::Loader;
+use crate::fsutil::ensure_dir;
+use crate::loss::AdversarialLoss;
+use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
+use crate::nn::{BnMode, Mode};
+use crate::rng::Rng;
+use crate::sample::{grid, latents, FIXED_LATENTS_TAG};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Tag of the RNG stream used to recompute the EMA generator's batch-norm statistics.
+const STANDING_STATS_TAG: u64 = 0x57A7;
+/// Batches of 64 latents used for those statistics.
+const STANDING_STATS_BATCHES: usize = 4;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C asks the loop to write a checkpoint and stop (installed once per process).
+fn install_ctrl_c() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                std::process::exit(130); // second Ctrl-C: leave at once
+            }
+            eprintln!("\ninterrupted: writing a checkpoint before stopping (Ctrl-C again to quit at once)");
+        });
+    });
+}
+
+pub struct TrainOptions {
+    pub config: RunConfig,
+    pub run_dir: PathBuf,
+    /// Continue from the newest checkpoint in `run_dir`.
+    pub resume: bool,
+    pub device: Device,
+    pub progress: bool,
+    /// Stop (with a checkpoint) after this step, as an interruption would.
+    pub stop_after: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub step: u64,
+    pub interrupted: bool,
+    pub checkpoint: PathBuf,
+}
+
+/// Everything that changes during training.
+pub struct Session {
+    pub cfg: RunConfig,
+    pub device: Device,
+    pub g: Box<dyn Generator>,
+    pub d: Box<dyn Discriminator>,
+    pub g_ema: Box<dyn Generator>,
+    pub opt_g: Adam,
+    pub opt_d: Adam,
+    pub rng: Rng,
+    pub step: u64,
+    loss: AdversarialLoss,
+}
+
+/// Per-step numbers for the logs.
+pub struct StepStats {
+    pub d_loss: f64,
+    pub g_loss: f64,
+    pub d_real: f64,
+    pub d_fake: f64,
+}
+
+fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
+    let p = candle_nn::ops::sigmoid(&logits.detach())?;
+    Ok(p.mean_all()?.to_scalar::<f32>()? as f64)
+}
+
+impl Session {
+    /// A fresh session: networks initialised from the seed.
+    pub fn new(cfg: &RunConfig, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = Rng::new(cfg.train.seed);
+        let g = build_generator(&cfg.model, device, &mut rng)?;
+        let d = build_discriminator(&cfg.model, device, &mut rng)?;
+        let g_ema = build_generator(&cfg.model, device, &mut Rng::new(0))?;
+        g_ema.params().copy_from(g.params())?;
+        let t = &cfg.train;
+        let opt_g = Adam::new(g.params(), t.lr_g, t.beta1, t.beta2)?;
+        let opt_d = Adam::new(d.params(), t.lr_d, t.beta1, t.beta2)?;
+        let loss = AdversarialLoss::parse(&t.loss)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            g,
+            d,
+            g_ema,
+            opt_g,
+            opt_d,
+            rng,
+            step: 0,
+            loss,
+        })
+    }
+
+    /// Restores a session from a full checkpoint; `cfg` may differ from the saved one
+    /// only in settings that do not change the networks (steps, logging, data path).
+    pub fn from_checkpoint(ck: &Checkpoint, cfg: &RunConfig, device: &Device) -> Result<Self> {
+        let src = ck.path.display().to_string();
+        if ck.kind() != checkpoint::KIND_FULL {
+            bail!("{src}: holds only a generator; training can only resume from a full checkpoint of a run");
+        }
+        if cfg.model != ck.config.model {
+            bail!("{src}: the checkpoint's model settings differ from the requested ones:\n  checkpoint: {:?}\n  requested:  {:?}", ck.config.model, cfg.model);
+        }
+        let mut s = Self::new(cfg, device)?;
+        s.g.params().load_tensors("G", &ck.tensors, &src)?;
+        s.d.params().load_tensors("D", &ck.tensors, &src)?;
+        s.g_ema.params().load_tensors("G_ema", &ck.tensors, &src)?;
+        s.opt_g.load_tensors(
+            "opt_G",
+            s.g.params(),
+            &ck.tensors,
+            ck.meta_u64("opt_G.t")?,
+            &src,
+        )?;
+        s.opt_d.load_tensors(
+            "opt_D",
+            s.d.params(),
+            &ck.tensors,
+            ck.meta_u64("opt_D.t")?,
+            &src,
+        )?;
+        s.rng = ck
+            .meta
+            .get("rng")
+            .and_then(|r| Rng::from_state_string(r))
+            .with_context(|| format!("{src}: RNG state missing or malformed"))?;
+        s.step = ck.meta_u64("step")?;
+        Ok(s)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut t = HashMap::new();
+        self.g.params().to_tensors("G", &mut t);
+        self.d.params().to_tensors("D", &mut t);
+        self.g_ema.params().to_tensors("G_ema", &mut t);
+        self.opt_g.to_tensors("opt_G", self.g.params(), &mut t);
+        self.opt_d.to_tensors("opt_D", self.d.params(), &mut t);
+        let mut meta = checkpoint::base_meta(checkpoint::KIND_FULL, self.step, &self.cfg);
+        meta.insert("rng".into(), self.rng.to_state_string());
+        meta.insert("opt_G.t".into(), self.opt_g.t.to_string());
+        meta.insert("opt_D.t".into(), self.opt_d.t.to_string());
+        checkpoint::write(path, &t, meta, false)
+    }
+
+    /// Writes only the EMA generator (for sharing and `generate`), optionally as f16.
+    pub fn save_generator(&self, path: &Path, half: bool) -> Result<()> {
+        self.refresh_ema_stats()?;
+        let mut t = HashMap::new();
+        self.g_ema.params().to_tensors("G_ema", &mut t);
+        let meta = checkpoint::base_meta(checkpoint::KIND_GENERATOR, self.step, &self.cfg);
+        checkpoint::write(path, &t, meta, half)
+    }
+
+    /// One training step on a batch of real images.
+    pub fn train_step(&mut self, real: &Tensor) -> Result<StepStats> {
+        let n = real.dim(0)?;
+        let z = self
+            .rng
+            .normal_tensor((n, self.cfg.model.nz), 0.0, 1.0, &self.device)?;
+        let fake = self.g.forward(&z, None, Mode::TRAIN)?;
+
+        // D main: real and detached fake.
+        let real_logits = self.d.forward(real, None, Mode::TRAIN)?;
+        let fake_logits = self.d.forward(&fake.detach(), None, Mode::TRAIN)?;
+        let d_loss = self.loss.d_loss(&real_logits, &fake_logits)?;
+        let grads = d_loss.backward()?;
+        self.opt_d.step(self.d.params(), &grads)?;
+        drop(grads);
+
+        // G main: the same fakes through the updated, frozen D.
+        let logits = self.d.forward(&fake, None, Mode::FROZEN)?;
+        let g_loss = self.loss.g_loss(&logits)?;
+        let grads = g_loss.backward()?;
+        self.opt_g.step(self.g.params(), &grads)?;
+        drop(grads);
+
+        // EMA of G, with a warm-up so early averages are not dominated by the init.
+        let t = self.step as f64;
+        let decay = self.cfg.train.ema_decay.min((1.0 + t) / (10.0 + t));
+        self.g_ema.params().ema_from(self.g.params(), decay)?;
+        self.step += 1;
+
+        let stats = StepStats {
+            d_loss: d_loss.to_scalar::<f32>()? as f64,
+            g_loss: g_loss.to_scalar::<f32>()? as f64,
+            d_real: mean_sigmoid(&real_logits)?,
+            d_fake: mean_sigmoid(&fake_logits)?,
+        };
+        if !(stats.d_loss.is_finite() && stats.g_loss.is_finite()) {
+            bail!(
+                "training diverged at step {}: D loss {}, G loss {}",
+                self.step,
+                stats.d_loss,
+                stats.g_loss
+            );
+        }
+        Ok(stats)
+    }
+
+    /// Gives the EMA generator batch-norm statistics of its own ("standing
+    /// statistics"): the running averages copied from G do not match G_ema's weights.
+    pub fn refresh_ema_stats(&self) -> Result<()> {
+        let mut rng = Rng::derived(self.cfg.train.seed, STANDING_STATS_TAG);
+        for k in 0..STANDING_STATS_BATCHES {
+            let z = rng.normal_tensor((64, self.cfg.model.nz), 0.0, 1.0, &self.device)?;
+            let mode = Mode {
+                bn: BnMode::Accumulate(1.0 / (k as f64 + 1.0)),
+                frozen: true,
+            };
+            self.g_ema.forward(&z, None, mode)?;
+        }
+        Ok(())
+    }
+
+    /// The fixed-latent sample grid from the EMA generator.
+    pub fn sample_grid(&self) -> Result<image::RgbImage> {
+        self.refresh_ema_stats()?;
+        let n = self.cfg.log.sample_count;
+        let z = latents(
+            self.cfg.train.seed,
+            FIXED_LATENTS_TAG,
+            n,
+            self.cfg.model.nz,
+            &self.device,
+        )?;
+        let x = self.g_ema.forward(&z, None, Mode::EVAL)?;
+        let cols = (n as f64).sqrt().ceil() as usize;
+        Ok(grid::make_grid(&grid::to_images(&x)?, cols))
+    }
+}
+
+/// Opens the training data: a prepared cache, or a folder prepared on the fly into
+/// the cache directory (reused while the folder's content is unchanged).
+pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
+    let path = PathBuf::from(&cfg.data.path);
+    if cfg.data.path.is_empty() {
+        bail!("no training data: give --data FOLDER_OR_CACHE");
+    }
+    let size = cfg.model.image_size;
+    let cache = if path.is_file() {
+        path.clone()
+    } else if path.is_dir() {
+        let opts = PrepareOptions {
+            spec: CropResize {
+                size: size as u32,
+                crop: cfg.data.crop,
+            },
+            strict: false,
+            progress,
+        };
+        prepare_cached(&path, &default_cache_dir(), &opts)?
+    } else {
+        bail!("data {} does not exist (give an image folder or a .{CACHE_EXTENSION} cache made by `facegan prepare`)", path.display());
+    };
+    let ds = Dataset::open(&cache)?;
+    if ds.size() != size {
+        bail!("{} holds {}x{} images but the model makes {size}x{size}; prepare it with --size {size}", cache.display(), ds.size(), ds.size());
+    }
+    Ok(ds)
+}
+
+/// Trains (or resumes) a run, writing checkpoints, samples and stats under the run folder.
+pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
+    let run = &opts.run_dir;
+    let mut session = if opts.resume {
+        let path = checkpoint::latest(run)?;
+        let ck = checkpoint::read(&path, &opts.device)?;
+        let s = Session::from_checkpoint(&ck, &opts.config, &opts.device)?;
+        eprintln!("resuming {} from step {}", run.display(), s.step);
+        stats::truncate_after(&run.join("stats.jsonl"), s.step)?;
+        s
+    } else {
+        if !checkpoint::list_checkpoints(run).is_empty() {
+            bail!(
+                "{} already holds a run; resume it with --resume {} or choose another --out",
+                run.display(),
+                run.display()
+            );
+        }
+        Session::new(&opts.config, &opts.device)?
+    };
+    let cfg = session.cfg.clone();
+    ensure_dir(run)?;
+    ensure_dir(&run.join("samples"))?;
+    cfg.save(&run.join("config.toml"))?;
+
+    let data = open_data(&cfg, opts.progress)?;
+    let mut loader = Loader::new(data, cfg.train.batch_size, cfg.train.seed, cfg.train.flip)?;
+    install_ctrl_c();
+    STOP.store(false, Ordering::SeqCst);
+
+    let total = cfg.train.steps;
+    let tty = opts.progress && std::io::stderr().is_terminal();
+    let bar = if tty {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
+    bar.set_position(session.step);
+    if session.step == 0 {
+        grid::save_png(
+            &session.sample_grid()?,
+            &run.join("samples").join("step-0000000.png"),
+        )?;
+    }
+
+    let stats_path = run.join("stats.jsonl");
+    let mut acc = Accumulator::default();
+    let start = Instant::now();
+    let mut interval_start = Instant::now();
+    let mut interval_steps = 0u64;
+    let mut interrupted = false;
+    let mut last_ck: Option<PathBuf> = None;
+    while session.step < total {
+        let real = loader.batch(session.step, &mut session.rng, &opts.device)?;
+        let s = session.train_step(&real)?;
+        acc.add(s.d_loss, s.g_loss, s.d_real, s.d_fake);
+        interval_steps += 1;
+        let step = session.step;
+        bar.set_position(step);
+        if step % cfg.log.log_every == 0 || step == total {
+            let secs = interval_start.elapsed().as_secs_f64();
+            let ips = (interval_steps * cfg.train.batch_size as u64) as f64 / secs.max(1e-9);
+            let [d, g, dr, df] = acc.take();
+            let line = StatsLine {
+                step,
+                d_loss: d,
+                g_loss: g,
+                d_real: dr,
+                d_fake: df,
+                img_per_s: ips,
+                elapsed_s: start.elapsed().as_secs_f64(),
+            };
+            stats::append(&stats_path, &line)?;
+            let msg = format!("D {d:.3} G {g:.3} D(x) {dr:.2} D(G(z)) {df:.2} {ips:.1} img/s");
+            if tty {
+                bar.set_message(msg);
+            } else if opts.progress {
+                eprintln!("step {step}/{total} {msg}");
+            }
+            interval_start = Instant::now();
+            interval_steps = 0;
+        }
+        if step % cfg.log.sample_every == 0 || step == total {
+            grid::save_png(
+                &session.sample_grid()?,
+                &run.join("samples").join(format!("step-{step:07}.png")),
+            )?;
+        }
+        let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after == Some(step);
+        if step % cfg.log.checkpoint_every == 0 || step == total || stop_now {
+            let path = checkpoint::checkpoint_path(run, step);
+            session.save(&path)?;
+            checkpoint::prune(run, cfg.log.keep_checkpoints);
+            last_ck = Some(path);
+        }
+        if stop_now {
+            interrupted = true;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if !acc.is_empty() {
+        acc.take();
+    }
+    let checkpoint = match last_ck {
+        Some(p) => p,
+        None => {
+            let p = checkpoint::checkpoint_path(run, session.step);
+            session.save(&p)?;
+            p
+        }
+    };
+    crate::report::write_report(run)?;
+    Ok(TrainOutcome {
+        step: session.step,
+        interrupted,
+        checkpoint,
+    })
+}
