@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_facegan"))
+}
+
+/// Runs the binary with `args`, returning (success, stdout + stderr).
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out: Output = bin().args(args).output().expect("the facegan binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "facegan panicked:\n{text}");
+    (out.status.success(), text)
+}
+
+/// The shared CelebA folder: `$FACEGAN_CELEBA_DIR`, else ../shared/... beside the repo.
+/// Missing: a failure under CI=true, otherwise `None` (the caller skips, saying why).
+pub fn celeba_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("FACEGAN_CELEBA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/celeba/img_align_celeba")
+        });
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+        panic!(
+            "CI=true but the shared CelebA images are missing at {}",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipping: shared CelebA images not found at {} (set FACEGAN_CELEBA_DIR)",
+        dir.display()
+    );
+    None
+}
+
+/// A folder of symbolic links to the first `n` shared CelebA images.
+pub fn celeba_subset(n: usize, into: &Path) -> Option<PathBuf> {
+    let src = celeba_dir()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let dir = into.join("celeba-subset");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in files.iter().take(n) {
+        std::os::unix::fs::symlink(f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    Some(dir)
+}
+
+/// `n` small synthetic face-like PNGs (a light disc on a coloured ground).
+pub fn synthetic_faces(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(48, 56, |x, y| {
+            let (dx, dy) = (x as i32 - 24, y as i32 - 28);
+            if dx * dx + dy * dy < 15 * 15 {
+                image::Rgb([220, 180 + (i % 5) as u8 * 10, 150])
+            } else {
+                image::Rgb([(i * 37 % 255) as u8, 60, 90])
+            }
+        });
+        img.save(dir.join(format!("{i:04}.png"))).unwrap();
+    }
+}
+
+/// Settings for a tiny, fast model.
+pub const TINY: &[&str] = &[
+    "--preset",
+    "dcgan-32",
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--nz",
+    "16",
+    "--batch-size",
+    "8",
+    "--quiet",
+];
