@@ -13,6 +13,7 @@ pub mod loss;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod penalty;
 pub mod report;
 pub mod rng;
 pub mod sample;

@@ -106,6 +106,56 @@ fn gradient_penalty_weight_gradient_equals_finite_differences() {
     );
 }
 
+/// Every penalty of the zoo, through `facegan::penalty`, on the same critic.
+#[test]
+fn every_penalty_weight_gradient_equals_finite_differences() {
+    use facegan::penalty::{penalty as zoo, PenaltyKind, PENALTY_NAMES};
+    facegan::enable_second_order_gradients();
+    let (x, w1, v) = setup(DType::F64);
+    let fake = (x.clone() * 0.5).unwrap().sin().unwrap();
+    for name in PENALTY_NAMES {
+        let kind = PenaltyKind::parse(name).unwrap();
+        let value = |w: &Tensor| {
+            let d = |inp: &Tensor| Ok(critic(inp, w, &v));
+            zoo(kind, &d, &x, &fake, &mut facegan::rng::Rng::new(9)).unwrap()
+        };
+        let dw = value(w1.as_tensor())
+            .backward()
+            .unwrap()
+            .get(w1.as_tensor())
+            .expect("reaches the weights")
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let w0 = w1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for i in (0..w0.len()).step_by(11) {
+            let at = |delta: f64| {
+                let mut w = w0.clone();
+                w[i] += delta;
+                value(&Tensor::from_vec(w, w1.dims(), &Device::Cpu).unwrap())
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (fd - dw[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{name} weight {i}: finite difference {fd}, autograd {}",
+                dw[i]
+            );
+        }
+        assert!(
+            dw.iter().any(|g| g.abs() > 1e-4),
+            "{name}: gradient is trivially zero"
+        );
+    }
+}
+
 #[test]
 fn gradient_penalty_in_f32_matches_f64() {
     facegan::enable_second_order_gradients();

@@ -197,7 +197,7 @@ impl Session {
 
         // G main: the same fakes through the updated, frozen D.
         let logits = self.d.forward(&fake, None, Mode::FROZEN)?;
-        let g_loss = self.loss.g_loss(&logits)?;
+        let g_loss = self.loss.g_loss(None, &logits)?;
         let grads = g_loss.backward()?;
         self.opt_g.step(self.g.params(), &grads)?;
         drop(grads);

@@ -1,0 +1,250 @@
+//! Gradient penalties on the discriminator. Each is computed from D as a closure over
+//! its input, so the penalty's own gradient with respect to D's weights is exact
+//! (second order; needs `CANDLE_GRAD_DO_NOT_DETACH=1`).
+
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PenaltyKind {
+    /// WGAN-GP (Gulrajani et al. 2017): E[(||∇D(x̂)|| - 1)²] on random interpolates
+    /// x̂ = εx + (1-ε)x̃, ε ~ U[0,1] per sample; the norm runs over all pixels and channels.
+    WganGp,
+    /// The one-sided variant from the same paper: E[max(0, ||∇D(x̂)|| - 1)²].
+    OneSidedGp,
+    /// DRAGAN (Kodali et al. 2017): the two-sided penalty around perturbed real data,
+    /// x̂ = x + α·δ, δ = 0.5·std(x)·U[0,1], α ~ U[0,1] per sample.
+    Dragan,
+    /// R1 (Mescheder et al. 2018): ½E_real[||∇D(x)||²].
+    R1,
+    /// R2: the same on fake data.
+    R2,
+}
+
+pub const PENALTY_NAMES: &[&str] = &["wgan-gp", "one-sided-gp", "dragan", "r1", "r2"];
+
+impl PenaltyKind {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "wgan-gp" | "gp" => Self::WganGp,
+            "one-sided-gp" => Self::OneSidedGp,
+            "dragan" => Self::Dragan,
+            "r1" => Self::R1,
+            "r2" => Self::R2,
+            _ => bail!(
+                "unknown penalty '{s}'; valid penalties: {}",
+                PENALTY_NAMES.join(", ")
+            ),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::WganGp => "wgan-gp",
+            Self::OneSidedGp => "one-sided-gp",
+            Self::Dragan => "dragan",
+            Self::R1 => "r1",
+            Self::R2 => "r2",
+        }
+    }
+}
+
+/// A penalty with its weight; lazy ones (`every` > 1) are applied every `every` steps
+/// and scaled by `every`, as in StyleGAN2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PenaltyConfig {
+    pub kind: String,
+    pub weight: f64,
+    #[serde(default = "one")]
+    pub every: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl PenaltyConfig {
+    /// Parses `KIND[:WEIGHT[:EVERY]]`, e.g. `wgan-gp:10` or `r1:10:16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let kind = PenaltyKind::parse(parts[0])?;
+        let weight = match parts.get(1) {
+            Some(w) => w
+                .parse()
+                .map_err(|_| anyhow::anyhow!("penalty '{s}': weight '{w}' is not a number"))?,
+            None => default_weight(kind),
+        };
+        let every = match parts.get(2) {
+            Some(k) => k.parse().map_err(|_| {
+                anyhow::anyhow!("penalty '{s}': interval '{k}' is not a whole number")
+            })?,
+            None => 1,
+        };
+        if parts.len() > 3 {
+            bail!("penalty '{s}': expected KIND[:WEIGHT[:EVERY]]");
+        }
+        let c = Self {
+            kind: kind.name().to_string(),
+            weight,
+            every,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        PenaltyKind::parse(&self.kind)?;
+        if !(self.weight >= 0.0 && self.weight.is_finite()) {
+            bail!(
+                "penalty {}: weight {} must be a non-negative number",
+                self.kind,
+                self.weight
+            );
+        }
+        if self.every == 0 {
+            bail!("penalty {}: interval must be at least 1", self.kind);
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> PenaltyKind {
+        PenaltyKind::parse(&self.kind).expect("validated")
+    }
+}
+
+/// The weights the papers use.
+pub fn default_weight(kind: PenaltyKind) -> f64 {
+    match kind {
+        PenaltyKind::WganGp
+        | PenaltyKind::OneSidedGp
+        | PenaltyKind::Dragan
+        | PenaltyKind::R1
+        | PenaltyKind::R2 => 10.0,
+    }
+}
+
+/// Per-sample L2 norm of the gradient of sum(D(x)) with respect to x, keeping the
+/// graph so the result can be differentiated again.
+pub fn input_gradient_norm_sq(
+    d: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    x: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let xv = Var::from_tensor(&x.detach())?;
+    let grads = d(xv.as_tensor())?.sum_all()?.backward()?;
+    let g = grads.get(xv.as_tensor()).ok_or_else(|| {
+        candle_core::Error::Msg("the discriminator's output does not depend on its input".into())
+    })?;
+    g.sqr()?.flatten_from(1)?.sum(1)
+}
+
+/// The unweighted penalty value (a scalar tensor differentiable with respect to D's
+/// weights). `d` maps images to logits (N,).
+pub fn penalty(
+    kind: PenaltyKind,
+    d: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    real: &Tensor,
+    fake: &Tensor,
+    rng: &mut Rng,
+) -> candle_core::Result<Tensor> {
+    /// U[0,1] of shape (N, 1, 1, ...) in `like`'s dtype.
+    fn per_sample(like: &Tensor, rng: &mut Rng) -> candle_core::Result<Tensor> {
+        let mut dims = vec![1usize; like.rank()];
+        dims[0] = like.dim(0)?;
+        rng.uniform_tensor(dims, 0.0, 1.0, like.device())?
+            .to_dtype(like.dtype())
+    }
+    match kind {
+        PenaltyKind::WganGp | PenaltyKind::OneSidedGp => {
+            let eps = per_sample(real, rng)?;
+            let x_hat = (real.detach().broadcast_mul(&eps)?
+                + fake.detach().broadcast_mul(&(1.0 - &eps)?)?)?;
+            let norm = input_gradient_norm_sq(d, &x_hat)?.sqrt()?;
+            let excess = (norm - 1.0)?;
+            let excess = if kind == PenaltyKind::OneSidedGp {
+                excess.relu()?
+            } else {
+                excess
+            };
+            excess.sqr()?.mean_all()
+        }
+        PenaltyKind::Dragan => {
+            let real = real.detach();
+            let std = real
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .var(0)?
+                .sqrt()?
+                .to_scalar::<f64>()?;
+            let delta = (rng
+                .uniform_tensor(real.shape(), 0.0, 1.0, real.device())?
+                .to_dtype(real.dtype())?
+                * (0.5 * std))?;
+            let alpha = per_sample(&real, rng)?;
+            let x_hat = (&real + delta.broadcast_mul(&alpha)?)?;
+            let norm = input_gradient_norm_sq(d, &x_hat)?.sqrt()?;
+            (norm - 1.0)?.sqr()?.mean_all()
+        }
+        PenaltyKind::R1 => input_gradient_norm_sq(d, real)?.mean_all()? * 0.5,
+        PenaltyKind::R2 => input_gradient_norm_sq(d, fake)?.mean_all()? * 0.5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn parse_kind_weight_interval() {
+        assert_eq!(
+            PenaltyConfig::parse("wgan-gp").unwrap(),
+            PenaltyConfig {
+                kind: "wgan-gp".into(),
+                weight: 10.0,
+                every: 1
+            }
+        );
+        assert_eq!(
+            PenaltyConfig::parse("r1:5:16").unwrap(),
+            PenaltyConfig {
+                kind: "r1".into(),
+                weight: 5.0,
+                every: 16
+            }
+        );
+        assert!(PenaltyConfig::parse("gradient")
+            .unwrap_err()
+            .to_string()
+            .contains("wgan-gp"));
+        assert!(PenaltyConfig::parse("r1:x").is_err());
+        assert!(PenaltyConfig::parse("r1:1:0").is_err());
+    }
+
+    /// For a linear critic D(x) = <w, x>, ∇D = w everywhere: every penalty has a closed form.
+    #[test]
+    fn linear_critic_closed_forms() {
+        let dev = Device::Cpu;
+        let w = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.25]], &dev)
+            .unwrap()
+            .reshape((1, 1, 2, 2))
+            .unwrap();
+        let norm = (0.25f64 + 1.0 + 4.0 + 0.0625).sqrt();
+        let d = |x: &Tensor| x.broadcast_mul(&w)?.flatten_from(1)?.sum(1);
+        let real = Tensor::ones((3, 1, 2, 2), DType::F64, &dev).unwrap();
+        let fake = Tensor::zeros((3, 1, 2, 2), DType::F64, &dev).unwrap();
+        let v = |k| {
+            penalty(k, &d, &real, &fake, &mut Rng::new(0))
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert!((v(PenaltyKind::WganGp) - (norm - 1.0).powi(2)).abs() < 1e-12);
+        assert!((v(PenaltyKind::OneSidedGp) - (norm - 1.0).max(0.0).powi(2)).abs() < 1e-12);
+        assert!((v(PenaltyKind::Dragan) - (norm - 1.0).powi(2)).abs() < 1e-12);
+        assert!((v(PenaltyKind::R1) - 0.5 * norm * norm).abs() < 1e-12);
+        assert!((v(PenaltyKind::R2) - 0.5 * norm * norm).abs() < 1e-12);
+    }
+}
