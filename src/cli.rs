@@ -7,18 +7,13 @@ use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
 use facegan::data::{prepare, PrepareOptions};
 use facegan::device::parse_device;
-use facegan::sample::generate::{
-    generate, load_generator, shipped_model_path, write_faces, SHIPPED_MODEL,
-};
+use facegan::penalty::PenaltyConfig;
+use facegan::sample::generate::{generate, load_generator, shipped_model_path, write_faces, SHIPPED_MODEL};
 use facegan::train::{checkpoint, train, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "facegan",
-    version,
-    about = "Train GANs on face photographs and generate new faces"
-)]
+#[command(name = "facegan", version, about = "Train GANs on face photographs and generate new faces")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -113,9 +108,39 @@ pub struct TrainArgs {
     beta1: Option<f64>,
     #[arg(long)]
     beta2: Option<f64>,
-    /// Adversarial loss: non-saturating or minimax.
+    /// Adversarial loss (see docs/losses.md): non-saturating, minimax, lsgan, wgan, hinge,
+    /// fgan-kl, fgan-reverse-kl, fgan-pearson, fgan-neyman, fgan-hellinger, fgan-js,
+    /// fgan-gan, ragan, ralsgan, rahinge.
     #[arg(long)]
     loss: Option<String>,
+    /// Gradient penalty KIND[:WEIGHT[:EVERY]] (wgan-gp, one-sided-gp, dragan, r1, r2);
+    /// repeatable; replaces the preset's penalties. `--penalty none` removes them.
+    #[arg(long)]
+    penalty: Vec<String>,
+    /// Discriminator updates per generator update.
+    #[arg(long)]
+    n_critic: Option<u32>,
+    /// adam or rmsprop.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Clip D's weights to [-C, C] after each update (WGAN); 0 disables.
+    #[arg(long)]
+    weight_clip: Option<f64>,
+    /// One-sided label smoothing: real targets 1 - S.
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Std of Gaussian instance noise on D's inputs.
+    #[arg(long)]
+    instance_noise: Option<f64>,
+    /// Steps over which instance noise decays linearly to 0.
+    #[arg(long)]
+    instance_noise_steps: Option<u64>,
+    /// Discriminator normalisation: batch, layer or none.
+    #[arg(long)]
+    d_norm: Option<String>,
+    /// LSGAN targets a,b,c (fake, real, generator's).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    lsgan_targets: Option<Vec<f64>>,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
@@ -177,10 +202,9 @@ impl TrainArgs {
     fn config(&self, base: RunConfig) -> Result<RunConfig> {
         let mut c = base;
         if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config {}", path.display()))?;
-            let over: toml::Value =
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+            let over: toml::Value = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let mut v = toml::Value::try_from(&c)?;
             merge(&mut v, over);
             c = RunConfig::from_toml(&toml::to_string(&v)?, &path.display().to_string())?;
@@ -190,6 +214,7 @@ impl TrainArgs {
         set(&mut m.nz, self.nz);
         set(&mut m.ngf, self.ngf);
         set(&mut m.ndf, self.ndf);
+        set(&mut m.d_norm, self.d_norm.clone());
         let t = &mut c.train;
         set(&mut t.steps, self.steps);
         set(&mut t.batch_size, self.batch_size);
@@ -202,6 +227,22 @@ impl TrainArgs {
         set(&mut t.loss, self.loss.clone());
         set(&mut t.seed, self.seed);
         set(&mut t.ema_decay, self.ema_decay);
+        set(&mut t.n_critic, self.n_critic);
+        set(&mut t.optimizer, self.optimizer.clone());
+        set(&mut t.weight_clip, self.weight_clip);
+        set(&mut t.label_smoothing, self.label_smoothing);
+        set(&mut t.instance_noise, self.instance_noise);
+        set(&mut t.instance_noise_steps, self.instance_noise_steps);
+        if let Some(v) = &self.lsgan_targets {
+            t.lsgan_targets = [v[0], v[1], v[2]];
+        }
+        if !self.penalty.is_empty() {
+            t.penalties = if self.penalty == ["none"] {
+                Vec::new()
+            } else {
+                self.penalty.iter().map(|p| PenaltyConfig::parse(p)).collect::<Result<_>>()?
+            };
+        }
         if self.no_flip {
             t.flip = false;
         }
@@ -227,24 +268,14 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Prepare(a) => {
-            let opts = PrepareOptions {
-                spec: CropResize {
-                    size: a.size,
-                    crop: a.crop,
-                },
-                strict: a.strict,
-                progress: true,
-            };
+            let opts =
+                PrepareOptions { spec: CropResize { size: a.size, crop: a.crop }, strict: a.strict, progress: true };
             if !(8..=1024).contains(&a.size) {
                 bail!("--size {} is out of range (8 to 1024)", a.size);
             }
             if let Some(dir) = a.out.parent() {
                 if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                    bail!(
-                        "cannot write {}: folder {} does not exist",
-                        a.out.display(),
-                        dir.display()
-                    );
+                    bail!("cannot write {}: folder {} does not exist", a.out.display(), dir.display());
                 }
             }
             let report = prepare(&a.data, &a.out, &opts)?;
@@ -254,15 +285,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let device = parse_device(&a.device)?;
             let (config, run_dir, resume) = match &a.resume {
                 Some(run) => {
-                    let ck =
-                        checkpoint::read(&checkpoint::latest(run)?, &candle_core::Device::Cpu)?;
+                    let ck = checkpoint::read(&checkpoint::latest(run)?, &candle_core::Device::Cpu)?;
                     (a.config(ck.config)?, run.clone(), true)
                 }
                 None => {
-                    let out = a
-                        .out
-                        .clone()
-                        .context("give --out runs/NAME for a new run, or --resume runs/NAME")?;
+                    let out = a.out.clone().context("give --out runs/NAME for a new run, or --resume runs/NAME")?;
                     (a.config(RunConfig::preset(&a.preset)?)?, out, false)
                 }
             };
@@ -283,11 +310,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             eprintln!(
                 "{} at step {}; checkpoint {}; samples in {}",
-                if outcome.interrupted {
-                    "stopped"
-                } else {
-                    "finished"
-                },
+                if outcome.interrupted { "stopped" } else { "finished" },
                 outcome.step,
                 outcome.checkpoint.display(),
                 run_dir.join("samples").display()
@@ -297,7 +320,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let device = parse_device(&a.device)?;
             let path = match a.checkpoint {
                 Some(p) => p,
-                None => shipped_model_path().with_context(|| format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here"))?,
+                None => shipped_model_path().with_context(|| {
+                    format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")
+                })?,
             };
             let (g, cfg) = load_generator(&path, &device)?;
             let x = generate(g.as_ref(), &cfg, a.count, a.seed, &device)?;
@@ -318,17 +343,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("{} is not a run folder", run.display());
             }
             facegan::report::write_report(&run)?;
-            eprintln!(
-                "wrote {} and {}",
-                run.join("progress.gif").display(),
-                run.join("losses.png").display()
-            );
+            eprintln!("wrote {} and {}", run.join("progress.gif").display(), run.join("losses.png").display());
         }
-        Command::Export {
-            checkpoint: ck,
-            out,
-            half,
-        } => {
+        Command::Export { checkpoint: ck, out, half } => {
             let device = candle_core::Device::Cpu;
             let c = checkpoint::read(&ck, &device)?;
             let s = facegan::train::trainer::Session::from_checkpoint(&c, &c.config, &device)?;

@@ -18,17 +18,14 @@ pub struct ModelConfig {
     pub ngf: usize,
     /// Discriminator width (channels of its first layer).
     pub ndf: usize,
+    /// Normalisation in the discriminator's hidden layers: "batch", "layer" or "none".
+    /// Per-sample gradient penalties need "layer" or "none".
+    pub d_norm: String,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self {
-            arch: "dcgan".into(),
-            image_size: 64,
-            nz: 100,
-            ngf: 64,
-            ndf: 64,
-        }
+        Self { arch: "dcgan".into(), image_size: 64, nz: 100, ngf: 64, ndf: 64, d_norm: "batch".into() }
     }
 }
 
@@ -42,8 +39,24 @@ pub struct TrainConfig {
     pub lr_d: f64,
     pub beta1: f64,
     pub beta2: f64,
-    /// Adversarial loss: "non-saturating" or "minimax".
+    /// Adversarial loss; see `facegan::loss::LOSS_NAMES`.
     pub loss: String,
+    /// LSGAN's targets (a: fake, b: real, c: the generator's).
+    pub lsgan_targets: [f64; 3],
+    /// Gradient penalties on D, each with its weight and lazy interval.
+    pub penalties: Vec<crate::penalty::PenaltyConfig>,
+    /// Discriminator (critic) updates per generator update.
+    pub n_critic: u32,
+    /// "adam" or "rmsprop".
+    pub optimizer: String,
+    /// Clip every D weight to [-c, c] after each D update (WGAN); 0 disables.
+    pub weight_clip: f64,
+    /// One-sided label smoothing: real targets become 1 - s (cross-entropy losses only).
+    pub label_smoothing: f64,
+    /// Instance noise: std of Gaussian noise added to D's inputs at the start.
+    pub instance_noise: f64,
+    /// Steps over which instance noise decays linearly to 0 (0: it never decays).
+    pub instance_noise_steps: u64,
     pub seed: u64,
     /// Decay of the generator's exponential moving average.
     pub ema_decay: f64,
@@ -61,6 +74,14 @@ impl Default for TrainConfig {
             beta1: 0.5,
             beta2: 0.999,
             loss: "non-saturating".into(),
+            lsgan_targets: [0.0, 1.0, 1.0],
+            penalties: Vec::new(),
+            n_critic: 1,
+            optimizer: "adam".into(),
+            weight_clip: 0.0,
+            label_smoothing: 0.0,
+            instance_noise: 0.0,
+            instance_noise_steps: 0,
             seed: 0,
             ema_decay: 0.999,
             flip: true,
@@ -85,13 +106,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            log_every: 50,
-            sample_every: 500,
-            checkpoint_every: 1000,
-            keep_checkpoints: 3,
-            sample_count: 64,
-        }
+        Self { log_every: 50, sample_every: 500, checkpoint_every: 1000, keep_checkpoints: 3, sample_count: 64 }
     }
 }
 
@@ -117,23 +132,14 @@ pub struct RunConfig {
 
 /// Names and one-line descriptions of the presets.
 pub const PRESETS: &[(&str, &str)] = &[
-    (
-        "dcgan-32",
-        "DCGAN at 32x32 (three up/down blocks), the classic Udacity face setting",
-    ),
-    (
-        "dcgan-64",
-        "DCGAN at 64x64 (Radford et al. 2015; pytorch/examples dcgan)",
-    ),
+    ("dcgan-32", "DCGAN at 32x32 (three up/down blocks), the classic Udacity face setting"),
+    ("dcgan-64", "DCGAN at 64x64 (Radford et al. 2015; pytorch/examples dcgan)"),
     ("dcgan-128", "DCGAN at 128x128, one more block on each side"),
 ];
 
 impl RunConfig {
     pub fn preset(name: &str) -> Result<Self> {
-        let mut c = RunConfig {
-            preset: name.to_string(),
-            ..Default::default()
-        };
+        let mut c = RunConfig { preset: name.to_string(), ..Default::default() };
         match name {
             "dcgan-32" => {
                 c.model.image_size = 32;
@@ -143,6 +149,43 @@ impl RunConfig {
             "dcgan-128" => {
                 c.model.image_size = 128;
             }
+            "minimax-64" => c.train.loss = "minimax".into(),
+            "lsgan-64" => c.train.loss = "lsgan".into(),
+            "wgan-64" => {
+                let t = &mut c.train;
+                t.loss = "wgan".into();
+                t.optimizer = "rmsprop".into();
+                (t.lr_g, t.lr_d) = (5e-5, 5e-5);
+                t.weight_clip = 0.01;
+                t.n_critic = 5;
+            }
+            "wgan-gp-64" => {
+                let t = &mut c.train;
+                t.loss = "wgan".into();
+                t.penalties = vec![crate::penalty::PenaltyConfig::parse("wgan-gp:10")?];
+                (t.beta1, t.beta2) = (0.5, 0.9);
+                t.n_critic = 5;
+                c.model.d_norm = "layer".into();
+            }
+            "hinge-64" => {
+                let t = &mut c.train;
+                t.loss = "hinge".into();
+                (t.lr_g, t.lr_d) = (1e-4, 4e-4);
+                (t.beta1, t.beta2) = (0.0, 0.9);
+            }
+            "dragan-64" => {
+                c.train.penalties = vec![crate::penalty::PenaltyConfig::parse("dragan:10")?];
+                c.model.d_norm = "layer".into();
+            }
+            "r1-64" => {
+                c.train.penalties = vec![crate::penalty::PenaltyConfig::parse("r1:10:16")?];
+                c.model.d_norm = "none".into();
+            }
+            "fgan-kl-64" => c.train.loss = "fgan-kl".into(),
+            "fgan-js-64" => c.train.loss = "fgan-js".into(),
+            "ragan-64" => c.train.loss = "ragan".into(),
+            "ralsgan-64" => c.train.loss = "ralsgan".into(),
+            "rahinge-64" => c.train.loss = "rahinge".into(),
             _ => bail!(
                 "unknown preset '{name}'; valid presets: {}",
                 PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
@@ -158,8 +201,7 @@ impl RunConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
@@ -178,16 +220,43 @@ impl RunConfig {
             bail!("model.arch '{}' is unknown; valid: dcgan", m.arch);
         }
         if !(m.image_size >= 16 && m.image_size.is_power_of_two() && m.image_size <= 256) {
-            bail!(
-                "model.image_size {} must be a power of two from 16 to 256",
-                m.image_size
-            );
+            bail!("model.image_size {} must be a power of two from 16 to 256", m.image_size);
         }
         if m.nz == 0 || m.ngf == 0 || m.ndf == 0 {
             bail!("model.nz, model.ngf and model.ndf must be positive");
         }
+        if !matches!(m.d_norm.as_str(), "batch" | "layer" | "none") {
+            bail!("model.d_norm '{}' is unknown; valid: batch, layer, none", m.d_norm);
+        }
         let t = &self.train;
-        crate::loss::AdversarialLoss::parse(&t.loss)?;
+        let loss = crate::loss::AdversarialLoss::parse(&t.loss)?;
+        for p in &t.penalties {
+            p.validate()?;
+        }
+        if !t.penalties.is_empty() && m.d_norm == "batch" {
+            bail!(
+                "penalty {} needs the gradient of D for each sample on its own, but batch norm in D mixes the samples of a batch; set model.d_norm = \"layer\" (or \"none\", or --d-norm layer)",
+                t.penalties[0].kind
+            );
+        }
+        if !matches!(t.optimizer.as_str(), "adam" | "rmsprop") {
+            bail!("train.optimizer '{}' is unknown; valid: adam, rmsprop", t.optimizer);
+        }
+        if t.n_critic == 0 {
+            bail!("train.n_critic must be at least 1");
+        }
+        if !(0.0..0.5).contains(&t.label_smoothing) {
+            bail!("train.label_smoothing {} must be in [0, 0.5)", t.label_smoothing);
+        }
+        if t.label_smoothing > 0.0 && !loss.is_cross_entropy() {
+            bail!(
+                "train.label_smoothing applies to the cross-entropy losses (non-saturating, minimax), not to {}",
+                t.loss
+            );
+        }
+        if t.weight_clip < 0.0 || t.instance_noise < 0.0 {
+            bail!("train.weight_clip and train.instance_noise must not be negative");
+        }
         if t.batch_size == 0 {
             bail!("train.batch_size must be positive");
         }
@@ -230,27 +299,29 @@ mod tests {
             assert_eq!(c, back);
         }
         let c = RunConfig::preset("dcgan-64").unwrap();
-        assert_eq!(
-            (c.model.image_size, c.model.nz, c.model.ngf, c.model.ndf),
-            (64, 100, 64, 64)
-        );
-        assert_eq!(
-            (c.train.lr_g, c.train.lr_d, c.train.beta1, c.train.beta2),
-            (2e-4, 2e-4, 0.5, 0.999)
-        );
+        assert_eq!((c.model.image_size, c.model.nz, c.model.ngf, c.model.ndf), (64, 100, 64, 64));
+        assert_eq!((c.train.lr_g, c.train.lr_d, c.train.beta1, c.train.beta2), (2e-4, 2e-4, 0.5, 0.999));
+        let w = RunConfig::preset("wgan-gp-64").unwrap();
+        assert_eq!((w.train.n_critic, w.train.beta2, w.model.d_norm.as_str()), (5, 0.9, "layer"));
+    }
+
+    #[test]
+    fn batch_norm_critic_with_a_penalty_is_refused_with_the_reason() {
+        let mut c = RunConfig::preset("wgan-gp-64").unwrap();
+        c.model.d_norm = "batch".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("batch norm") && e.contains("layer"), "{e}");
+        let mut c = RunConfig::preset("hinge-64").unwrap();
+        c.train.label_smoothing = 0.1;
+        assert!(c.validate().unwrap_err().to_string().contains("cross-entropy"));
     }
 
     #[test]
     fn unknown_names_list_the_valid_ones() {
         let e = RunConfig::preset("dcgan-65").unwrap_err().to_string();
         assert!(e.contains("dcgan-64") && e.contains("dcgan-128"), "{e}");
-        let e = RunConfig::from_toml("[train]\nlearning_rate = 1\n", "x.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("x.toml") && e.contains("learning_rate") && e.contains("lr_g"),
-            "{e}"
-        );
+        let e = RunConfig::from_toml("[train]\nlearning_rate = 1\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("learning_rate") && e.contains("lr_g"), "{e}");
         let e = RunConfig::from_toml("[model]\nimage_size = 48\n", "y.toml").unwrap_err();
         assert!(format!("{e:#}").contains("power of two"));
     }

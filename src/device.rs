@@ -19,9 +19,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
                 bail!("--device {s} needs facegan built with `--features cuda`");
             }
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("bad CUDA device number in '{s}'"))?,
+                Some(n) => n.parse().map_err(|_| anyhow::anyhow!("bad CUDA device number in '{s}'"))?,
                 None => 0,
             };
             Ok(Device::new_cuda(ordinal)?)

@@ -95,13 +95,13 @@ impl Divergence {
     /// f*(g_f(v)), simplified so it stays finite for every logit.
     pub fn conjugate_of_activation(&self, v: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::KullbackLeibler => (v - 1.0)?.exp(), // exp(t - 1), t = v
-            Self::ReverseKl => v - 1.0,                // -1 - log(-t), t = -e^-v
-            Self::PearsonChi2 => (v.sqr()? * 0.25)? + v, // t²/4 + t, t = v
+            Self::KullbackLeibler => (v - 1.0)?.exp(),              // exp(t - 1), t = v
+            Self::ReverseKl => v - 1.0,                             // -1 - log(-t), t = -e^-v
+            Self::PearsonChi2 => (v.sqr()? * 0.25)? + v,            // t²/4 + t, t = v
             Self::NeymanChi2 => ((v * -0.5)?.exp()? * -2.0)? + 2.0, // 2 - 2√(1-t), t = 1 - e^-v
-            Self::SquaredHellinger => v.exp()? - 1.0,  // t/(1-t), t = 1 - e^-v
+            Self::SquaredHellinger => v.exp()? - 1.0,               // t/(1-t), t = 1 - e^-v
             Self::JensenShannon => softplus(v)? - std::f64::consts::LN_2, // -log(2 - e^t)
-            Self::Gan => softplus(v),                  // -log(1 - e^t), t = -softplus(-v)
+            Self::Gan => softplus(v),                               // -log(1 - e^t), t = -softplus(-v)
         }
     }
 }
@@ -131,10 +131,7 @@ impl AdversarialLoss {
             "ragan" | "rasgan" => Self::RelativisticAverage(Relativistic::Standard),
             "ralsgan" => Self::RelativisticAverage(Relativistic::LeastSquares),
             "rahinge" => Self::RelativisticAverage(Relativistic::Hinge),
-            _ => bail!(
-                "unknown loss '{s}'; valid losses: {}",
-                LOSS_NAMES.join(", ")
-            ),
+            _ => bail!("unknown loss '{s}'; valid losses: {}", LOSS_NAMES.join(", ")),
         })
     }
 
@@ -155,30 +152,20 @@ impl AdversarialLoss {
         self.d_loss_smoothed(real, fake, 1.0)
     }
 
-    pub fn d_loss_smoothed(
-        &self,
-        real: &Tensor,
-        fake: &Tensor,
-        real_label: f64,
-    ) -> candle_core::Result<Tensor> {
+    pub fn d_loss_smoothed(&self, real: &Tensor, fake: &Tensor, real_label: f64) -> candle_core::Result<Tensor> {
         match *self {
             Self::Minimax | Self::NonSaturating => {
                 let real_term = if real_label == 1.0 {
                     softplus(&real.neg()?)?
                 } else {
-                    ((softplus(&real.neg()?)? * real_label)?
-                        + (softplus(real)? * (1.0 - real_label))?)?
+                    ((softplus(&real.neg()?)? * real_label)? + (softplus(real)? * (1.0 - real_label))?)?
                 };
                 mean(&real_term)? + mean(&softplus(fake)?)?
             }
-            Self::LeastSquares { a, b, .. } => {
-                (mean(&(real - b)?.sqr()?)? + mean(&(fake - a)?.sqr()?)?)? * 0.5
-            }
+            Self::LeastSquares { a, b, .. } => (mean(&(real - b)?.sqr()?)? + mean(&(fake - a)?.sqr()?)?)? * 0.5,
             Self::Wasserstein => mean(fake)? - mean(real)?,
             Self::Hinge => mean(&(real.neg()? + 1.0)?.relu()?)? + mean(&(fake + 1.0)?.relu()?)?,
-            Self::FGan(div) => {
-                mean(&div.conjugate_of_activation(fake)?)? - mean(&div.activation(real)?)?
-            }
+            Self::FGan(div) => mean(&div.conjugate_of_activation(fake)?)? - mean(&div.activation(real)?)?,
             Self::RelativisticAverage(kind) => {
                 let (r, f) = relativistic_pair(real, fake)?;
                 relativistic(kind, &r, &f)
@@ -196,9 +183,7 @@ impl AdversarialLoss {
             Self::FGan(div) => mean(&div.activation(fake)?)?.neg(),
             Self::RelativisticAverage(kind) => {
                 let real = real.ok_or_else(|| {
-                    candle_core::Error::Msg(
-                        "relativistic losses need D's logits on real images".into(),
-                    )
+                    candle_core::Error::Msg("relativistic losses need D's logits on real images".into())
                 })?;
                 let (r, f) = relativistic_pair(real, fake)?;
                 // The generator plays the same game with the roles of real and fake swapped.
@@ -210,10 +195,7 @@ impl AdversarialLoss {
 
 /// (v_r - mean v_f, v_f - mean v_r).
 fn relativistic_pair(real: &Tensor, fake: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-    Ok((
-        real.broadcast_sub(&mean(fake)?)?,
-        fake.broadcast_sub(&mean(real)?)?,
-    ))
+    Ok((real.broadcast_sub(&mean(fake)?)?, fake.broadcast_sub(&mean(real)?)?))
 }
 
 /// The relativistic loss of the side that wants `up` judged real and `down` judged fake.
@@ -250,47 +232,32 @@ mod tests {
     }
 
     fn all_losses() -> Vec<AdversarialLoss> {
-        LOSS_NAMES
-            .iter()
-            .map(|n| AdversarialLoss::parse(n).unwrap())
-            .collect()
+        LOSS_NAMES.iter().map(|n| AdversarialLoss::parse(n).unwrap()).collect()
     }
 
     /// (L_D, L_G) written directly from the papers' formulas, in plain f64.
     fn closed_form(loss: AdversarialLoss, r: &[f64], f: &[f64]) -> (f64, f64) {
         use AdversarialLoss::*;
         match loss {
-            Minimax => (
-                avg(r, |x| -sig(x).ln()) + avg(f, |x| -(1.0 - sig(x)).ln()),
-                avg(f, |x| (1.0 - sig(x)).ln()),
-            ),
-            NonSaturating => (
-                avg(r, |x| -sig(x).ln()) + avg(f, |x| -(1.0 - sig(x)).ln()),
-                avg(f, |x| -sig(x).ln()),
-            ),
+            Minimax => (avg(r, |x| -sig(x).ln()) + avg(f, |x| -(1.0 - sig(x)).ln()), avg(f, |x| (1.0 - sig(x)).ln())),
+            NonSaturating => (avg(r, |x| -sig(x).ln()) + avg(f, |x| -(1.0 - sig(x)).ln()), avg(f, |x| -sig(x).ln())),
             LeastSquares { a, b, c } => (
                 0.5 * avg(r, |x| (x - b).powi(2)) + 0.5 * avg(f, |x| (x - a).powi(2)),
                 0.5 * avg(f, |x| (x - c).powi(2)),
             ),
             Wasserstein => (avg(f, |x| x) - avg(r, |x| x), -avg(f, |x| x)),
-            Hinge => (
-                avg(r, |x| (1.0 - x).max(0.0)) + avg(f, |x| (1.0 + x).max(0.0)),
-                -avg(f, |x| x),
-            ),
+            Hinge => (avg(r, |x| (1.0 - x).max(0.0)) + avg(f, |x| (1.0 + x).max(0.0)), -avg(f, |x| x)),
             FGan(d) => {
                 // Table 2 of Nowozin et al.: activation g and conjugate f*.
                 let (g, fstar): (fn(f64) -> f64, fn(f64) -> f64) = match d {
                     Divergence::KullbackLeibler => (|v| v, |t| (t - 1.0).exp()),
                     Divergence::ReverseKl => (|v| -(-v).exp(), |t| -1.0 - (-t).ln()),
                     Divergence::PearsonChi2 => (|v| v, |t| 0.25 * t * t + t),
-                    Divergence::NeymanChi2 => {
-                        (|v| 1.0 - (-v).exp(), |t| 2.0 - 2.0 * (1.0 - t).sqrt())
-                    }
+                    Divergence::NeymanChi2 => (|v| 1.0 - (-v).exp(), |t| 2.0 - 2.0 * (1.0 - t).sqrt()),
                     Divergence::SquaredHellinger => (|v| 1.0 - (-v).exp(), |t| t / (1.0 - t)),
-                    Divergence::JensenShannon => (
-                        |v| std::f64::consts::LN_2 - (1.0 + (-v).exp()).ln(),
-                        |t| -(2.0 - t.exp()).ln(),
-                    ),
+                    Divergence::JensenShannon => {
+                        (|v| std::f64::consts::LN_2 - (1.0 + (-v).exp()).ln(), |t| -(2.0 - t.exp()).ln())
+                    }
                     Divergence::Gan => (|v| -(1.0 + (-v).exp()).ln(), |t| -(1.0 - t.exp()).ln()),
                 };
                 (-(avg(r, g) - avg(f, |v| fstar(g(v)))), -avg(f, g))
@@ -299,16 +266,13 @@ mod tests {
                 let (mr, mf) = (avg(r, |x| x), avg(f, |x| x));
                 let side = |up: &[f64], mu_down: f64, down: &[f64], mu_up: f64| match kind {
                     Relativistic::Standard => {
-                        avg(up, |x| -sig(x - mu_down).ln())
-                            + avg(down, |x| -(1.0 - sig(x - mu_up)).ln())
+                        avg(up, |x| -sig(x - mu_down).ln()) + avg(down, |x| -(1.0 - sig(x - mu_up)).ln())
                     }
                     Relativistic::LeastSquares => {
-                        avg(up, |x| (x - mu_down - 1.0).powi(2))
-                            + avg(down, |x| (x - mu_up + 1.0).powi(2))
+                        avg(up, |x| (x - mu_down - 1.0).powi(2)) + avg(down, |x| (x - mu_up + 1.0).powi(2))
                     }
                     Relativistic::Hinge => {
-                        avg(up, |x| (1.0 - (x - mu_down)).max(0.0))
-                            + avg(down, |x| (1.0 + (x - mu_up)).max(0.0))
+                        avg(up, |x| (1.0 - (x - mu_down)).max(0.0)) + avg(down, |x| (1.0 + (x - mu_up)).max(0.0))
                     }
                 };
                 (side(r, mf, f, mr), side(f, mr, r, mf))
@@ -330,20 +294,12 @@ mod tests {
     #[test]
     fn every_loss_gradient_matches_finite_differences() {
         for loss in all_losses() {
-            let total = |r: &Tensor, f: &Tensor| {
-                (loss.d_loss(r, f).unwrap() + loss.g_loss(Some(r), f).unwrap()).unwrap()
-            };
-            let (r, f) = (
-                Var::new(&REAL[..], &Device::Cpu).unwrap(),
-                Var::new(&FAKE[..], &Device::Cpu).unwrap(),
-            );
+            let total =
+                |r: &Tensor, f: &Tensor| (loss.d_loss(r, f).unwrap() + loss.g_loss(Some(r), f).unwrap()).unwrap();
+            let (r, f) = (Var::new(&REAL[..], &Device::Cpu).unwrap(), Var::new(&FAKE[..], &Device::Cpu).unwrap());
             let grads = total(r.as_tensor(), f.as_tensor()).backward().unwrap();
             for (which, var) in [(0, &r), (1, &f)] {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap()
-                    .to_vec1::<f64>()
-                    .unwrap();
+                let g = grads.get(var.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
                 for i in 0..3 {
                     let eval = |d: f64| {
                         let (mut a, mut b) = (REAL, FAKE);
@@ -356,11 +312,7 @@ mod tests {
                         d1 + g1
                     };
                     let fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
-                    assert!(
-                        (fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()),
-                        "{loss:?} arg {which}[{i}]: {fd} vs {}",
-                        g[i]
-                    );
+                    assert!((fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()), "{loss:?} arg {which}[{i}]: {fd} vs {}", g[i]);
                 }
             }
         }
@@ -368,10 +320,7 @@ mod tests {
 
     #[test]
     fn softplus_is_stable() {
-        let v = softplus(&t(&[-100.0, 0.0, 100.0]))
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let v = softplus(&t(&[-100.0, 0.0, 100.0])).unwrap().to_vec1::<f64>().unwrap();
         assert!(v[0] < 1e-40 && (v[1] - 2f64.ln()).abs() < 1e-12 && (v[2] - 100.0).abs() < 1e-12);
     }
 
@@ -379,16 +328,14 @@ mod tests {
     fn label_smoothing_moves_the_real_target() {
         let l = AdversarialLoss::NonSaturating;
         let got = scalar(&l.d_loss_smoothed(&t(&REAL), &t(&FAKE), 0.9).unwrap());
-        let want = avg(&REAL, |x| -(0.9 * sig(x).ln() + 0.1 * (1.0 - sig(x)).ln()))
-            + avg(&FAKE, |x| -(1.0 - sig(x)).ln());
+        let want =
+            avg(&REAL, |x| -(0.9 * sig(x).ln() + 0.1 * (1.0 - sig(x)).ln())) + avg(&FAKE, |x| -(1.0 - sig(x)).ln());
         assert!((got - want).abs() < 1e-10);
     }
 
     #[test]
     fn unknown_loss_lists_valid_ones() {
-        let e = AdversarialLoss::parse("wasserstain")
-            .unwrap_err()
-            .to_string();
+        let e = AdversarialLoss::parse("wasserstain").unwrap_err().to_string();
         assert!(e.contains("non-saturating") && e.contains("rahinge") && e.contains("fgan-js"));
     }
 }

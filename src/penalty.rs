@@ -33,10 +33,7 @@ impl PenaltyKind {
             "dragan" => Self::Dragan,
             "r1" => Self::R1,
             "r2" => Self::R2,
-            _ => bail!(
-                "unknown penalty '{s}'; valid penalties: {}",
-                PENALTY_NAMES.join(", ")
-            ),
+            _ => bail!("unknown penalty '{s}'; valid penalties: {}", PENALTY_NAMES.join(", ")),
         })
     }
 
@@ -72,25 +69,17 @@ impl PenaltyConfig {
         let parts: Vec<&str> = s.split(':').collect();
         let kind = PenaltyKind::parse(parts[0])?;
         let weight = match parts.get(1) {
-            Some(w) => w
-                .parse()
-                .map_err(|_| anyhow::anyhow!("penalty '{s}': weight '{w}' is not a number"))?,
+            Some(w) => w.parse().map_err(|_| anyhow::anyhow!("penalty '{s}': weight '{w}' is not a number"))?,
             None => default_weight(kind),
         };
         let every = match parts.get(2) {
-            Some(k) => k.parse().map_err(|_| {
-                anyhow::anyhow!("penalty '{s}': interval '{k}' is not a whole number")
-            })?,
+            Some(k) => k.parse().map_err(|_| anyhow::anyhow!("penalty '{s}': interval '{k}' is not a whole number"))?,
             None => 1,
         };
         if parts.len() > 3 {
             bail!("penalty '{s}': expected KIND[:WEIGHT[:EVERY]]");
         }
-        let c = Self {
-            kind: kind.name().to_string(),
-            weight,
-            every,
-        };
+        let c = Self { kind: kind.name().to_string(), weight, every };
         c.validate()?;
         Ok(c)
     }
@@ -98,11 +87,7 @@ impl PenaltyConfig {
     pub fn validate(&self) -> Result<()> {
         PenaltyKind::parse(&self.kind)?;
         if !(self.weight >= 0.0 && self.weight.is_finite()) {
-            bail!(
-                "penalty {}: weight {} must be a non-negative number",
-                self.kind,
-                self.weight
-            );
+            bail!("penalty {}: weight {} must be a non-negative number", self.kind, self.weight);
         }
         if self.every == 0 {
             bail!("penalty {}: interval must be at least 1", self.kind);
@@ -118,11 +103,7 @@ impl PenaltyConfig {
 /// The weights the papers use.
 pub fn default_weight(kind: PenaltyKind) -> f64 {
     match kind {
-        PenaltyKind::WganGp
-        | PenaltyKind::OneSidedGp
-        | PenaltyKind::Dragan
-        | PenaltyKind::R1
-        | PenaltyKind::R2 => 10.0,
+        PenaltyKind::WganGp | PenaltyKind::OneSidedGp | PenaltyKind::Dragan | PenaltyKind::R1 | PenaltyKind::R2 => 10.0,
     }
 }
 
@@ -134,9 +115,9 @@ pub fn input_gradient_norm_sq(
 ) -> candle_core::Result<Tensor> {
     let xv = Var::from_tensor(&x.detach())?;
     let grads = d(xv.as_tensor())?.sum_all()?.backward()?;
-    let g = grads.get(xv.as_tensor()).ok_or_else(|| {
-        candle_core::Error::Msg("the discriminator's output does not depend on its input".into())
-    })?;
+    let g = grads
+        .get(xv.as_tensor())
+        .ok_or_else(|| candle_core::Error::Msg("the discriminator's output does not depend on its input".into()))?;
     g.sqr()?.flatten_from(1)?.sum(1)
 }
 
@@ -153,35 +134,22 @@ pub fn penalty(
     fn per_sample(like: &Tensor, rng: &mut Rng) -> candle_core::Result<Tensor> {
         let mut dims = vec![1usize; like.rank()];
         dims[0] = like.dim(0)?;
-        rng.uniform_tensor(dims, 0.0, 1.0, like.device())?
-            .to_dtype(like.dtype())
+        rng.uniform_tensor(dims, 0.0, 1.0, like.device())?.to_dtype(like.dtype())
     }
     match kind {
         PenaltyKind::WganGp | PenaltyKind::OneSidedGp => {
             let eps = per_sample(real, rng)?;
-            let x_hat = (real.detach().broadcast_mul(&eps)?
-                + fake.detach().broadcast_mul(&(1.0 - &eps)?)?)?;
+            let x_hat = (real.detach().broadcast_mul(&eps)? + fake.detach().broadcast_mul(&(1.0 - &eps)?)?)?;
             let norm = input_gradient_norm_sq(d, &x_hat)?.sqrt()?;
             let excess = (norm - 1.0)?;
-            let excess = if kind == PenaltyKind::OneSidedGp {
-                excess.relu()?
-            } else {
-                excess
-            };
+            let excess = if kind == PenaltyKind::OneSidedGp { excess.relu()? } else { excess };
             excess.sqr()?.mean_all()
         }
         PenaltyKind::Dragan => {
             let real = real.detach();
-            let std = real
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .var(0)?
-                .sqrt()?
-                .to_scalar::<f64>()?;
-            let delta = (rng
-                .uniform_tensor(real.shape(), 0.0, 1.0, real.device())?
-                .to_dtype(real.dtype())?
-                * (0.5 * std))?;
+            let std = real.flatten_all()?.to_dtype(candle_core::DType::F64)?.var(0)?.sqrt()?.to_scalar::<f64>()?;
+            let delta =
+                (rng.uniform_tensor(real.shape(), 0.0, 1.0, real.device())?.to_dtype(real.dtype())? * (0.5 * std))?;
             let alpha = per_sample(&real, rng)?;
             let x_hat = (&real + delta.broadcast_mul(&alpha)?)?;
             let norm = input_gradient_norm_sq(d, &x_hat)?.sqrt()?;
@@ -201,24 +169,13 @@ mod tests {
     fn parse_kind_weight_interval() {
         assert_eq!(
             PenaltyConfig::parse("wgan-gp").unwrap(),
-            PenaltyConfig {
-                kind: "wgan-gp".into(),
-                weight: 10.0,
-                every: 1
-            }
+            PenaltyConfig { kind: "wgan-gp".into(), weight: 10.0, every: 1 }
         );
         assert_eq!(
             PenaltyConfig::parse("r1:5:16").unwrap(),
-            PenaltyConfig {
-                kind: "r1".into(),
-                weight: 5.0,
-                every: 16
-            }
+            PenaltyConfig { kind: "r1".into(), weight: 5.0, every: 16 }
         );
-        assert!(PenaltyConfig::parse("gradient")
-            .unwrap_err()
-            .to_string()
-            .contains("wgan-gp"));
+        assert!(PenaltyConfig::parse("gradient").unwrap_err().to_string().contains("wgan-gp"));
         assert!(PenaltyConfig::parse("r1:x").is_err());
         assert!(PenaltyConfig::parse("r1:1:0").is_err());
     }
@@ -227,20 +184,12 @@ mod tests {
     #[test]
     fn linear_critic_closed_forms() {
         let dev = Device::Cpu;
-        let w = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.25]], &dev)
-            .unwrap()
-            .reshape((1, 1, 2, 2))
-            .unwrap();
+        let w = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.25]], &dev).unwrap().reshape((1, 1, 2, 2)).unwrap();
         let norm = (0.25f64 + 1.0 + 4.0 + 0.0625).sqrt();
         let d = |x: &Tensor| x.broadcast_mul(&w)?.flatten_from(1)?.sum(1);
         let real = Tensor::ones((3, 1, 2, 2), DType::F64, &dev).unwrap();
         let fake = Tensor::zeros((3, 1, 2, 2), DType::F64, &dev).unwrap();
-        let v = |k| {
-            penalty(k, &d, &real, &fake, &mut Rng::new(0))
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
+        let v = |k| penalty(k, &d, &real, &fake, &mut Rng::new(0)).unwrap().to_scalar::<f64>().unwrap();
         assert!((v(PenaltyKind::WganGp) - (norm - 1.0).powi(2)).abs() < 1e-12);
         assert!((v(PenaltyKind::OneSidedGp) - (norm - 1.0).max(0.0).powi(2)).abs() < 1e-12);
         assert!((v(PenaltyKind::Dragan) - (norm - 1.0).powi(2)).abs() < 1e-12);

@@ -19,9 +19,7 @@ pub fn sample_grids(run: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().starts_with("step-"))
-                .unwrap_or(false)
+            p.file_name().map(|n| n.to_string_lossy().starts_with("step-")).unwrap_or(false)
                 && p.extension().map(|e| e == "png").unwrap_or(false)
         })
         .collect();
@@ -47,26 +45,16 @@ pub fn write_gif(frames: &[PathBuf], out: &Path) -> Result<()> {
     let picks: Vec<&PathBuf> = if n <= MAX_GIF_FRAMES {
         frames.iter().collect()
     } else {
-        (0..MAX_GIF_FRAMES)
-            .map(|i| &frames[i * (n - 1) / (MAX_GIF_FRAMES - 1)])
-            .collect()
+        (0..MAX_GIF_FRAMES).map(|i| &frames[i * (n - 1) / (MAX_GIF_FRAMES - 1)]).collect()
     };
     let tmp = crate::fsutil::temp_path_for(out);
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", out.display()))?;
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", out.display()))?;
     let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
     enc.set_repeat(Repeat::Infinite)?;
     for (i, p) in picks.iter().enumerate() {
-        let img = image::open(p)
-            .with_context(|| format!("cannot read {}", p.display()))?
-            .to_rgba8();
+        let img = image::open(p).with_context(|| format!("cannot read {}", p.display()))?.to_rgba8();
         let ms = if i + 1 == picks.len() { 1500 } else { 200 };
-        enc.encode_frame(Frame::from_parts(
-            img,
-            0,
-            0,
-            Delay::from_numer_denom_ms(ms, 1),
-        ))?;
+        enc.encode_frame(Frame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(ms, 1)))?;
     }
     drop(enc);
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))
@@ -90,12 +78,8 @@ fn font_available() -> bool {
             std::fs::read(p)
                 .ok()
                 .map(|b| {
-                    plotters::style::register_font(
-                        "sans-serif",
-                        FontStyle::Normal,
-                        Box::leak(b.into_boxed_slice()),
-                    )
-                    .is_ok()
+                    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(b.into_boxed_slice()))
+                        .is_ok()
                 })
                 .unwrap_or(false)
         })
@@ -111,29 +95,15 @@ pub fn plot_losses(lines: &[stats::StatsLine], out: &Path) -> Result<()> {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
         let max_step = lines.iter().map(|l| l.step).max().unwrap_or(1).max(1) as f64;
-        let ys = lines
-            .iter()
-            .flat_map(|l| [l.d_loss, l.g_loss])
-            .filter(|v| v.is_finite());
-        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-        let (lo, hi) = if lo.is_finite() {
-            (lo.min(0.0), hi.max(lo + 1e-3) * 1.05)
-        } else {
-            (0.0, 1.0)
-        };
+        let ys = lines.iter().flat_map(|l| [l.d_loss, l.g_loss]).filter(|v| v.is_finite());
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let (lo, hi) = if lo.is_finite() { (lo.min(0.0), hi.max(lo + 1e-3) * 1.05) } else { (0.0, 1.0) };
         let mut builder = ChartBuilder::on(&root);
         builder.margin(15);
         if text {
-            builder
-                .caption("facegan losses", ("sans-serif", 22))
-                .x_label_area_size(40)
-                .y_label_area_size(55);
+            builder.caption("facegan losses", ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(55);
         }
-        let mut chart = builder
-            .build_cartesian_2d(0f64..max_step, lo..hi)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut chart = builder.build_cartesian_2d(0f64..max_step, lo..hi).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut mesh = chart.configure_mesh();
         if text {
             mesh.x_desc("step").y_desc("loss");
@@ -142,26 +112,19 @@ pub fn plot_losses(lines: &[stats::StatsLine], out: &Path) -> Result<()> {
         }
         mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
         for (name, colour, f) in [
-            (
-                "D loss",
-                RED,
-                (|l: &stats::StatsLine| l.d_loss) as fn(&stats::StatsLine) -> f64,
-            ),
+            ("D loss", RED, (|l: &stats::StatsLine| l.d_loss) as fn(&stats::StatsLine) -> f64),
             ("G loss", BLUE, |l: &stats::StatsLine| l.g_loss),
         ] {
             let series = chart
                 .draw_series(LineSeries::new(
-                    lines
-                        .iter()
-                        .map(|l| (l.step as f64, f(l)))
-                        .filter(|p| p.1.is_finite()),
+                    lines.iter().map(|l| (l.step as f64, f(l))).filter(|p| p.1.is_finite()),
                     colour.stroke_width(2),
                 ))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if text {
-                series.label(name).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
+                series
+                    .label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
             }
         }
         if text {

@@ -23,12 +23,7 @@ fn splitmix64(x: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        let s = [
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ];
+        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
         Self { s }
     }
 
@@ -69,38 +64,22 @@ impl Rng {
     }
 
     pub fn normal_vec(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| (mean + std * self.normal()) as f32)
-            .collect()
+        (0..n).map(|_| (mean + std * self.normal()) as f32).collect()
     }
 
     pub fn uniform_vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| (lo + (hi - lo) * self.uniform()) as f32)
-            .collect()
+        (0..n).map(|_| (lo + (hi - lo) * self.uniform()) as f32).collect()
     }
 
     /// A tensor of N(mean, std^2) values, f32.
-    pub fn normal_tensor<S: Into<Shape>>(
-        &mut self,
-        shape: S,
-        mean: f64,
-        std: f64,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn normal_tensor<S: Into<Shape>>(&mut self, shape: S, mean: f64, std: f64, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         let v = self.normal_vec(shape.elem_count(), mean, std);
         Tensor::from_vec(v, shape, device)
     }
 
     /// A tensor of U(lo, hi) values, f32.
-    pub fn uniform_tensor<S: Into<Shape>>(
-        &mut self,
-        shape: S,
-        lo: f64,
-        hi: f64,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn uniform_tensor<S: Into<Shape>>(&mut self, shape: S, lo: f64, hi: f64, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         let v = self.uniform_vec(shape.elem_count(), lo, hi);
         Tensor::from_vec(v, shape, device)
@@ -116,18 +95,11 @@ impl Rng {
 
     /// The state as text, for checkpoint metadata.
     pub fn to_state_string(&self) -> String {
-        self.s
-            .iter()
-            .map(|x| format!("{x:016x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+        self.s.iter().map(|x| format!("{x:016x}")).collect::<Vec<_>>().join(":")
     }
 
     pub fn from_state_string(s: &str) -> Option<Self> {
-        let parts: Vec<u64> = s
-            .split(':')
-            .map(|p| u64::from_str_radix(p, 16).ok())
-            .collect::<Option<_>>()?;
+        let parts: Vec<u64> = s.split(':').map(|p| u64::from_str_radix(p, 16).ok()).collect::<Option<_>>()?;
         let s: [u64; 4] = parts.try_into().ok()?;
         if s == [0; 4] {
             return None;

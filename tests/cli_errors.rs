@@ -7,37 +7,16 @@ use common::*;
 fn missing_and_empty_data_folders() {
     let t = tempfile::tempdir().unwrap();
     let missing = t.path().join("nothing-here");
-    let (ok, out) = run(&[
-        "prepare",
-        "--data",
-        missing.to_str().unwrap(),
-        "--out",
-        t.path().join("c.fgc").to_str().unwrap(),
-    ]);
-    assert!(
-        !ok && out.contains("nothing-here") && out.contains("does not exist"),
-        "{out}"
-    );
+    let (ok, out) =
+        run(&["prepare", "--data", missing.to_str().unwrap(), "--out", t.path().join("c.fgc").to_str().unwrap()]);
+    assert!(!ok && out.contains("nothing-here") && out.contains("does not exist"), "{out}");
     let empty = t.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let (ok, out) = run(&[
-        "prepare",
-        "--data",
-        empty.to_str().unwrap(),
-        "--out",
-        t.path().join("c.fgc").to_str().unwrap(),
-    ]);
-    assert!(
-        !ok && out.contains("empty") && out.contains("no images"),
-        "{out}"
-    );
-    let (ok, out) = run(&[
-        "train",
-        "--data",
-        missing.to_str().unwrap(),
-        "--out",
-        t.path().join("run").to_str().unwrap(),
-    ]);
+    let (ok, out) =
+        run(&["prepare", "--data", empty.to_str().unwrap(), "--out", t.path().join("c.fgc").to_str().unwrap()]);
+    assert!(!ok && out.contains("empty") && out.contains("no images"), "{out}");
+    let (ok, out) =
+        run(&["train", "--data", missing.to_str().unwrap(), "--out", t.path().join("run").to_str().unwrap()]);
     assert!(!ok && out.contains("nothing-here"), "{out}");
 }
 
@@ -51,38 +30,20 @@ fn broken_images_are_listed_and_skipped_or_fatal_with_strict() {
     let mut jpeg = Vec::new();
     image::open(data.join("0000.png"))
         .unwrap()
-        .write_to(
-            &mut std::io::Cursor::new(&mut jpeg),
-            image::ImageFormat::Jpeg,
-        )
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
         .unwrap();
     std::fs::write(data.join("cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
-    image::RgbImage::new(1, 1)
-        .save(data.join("dot.png"))
-        .unwrap();
+    image::RgbImage::new(1, 1).save(data.join("dot.png")).unwrap();
     assert!(!good.is_empty());
     let out_path = t.path().join("c.fgc");
-    let (ok, out) = run(&[
-        "prepare",
-        "--data",
-        data.to_str().unwrap(),
-        "--size",
-        "32",
-        "--out",
-        out_path.to_str().unwrap(),
-    ]);
+    let (ok, out) =
+        run(&["prepare", "--data", data.to_str().unwrap(), "--size", "32", "--out", out_path.to_str().unwrap()]);
     assert!(ok, "{out}");
     for name in ["letter.jpg", "cut.jpg", "dot.png"] {
         assert!(out.contains(name), "{name} not listed:\n{out}");
     }
-    assert!(
-        out.contains("prepared 4 images") && out.contains("3 skipped"),
-        "{out}"
-    );
-    assert!(
-        out.contains("truncated") && out.contains("1x1") && out.contains("not a JPEG or PNG"),
-        "{out}"
-    );
+    assert!(out.contains("prepared 4 images") && out.contains("3 skipped"), "{out}");
+    assert!(out.contains("truncated") && out.contains("1x1") && out.contains("not a JPEG or PNG"), "{out}");
 
     let (ok, out) = run(&[
         "prepare",
@@ -100,17 +61,9 @@ fn broken_images_are_listed_and_skipped_or_fatal_with_strict() {
     let only_bad = t.path().join("bad");
     std::fs::create_dir(&only_bad).unwrap();
     std::fs::write(only_bad.join("x.jpg"), "text").unwrap();
-    let (ok, out) = run(&[
-        "prepare",
-        "--data",
-        only_bad.to_str().unwrap(),
-        "--out",
-        t.path().join("b.fgc").to_str().unwrap(),
-    ]);
-    assert!(
-        !ok && out.contains("no usable image") && out.contains("bad"),
-        "{out}"
-    );
+    let (ok, out) =
+        run(&["prepare", "--data", only_bad.to_str().unwrap(), "--out", t.path().join("b.fgc").to_str().unwrap()]);
+    assert!(!ok && out.contains("no usable image") && out.contains("bad"), "{out}");
 }
 
 #[test]
@@ -118,24 +71,12 @@ fn unwritable_outputs() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("faces");
     synthetic_faces(&data, 2);
-    let (ok, out) = run(&[
-        "prepare",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        "/nonexistent-dir/c.fgc",
-    ]);
+    let (ok, out) = run(&["prepare", "--data", data.to_str().unwrap(), "--out", "/nonexistent-dir/c.fgc"]);
     assert!(!ok && out.contains("/nonexistent-dir"), "{out}");
     let blocker = t.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
     let run_dir = blocker.join("run");
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-    ];
+    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", run_dir.to_str().unwrap()];
     args.extend_from_slice(TINY);
     let (ok, out) = run(&args);
     assert!(!ok && out.contains("cannot create run folder"), "{out}");
@@ -144,19 +85,9 @@ fn unwritable_outputs() {
 #[test]
 fn unknown_preset_and_config_key_list_the_valid_ones() {
     let t = tempfile::tempdir().unwrap();
-    let (ok, out) = run(&[
-        "train",
-        "--preset",
-        "dcgan-99",
-        "--data",
-        "x",
-        "--out",
-        t.path().join("r").to_str().unwrap(),
-    ]);
-    assert!(
-        !ok && out.contains("dcgan-99") && out.contains("dcgan-64"),
-        "{out}"
-    );
+    let (ok, out) =
+        run(&["train", "--preset", "dcgan-99", "--data", "x", "--out", t.path().join("r").to_str().unwrap()]);
+    assert!(!ok && out.contains("dcgan-99") && out.contains("dcgan-64"), "{out}");
     let cfg = t.path().join("bad.toml");
     std::fs::write(&cfg, "[train]\nlearnin_rate = 0.1\n").unwrap();
     let (ok, out) = run(&[
@@ -168,12 +99,7 @@ fn unknown_preset_and_config_key_list_the_valid_ones() {
         "--out",
         t.path().join("r").to_str().unwrap(),
     ]);
-    assert!(
-        !ok && out.contains("bad.toml")
-            && out.contains("learnin_rate")
-            && out.contains("batch_size"),
-        "{out}"
-    );
+    assert!(!ok && out.contains("bad.toml") && out.contains("learnin_rate") && out.contains("batch_size"), "{out}");
 }
 
 #[test]
@@ -186,28 +112,15 @@ fn bad_checkpoints_and_resume_targets() {
 
     let junk = t.path().join("junk.safetensors");
     std::fs::write(&junk, "not a checkpoint").unwrap();
-    let (ok, out) = run(&[
-        "generate",
-        "--checkpoint",
-        junk.to_str().unwrap(),
-        "--out",
-        t.path().join("f.png").to_str().unwrap(),
-    ]);
+    let (ok, out) =
+        run(&["generate", "--checkpoint", junk.to_str().unwrap(), "--out", t.path().join("f.png").to_str().unwrap()]);
     assert!(!ok && out.contains("junk.safetensors"), "{out}");
 
     // A real checkpoint, then damaged copies of it.
     let data = t.path().join("faces");
     synthetic_faces(&data, 16);
     let run_dir = t.path().join("run");
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--steps",
-        "2",
-    ];
+    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--steps", "2"];
     args.extend_from_slice(TINY);
     let (ok, out) = run(&args);
     assert!(ok, "{out}");
@@ -215,39 +128,17 @@ fn bad_checkpoints_and_resume_targets() {
     let bytes = std::fs::read(&ck).unwrap();
     let cut = t.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let (ok, out) = run(&[
-        "generate",
-        "--checkpoint",
-        cut.to_str().unwrap(),
-        "--out",
-        t.path().join("f.png").to_str().unwrap(),
-    ]);
-    assert!(
-        !ok && out.contains("cut.safetensors") && out.contains("truncated"),
-        "{out}"
-    );
+    let (ok, out) =
+        run(&["generate", "--checkpoint", cut.to_str().unwrap(), "--out", t.path().join("f.png").to_str().unwrap()]);
+    assert!(!ok && out.contains("cut.safetensors") && out.contains("truncated"), "{out}");
 
     // generate into a folder that does not exist.
-    let (ok, out) = run(&[
-        "generate",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--out",
-        "/nonexistent-dir/faces.png",
-    ]);
+    let (ok, out) = run(&["generate", "--checkpoint", ck.to_str().unwrap(), "--out", "/nonexistent-dir/faces.png"]);
     assert!(!ok && out.contains("/nonexistent-dir"), "{out}");
 
     // Resuming with another architecture or size is refused, and the run is untouched.
-    let (ok, out) = run(&[
-        "train",
-        "--resume",
-        run_dir.to_str().unwrap(),
-        "--image-size",
-        "64",
-        "--steps",
-        "4",
-        "--quiet",
-    ]);
+    let (ok, out) =
+        run(&["train", "--resume", run_dir.to_str().unwrap(), "--image-size", "64", "--steps", "4", "--quiet"]);
     assert!(!ok && out.contains("model settings differ"), "{out}");
     assert_eq!(std::fs::read(&ck).unwrap(), bytes);
 

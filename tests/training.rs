@@ -30,11 +30,7 @@ fn tiny_config(data: &Path) -> RunConfig {
 fn prepared(dir: &Path, n: usize, size: u32) -> std::path::PathBuf {
     synthetic_faces(&dir.join("faces"), n);
     let out = dir.join("faces.fgc");
-    let opts = PrepareOptions {
-        spec: CropResize { size, crop: None },
-        strict: false,
-        progress: false,
-    };
+    let opts = PrepareOptions { spec: CropResize { size, crop: None }, strict: false, progress: false };
     prepare(&dir.join("faces"), &out, &opts).unwrap();
     out
 }
@@ -51,25 +47,9 @@ fn opts(cfg: &RunConfig, run: &Path, resume: bool, stop_after: Option<u64>) -> T
 }
 
 fn flat(ck: &checkpoint::Checkpoint, prefix: &str) -> Vec<(String, Vec<f32>)> {
-    let mut names: Vec<&String> = ck
-        .tensors
-        .keys()
-        .filter(|k| k.starts_with(prefix))
-        .collect();
+    let mut names: Vec<&String> = ck.tensors.keys().filter(|k| k.starts_with(prefix)).collect();
     names.sort();
-    names
-        .into_iter()
-        .map(|k| {
-            (
-                k.clone(),
-                ck.tensors[k]
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap(),
-            )
-        })
-        .collect()
+    names.into_iter().map(|k| (k.clone(), ck.tensors[k].flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect()
 }
 
 #[test]
@@ -91,21 +71,14 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
         assert!(!fa.is_empty());
         for ((na, va), (nb, vb)) in fa.iter().zip(&fb) {
             assert_eq!(na, nb);
-            let max = va
-                .iter()
-                .zip(vb)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let max = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             assert!(max <= 1e-6, "{na} differs by {max} after resume");
         }
     }
     assert_eq!(ca.meta["rng"], cb.meta["rng"]);
     // stats.jsonl of the resumed run holds each logged step once.
-    let steps: Vec<u64> = facegan::train::stats::read(&t.path().join("b/stats.jsonl"))
-        .unwrap()
-        .iter()
-        .map(|l| l.step)
-        .collect();
+    let steps: Vec<u64> =
+        facegan::train::stats::read(&t.path().join("b/stats.jsonl")).unwrap().iter().map(|l| l.step).collect();
     assert_eq!(steps, vec![2, 4, 6]);
 }
 
@@ -120,7 +93,7 @@ fn checkpoint_round_trip_and_generate_determinism() {
     let mut loader = facegan::data::Loader::new(ds, 8, 0, true).unwrap();
     for _ in 0..2 {
         let real = loader.batch(s.step, &mut s.rng, &Device::Cpu).unwrap();
-        s.train_step(&real).unwrap();
+        s.train_step(std::slice::from_ref(&real)).unwrap();
     }
     let path = t.path().join("ck.safetensors");
     s.save(&path).unwrap();
@@ -130,15 +103,14 @@ fn checkpoint_round_trip_and_generate_determinism() {
     assert_eq!(r.rng, s.rng);
     assert_eq!(r.opt_g.t, s.opt_g.t);
     let z = Tensor::ones((2, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let diff = (s.g.forward(&z, None, Mode::EVAL).unwrap()
-        - r.g.forward(&z, None, Mode::EVAL).unwrap())
-    .unwrap()
-    .abs()
-    .unwrap()
-    .max_all()
-    .unwrap()
-    .to_scalar::<f32>()
-    .unwrap();
+    let diff = (s.g.forward(&z, None, Mode::EVAL).unwrap() - r.g.forward(&z, None, Mode::EVAL).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(diff, 0.0);
 
     // The generator-only export loads in `generate` and is deterministic under a seed.
@@ -149,37 +121,16 @@ fn checkpoint_round_trip_and_generate_determinism() {
     let x2 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu).unwrap();
     let x3 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 4, &Device::Cpu).unwrap();
     assert_eq!(x1.dims(), &[5, 3, 32, 32]);
-    let d = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let d = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(d(&x1, &x2), 0.0);
     assert!(d(&x1, &x3) > 1e-3);
 
     // A checkpoint's tensors do not load into another size of model.
     let mut other = cfg.clone();
     other.model.image_size = 64;
-    let big = facegan::models::build_generator(
-        &other.model,
-        &Device::Cpu,
-        &mut facegan::rng::Rng::new(0),
-    )
-    .unwrap();
-    let e = big
-        .params()
-        .load_tensors("G_ema", &ck.tensors, "ck.safetensors")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("ck.safetensors") && e.contains("another architecture"),
-        "{e}"
-    );
+    let big = facegan::models::build_generator(&other.model, &Device::Cpu, &mut facegan::rng::Rng::new(0)).unwrap();
+    let e = big.params().load_tensors("G_ema", &ck.tensors, "ck.safetensors").unwrap_err().to_string();
+    assert!(e.contains("ck.safetensors") && e.contains("another architecture"), "{e}");
 }
 
 #[test]
@@ -190,37 +141,21 @@ fn one_discriminator_step_lowers_its_loss_on_a_fixed_batch() {
     let cfg = tiny_config(&data);
     let mut s = Session::new(&cfg, &Device::Cpu).unwrap();
     let ds = Dataset::open(&data).unwrap();
-    let real = facegan::data::loader::images_to_tensor(
-        &ds,
-        &(0..8).collect::<Vec<_>>(),
-        &[false; 8],
-        &Device::Cpu,
-    )
-    .unwrap();
-    let z = s
-        .rng
-        .normal_tensor((8, 16), 0.0, 1.0, &Device::Cpu)
-        .unwrap();
+    let real =
+        facegan::data::loader::images_to_tensor(&ds, &(0..8).collect::<Vec<_>>(), &[false; 8], &Device::Cpu).unwrap();
+    let z = s.rng.normal_tensor((8, 16), 0.0, 1.0, &Device::Cpu).unwrap();
     let fake = s.g.forward(&z, None, Mode::TRAIN).unwrap().detach();
     let loss = facegan::loss::AdversarialLoss::NonSaturating;
     let d_loss = |s: &Session| {
         let l = loss
-            .d_loss(
-                &s.d.forward(&real, None, Mode::TRAIN).unwrap(),
-                &s.d.forward(&fake, None, Mode::TRAIN).unwrap(),
-            )
+            .d_loss(&s.d.forward(&real, None, Mode::TRAIN).unwrap(), &s.d.forward(&fake, None, Mode::TRAIN).unwrap())
             .unwrap();
         l
     };
     let before = d_loss(&s);
-    s.opt_d
-        .step(s.d.params(), &before.backward().unwrap())
-        .unwrap();
+    s.opt_d.step(s.d.params(), &before.backward().unwrap()).unwrap();
     let after = d_loss(&s);
-    let (b, a) = (
-        before.to_scalar::<f32>().unwrap(),
-        after.to_scalar::<f32>().unwrap(),
-    );
+    let (b, a) = (before.to_scalar::<f32>().unwrap(), after.to_scalar::<f32>().unwrap());
     assert!(a < b, "D loss went from {b} to {a}");
 }
 
@@ -234,15 +169,7 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
     let cache = t.path().join("cache");
     let out = bin()
         .env("FACEGAN_CACHE_DIR", &cache)
-        .args([
-            "train",
-            "--data",
-            faces.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--preset",
-            "dcgan-64",
-        ])
+        .args(["train", "--data", faces.to_str().unwrap(), "--out", run.to_str().unwrap(), "--preset", "dcgan-64"])
         .args([
             "--ngf",
             "16",
@@ -261,11 +188,7 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
         ])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     for f in [
         "config.toml",
@@ -289,10 +212,7 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
     use image::AnimationDecoder;
     assert_eq!(gif.into_frames().count(), 4);
     let lines = facegan::train::stats::read(&run.join("stats.jsonl")).unwrap();
-    assert_eq!(
-        lines.iter().map(|l| l.step).collect::<Vec<_>>(),
-        vec![5, 10, 15, 20, 25, 30]
-    );
+    assert_eq!(lines.iter().map(|l| l.step).collect::<Vec<_>>(), vec![5, 10, 15, 20, 25, 30]);
     for l in &lines {
         for v in [l.d_loss, l.g_loss, l.d_real, l.d_fake, l.img_per_s] {
             assert!(v.is_finite() && v >= 0.0, "{l:?}");
@@ -300,10 +220,7 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
         assert!((0.0..=1.0).contains(&l.d_real) && (0.0..=1.0).contains(&l.d_fake));
     }
     let cfg = RunConfig::load(&run.join("config.toml")).unwrap();
-    assert_eq!(
-        (cfg.model.ngf, cfg.train.steps, cfg.model.image_size),
-        (16, 30, 64)
-    );
+    assert_eq!((cfg.model.ngf, cfg.train.steps, cfg.model.image_size), (16, 30, 64));
     // The on-the-fly cache was made once and is reused by a second run.
     let caches: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(caches.len(), 1);

@@ -55,12 +55,7 @@ pub fn content_key(dir: &Path, files: &[PathBuf], spec: CropResize) -> Result<St
         .map(|f| -> Result<[u8; 32]> {
             let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
             let mut h = Sha256::new();
-            h.update(
-                f.strip_prefix(dir)
-                    .unwrap_or(f)
-                    .to_string_lossy()
-                    .as_bytes(),
-            );
+            h.update(f.strip_prefix(dir).unwrap_or(f).to_string_lossy().as_bytes());
             h.update([0u8]);
             h.update(&bytes);
             Ok(h.finalize().into())
@@ -71,11 +66,7 @@ pub fn content_key(dir: &Path, files: &[PathBuf], spec: CropResize) -> Result<St
     for d in &digests {
         h.update(d);
     }
-    Ok(h.finalize()
-        .iter()
-        .take(10)
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(h.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect())
 }
 
 /// Where on-the-fly caches live: `$FACEGAN_CACHE_DIR`, else `$XDG_CACHE_HOME/facegan`,
@@ -87,9 +78,7 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("facegan");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("facegan")
 }
 
@@ -121,30 +110,14 @@ pub fn report_skipped(report: &PrepareReport) {
     for (f, why) in &report.skipped {
         eprintln!("skipped {}: {}", f.display(), why);
     }
-    eprintln!(
-        "prepared {} images into {} ({} skipped)",
-        report.written,
-        report.path.display(),
-        report.skipped.len()
-    );
+    eprintln!("prepared {} images into {} ({} skipped)", report.written, report.path.display(), report.skipped.len());
 }
 
-fn prepare_files(
-    dir: &Path,
-    files: &[PathBuf],
-    key: &str,
-    out: &Path,
-    opts: &PrepareOptions,
-) -> Result<PrepareReport> {
+fn prepare_files(dir: &Path, files: &[PathBuf], key: &str, out: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     let spec = opts.spec;
     let bar = if opts.progress {
         let b = ProgressBar::new(files.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "preparing {bar:40} {pos}/{len} images {per_sec} eta {eta}",
-            )
-            .unwrap(),
-        );
+        b.set_style(ProgressStyle::with_template("preparing {bar:40} {pos}/{len} images {per_sec} eta {eta}").unwrap());
         b
     } else {
         ProgressBar::hidden()
@@ -165,12 +138,7 @@ fn prepare_files(
     for (f, r) in files.iter().zip(results) {
         match r {
             Ok(px) => {
-                names.push(
-                    f.strip_prefix(dir)
-                        .unwrap_or(f)
-                        .to_string_lossy()
-                        .to_string(),
-                );
+                names.push(f.strip_prefix(dir).unwrap_or(f).to_string_lossy().to_string());
                 pixels.push(px);
             }
             Err(e) => {
@@ -198,11 +166,7 @@ fn prepare_files(
         names,
     };
     write_cache(out, &header, &pixels)?;
-    Ok(PrepareReport {
-        written: header.count,
-        skipped,
-        path: out.to_path_buf(),
-    })
+    Ok(PrepareReport { written: header.count, skipped, path: out.to_path_buf() })
 }
 
 fn write_cache(out: &Path, header: &CacheHeader, pixels: &[Vec<u8>]) -> Result<()> {
@@ -237,35 +201,22 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn open(path: &Path) -> Result<Self> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         // SAFETY: the cache is written once (temp file + rename) and never modified in place.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("cannot map {}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
         let bad = |why: &str| anyhow::anyhow!("{}: not a facegan cache ({why})", path.display());
         if map.len() < 12 || &map[..8] != MAGIC {
             return Err(bad("wrong magic bytes; make one with `facegan prepare`"));
         }
         let hlen = u32::from_le_bytes(map[8..12].try_into().unwrap()) as usize;
-        let hjson = map
-            .get(12..12 + hlen)
-            .ok_or_else(|| bad("header cut short"))?;
-        let header: CacheHeader =
-            serde_json::from_slice(hjson).map_err(|e| bad(&format!("bad header: {e}")))?;
+        let hjson = map.get(12..12 + hlen).ok_or_else(|| bad("header cut short"))?;
+        let header: CacheHeader = serde_json::from_slice(hjson).map_err(|e| bad(&format!("bad header: {e}")))?;
         let offset = (12 + hlen).next_multiple_of(ALIGN);
         let need = offset + header.count * (header.size as usize).pow(2) * 3;
         if map.len() < need {
-            return Err(bad(&format!(
-                "file is truncated: {} bytes, expected {need}",
-                map.len()
-            )));
+            return Err(bad(&format!("file is truncated: {} bytes, expected {need}", map.len())));
         }
-        Ok(Self {
-            header,
-            path: path.to_path_buf(),
-            map,
-            offset,
-        })
+        Ok(Self { header, path: path.to_path_buf(), map, offset })
     }
 
     pub fn len(&self) -> usize {
@@ -295,9 +246,7 @@ pub(crate) mod tests {
     /// Writes `n` synthetic 40x48 PNGs with distinct colours into `dir`.
     pub fn synthetic_folder(dir: &Path, n: usize) {
         for i in 0..n {
-            let img = RgbImage::from_fn(40, 48, |x, y| {
-                Rgb([(i * 20) as u8, x as u8 * 5, y as u8 * 5])
-            });
+            let img = RgbImage::from_fn(40, 48, |x, y| Rgb([(i * 20) as u8, x as u8 * 5, y as u8 * 5]));
             img.save(dir.join(format!("{i:03}.png"))).unwrap();
         }
     }
@@ -308,14 +257,7 @@ pub(crate) mod tests {
         synthetic_folder(dir.path(), 3);
         std::fs::write(dir.path().join("bad.jpg"), "text").unwrap();
         let out = dir.path().join("c.fgc");
-        let opts = PrepareOptions {
-            spec: CropResize {
-                size: 16,
-                crop: None,
-            },
-            strict: false,
-            progress: false,
-        };
+        let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
         let rep = prepare(dir.path(), &out, &opts).unwrap();
         assert_eq!(rep.written, 3);
         assert_eq!(rep.skipped.len(), 1);
@@ -326,14 +268,8 @@ pub(crate) mod tests {
         // image 2 has red = 40 everywhere
         assert!(ds.image(2).chunks(3).all(|p| p[0] == 40));
 
-        let strict = PrepareOptions {
-            strict: true,
-            ..opts.clone()
-        };
-        let e = format!(
-            "{:#}",
-            prepare(dir.path(), &dir.path().join("d.fgc"), &strict).unwrap_err()
-        );
+        let strict = PrepareOptions { strict: true, ..opts.clone() };
+        let e = format!("{:#}", prepare(dir.path(), &dir.path().join("d.fgc"), &strict).unwrap_err());
         assert!(e.contains("bad.jpg"), "{e}");
     }
 
@@ -342,14 +278,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
         synthetic_folder(dir.path(), 2);
-        let opts = PrepareOptions {
-            spec: CropResize {
-                size: 16,
-                crop: None,
-            },
-            strict: false,
-            progress: false,
-        };
+        let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
         let a = prepare_cached(dir.path(), cache.path(), &opts).unwrap();
         let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
         let b = prepare_cached(dir.path(), cache.path(), &opts).unwrap();
@@ -358,13 +287,7 @@ pub(crate) mod tests {
         let c = prepare_cached(
             dir.path(),
             cache.path(),
-            &PrepareOptions {
-                spec: CropResize {
-                    size: 32,
-                    crop: None,
-                },
-                ..opts.clone()
-            },
+            &PrepareOptions { spec: CropResize { size: 32, crop: None }, ..opts.clone() },
         )
         .unwrap();
         assert_ne!(a, c);
@@ -381,14 +304,7 @@ pub(crate) mod tests {
         assert!(format!("{:#}", Dataset::open(&junk).err().unwrap()).contains("junk.fgc"));
         synthetic_folder(dir.path(), 2);
         let out = dir.path().join("c.fgc");
-        let opts = PrepareOptions {
-            spec: CropResize {
-                size: 16,
-                crop: None,
-            },
-            strict: false,
-            progress: false,
-        };
+        let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
         prepare(dir.path(), &out, &opts).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         std::fs::write(&out, &bytes[..bytes.len() - 10]).unwrap();

@@ -26,19 +26,9 @@ impl Loader {
             bail!("batch size must be at least 1");
         }
         if data.len() < batch {
-            bail!(
-                "{} holds {} images, fewer than one batch of {batch}",
-                data.path.display(),
-                data.len()
-            );
+            bail!("{} holds {} images, fewer than one batch of {batch}", data.path.display(), data.len());
         }
-        Ok(Self {
-            data,
-            batch,
-            seed,
-            flip,
-            perm: None,
-        })
+        Ok(Self { data, batch, seed, flip, perm: None })
     }
 
     pub fn batches_per_epoch(&self) -> u64 {
@@ -60,39 +50,29 @@ impl Loader {
     /// Batch number `step`; horizontal flips (if on) are drawn from `rng`.
     pub fn batch(&mut self, step: u64, rng: &mut Rng, device: &Device) -> Result<Tensor> {
         let idx = self.indices(step);
-        let flips: Vec<bool> = idx
-            .iter()
-            .map(|_| self.flip && rng.uniform() < 0.5)
-            .collect();
+        let flips: Vec<bool> = idx.iter().map(|_| self.flip && rng.uniform() < 0.5).collect();
         Ok(images_to_tensor(&self.data, &idx, &flips, device)?)
     }
 }
 
 /// Gathers images `idx` of `data` into an (N, 3, S, S) tensor in [-1, 1], mirroring
 /// those whose `flips` entry is set.
-pub fn images_to_tensor(
-    data: &Dataset,
-    idx: &[usize],
-    flips: &[bool],
-    device: &Device,
-) -> candle_core::Result<Tensor> {
+pub fn images_to_tensor(data: &Dataset, idx: &[usize], flips: &[bool], device: &Device) -> candle_core::Result<Tensor> {
     let s = data.size();
     let plane = s * s;
     let mut out = vec![0f32; idx.len() * 3 * plane];
-    out.par_chunks_mut(3 * plane)
-        .zip(idx.par_iter().zip(flips.par_iter()))
-        .for_each(|(dst, (&i, &flip))| {
-            let src = data.image(i);
-            for y in 0..s {
-                for x in 0..s {
-                    let sx = if flip { s - 1 - x } else { x };
-                    let p = &src[(y * s + sx) * 3..(y * s + sx) * 3 + 3];
-                    for c in 0..3 {
-                        dst[c * plane + y * s + x] = to_unit_range(p[c]);
-                    }
+    out.par_chunks_mut(3 * plane).zip(idx.par_iter().zip(flips.par_iter())).for_each(|(dst, (&i, &flip))| {
+        let src = data.image(i);
+        for y in 0..s {
+            for x in 0..s {
+                let sx = if flip { s - 1 - x } else { x };
+                let p = &src[(y * s + sx) * 3..(y * s + sx) * 3 + 3];
+                for c in 0..3 {
+                    dst[c * plane + y * s + x] = to_unit_range(p[c]);
                 }
             }
-        });
+        }
+    });
     Tensor::from_vec(out, (idx.len(), 3, s, s), device)
 }
 
@@ -107,14 +87,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         synthetic_folder(dir.path(), n);
         let out = dir.path().join("c.fgc");
-        let opts = PrepareOptions {
-            spec: CropResize {
-                size: 8,
-                crop: None,
-            },
-            strict: false,
-            progress: false,
-        };
+        let opts = PrepareOptions { spec: CropResize { size: 8, crop: None }, strict: false, progress: false };
         prepare(dir.path(), &out, &opts).unwrap();
         let ds = Dataset::open(&out).unwrap();
         (dir, ds)

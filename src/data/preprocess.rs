@@ -25,13 +25,9 @@ impl CropResize {
 
 /// Decodes and checks an image's bytes; `path` is only used in messages.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
-    let format = image::guess_format(bytes)
-        .with_context(|| format!("{}: not a JPEG or PNG image", path.display()))?;
+    let format = image::guess_format(bytes).with_context(|| format!("{}: not a JPEG or PNG image", path.display()))?;
     if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        bail!(
-            "{}: truncated JPEG (no end-of-image marker)",
-            path.display()
-        );
+        bail!("{}: truncated JPEG (no end-of-image marker)", path.display());
     }
     let img = image::load_from_memory_with_format(bytes, format)
         .with_context(|| format!("{}: cannot decode {:?} data", path.display(), format))?;
@@ -69,14 +65,8 @@ pub fn crop_resize(img: &DynamicImage, spec: CropResize, path: &Path) -> Result<
     if side == spec.size {
         return Ok(square);
     }
-    let filter = if side > spec.size {
-        FilterType::Lanczos3
-    } else {
-        FilterType::CatmullRom
-    };
-    Ok(image::imageops::resize(
-        &square, spec.size, spec.size, filter,
-    ))
+    let filter = if side > spec.size { FilterType::Lanczos3 } else { FilterType::CatmullRom };
+    Ok(image::imageops::resize(&square, spec.size, spec.size, filter))
 }
 
 /// Reads, decodes, crops and resizes one file.
@@ -116,29 +106,13 @@ mod tests {
             _ => Rgb([0, 0, 255]),
         });
         // The minimum side for any size is 8 pixels: this 4x8 picture is refused.
-        assert!(crop_resize(
-            &DynamicImage::ImageRgb8(img),
-            CropResize {
-                size: 4,
-                crop: None
-            },
-            p()
-        )
-        .is_err());
+        assert!(crop_resize(&DynamicImage::ImageRgb8(img), CropResize { size: 4, crop: None }, p()).is_err());
         let img = RgbImage::from_fn(40, 80, |_, y| match y {
             0..=19 => Rgb([255, 0, 0]),
             20..=59 => Rgb([0, 255, 0]),
             _ => Rgb([0, 0, 255]),
         });
-        let out = crop_resize(
-            &DynamicImage::ImageRgb8(img),
-            CropResize {
-                size: 16,
-                crop: None,
-            },
-            p(),
-        )
-        .unwrap();
+        let out = crop_resize(&DynamicImage::ImageRgb8(img), CropResize { size: 16, crop: None }, p()).unwrap();
         assert_eq!(out.dimensions(), (16, 16));
         for px in out.pixels() {
             assert_eq!(px.0, [0, 255, 0], "only the green middle survives the crop");
@@ -149,22 +123,9 @@ mod tests {
     fn resize_averages_instead_of_sampling() {
         // A fine checkerboard shrunk 8x must become flat grey, not an alias pattern
         // (nearest-neighbour would give pure black or white pixels).
-        let img = RgbImage::from_fn(128, 128, |x, y| {
-            if (x + y) % 2 == 0 {
-                Rgb([255, 255, 255])
-            } else {
-                Rgb([0, 0, 0])
-            }
-        });
-        let out = crop_resize(
-            &DynamicImage::ImageRgb8(img),
-            CropResize {
-                size: 16,
-                crop: None,
-            },
-            p(),
-        )
-        .unwrap();
+        let img =
+            RgbImage::from_fn(128, 128, |x, y| if (x + y) % 2 == 0 { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) });
+        let out = crop_resize(&DynamicImage::ImageRgb8(img), CropResize { size: 16, crop: None }, p()).unwrap();
         for px in out.pixels() {
             for c in px.0 {
                 assert!((100..=155).contains(&c), "pixel {c} is not mid-grey");
@@ -181,15 +142,7 @@ mod tests {
                 Rgb([200, 200, 200])
             }
         });
-        let out = crop_resize(
-            &DynamicImage::ImageRgb8(img),
-            CropResize {
-                size: 20,
-                crop: Some(40),
-            },
-            p(),
-        )
-        .unwrap();
+        let out = crop_resize(&DynamicImage::ImageRgb8(img), CropResize { size: 20, crop: Some(40) }, p()).unwrap();
         for px in out.pixels() {
             assert_eq!(px.0, [10, 20, 30]);
         }
@@ -198,41 +151,13 @@ mod tests {
     #[test]
     fn grey_and_alpha_images_become_rgb() {
         let grey = image::GrayImage::from_pixel(32, 32, image::Luma([77]));
-        let out = crop_resize(
-            &DynamicImage::ImageLuma8(grey),
-            CropResize {
-                size: 16,
-                crop: None,
-            },
-            p(),
-        )
-        .unwrap();
+        let out = crop_resize(&DynamicImage::ImageLuma8(grey), CropResize { size: 16, crop: None }, p()).unwrap();
         assert!(out.pixels().all(|px| px.0 == [77, 77, 77]));
         let rgba = image::RgbaImage::from_pixel(32, 32, image::Rgba([1, 2, 3, 0]));
-        let out = crop_resize(
-            &DynamicImage::ImageRgba8(rgba),
-            CropResize {
-                size: 16,
-                crop: None,
-            },
-            p(),
-        )
-        .unwrap();
+        let out = crop_resize(&DynamicImage::ImageRgba8(rgba), CropResize { size: 16, crop: None }, p()).unwrap();
         assert!(out.pixels().all(|px| px.0 == [1, 2, 3]));
-        let deep = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
-            32,
-            32,
-            image::Rgb([65535, 0, 32896]),
-        );
-        let out = crop_resize(
-            &DynamicImage::ImageRgb16(deep),
-            CropResize {
-                size: 16,
-                crop: None,
-            },
-            p(),
-        )
-        .unwrap();
+        let deep = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(32, 32, image::Rgb([65535, 0, 32896]));
+        let out = crop_resize(&DynamicImage::ImageRgb16(deep), CropResize { size: 16, crop: None }, p()).unwrap();
         assert!(out.pixels().all(|px| px.0 == [255, 0, 128]));
     }
 
@@ -253,63 +178,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("fake.jpg");
         std::fs::write(&text, "hello, I am text").unwrap();
-        let e = format!(
-            "{:#}",
-            load_face(
-                &text,
-                CropResize {
-                    size: 32,
-                    crop: None
-                }
-            )
-            .unwrap_err()
-        );
-        assert!(
-            e.contains("fake.jpg") && e.contains("not a JPEG or PNG"),
-            "{e}"
-        );
+        let e = format!("{:#}", load_face(&text, CropResize { size: 32, crop: None }).unwrap_err());
+        assert!(e.contains("fake.jpg") && e.contains("not a JPEG or PNG"), "{e}");
 
         let img = RgbImage::from_fn(64, 64, |x, y| Rgb([x as u8 * 4, y as u8 * 4, 0]));
         let mut jpeg = Vec::new();
-        DynamicImage::ImageRgb8(img)
-            .write_to(
-                &mut std::io::Cursor::new(&mut jpeg),
-                image::ImageFormat::Jpeg,
-            )
-            .unwrap();
+        DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
         let cut = dir.path().join("cut.jpg");
         std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
-        let e = format!(
-            "{:#}",
-            load_face(
-                &cut,
-                CropResize {
-                    size: 32,
-                    crop: None
-                }
-            )
-            .unwrap_err()
-        );
+        let e = format!("{:#}", load_face(&cut, CropResize { size: 32, crop: None }).unwrap_err());
         assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
 
         let tiny = dir.path().join("tiny.png");
-        RgbImage::from_pixel(1, 1, Rgb([1, 2, 3]))
-            .save(&tiny)
-            .unwrap();
-        let e = format!(
-            "{:#}",
-            load_face(
-                &tiny,
-                CropResize {
-                    size: 32,
-                    crop: None
-                }
-            )
-            .unwrap_err()
-        );
-        assert!(
-            e.contains("tiny.png") && e.contains("1x1") && e.contains("too small"),
-            "{e}"
-        );
+        RgbImage::from_pixel(1, 1, Rgb([1, 2, 3])).save(&tiny).unwrap();
+        let e = format!("{:#}", load_face(&tiny, CropResize { size: 32, crop: None }).unwrap_err());
+        assert!(e.contains("tiny.png") && e.contains("1x1") && e.contains("too small"), "{e}");
     }
 }

@@ -52,15 +52,8 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         let found = scan_images(dir.path()).unwrap();
-        let names: Vec<_> = found
-            .iter()
-            .map(|p| {
-                p.strip_prefix(dir.path())
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_string()
-            })
-            .collect();
+        let names: Vec<_> =
+            found.iter().map(|p| p.strip_prefix(dir.path()).unwrap().to_string_lossy().to_string()).collect();
         assert_eq!(names, vec!["a.png", "b.JPG", "sub/c.jpeg"]);
     }
 

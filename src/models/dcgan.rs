@@ -8,7 +8,7 @@
 
 use super::{Discriminator, Generator};
 use crate::config::ModelConfig;
-use crate::nn::{leaky_relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Params};
+use crate::nn::{leaky_relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Norm, Params};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -30,17 +30,7 @@ impl DcganGenerator {
         let mut p = Params::new(device);
         let n = stages(cfg);
         let width = |i: usize| cfg.ngf << (n - 1 - i); // channels after layer i (i < n)
-        let mut convs = vec![ConvTranspose2d::new(
-            &mut p,
-            rng,
-            "main.0",
-            cfg.nz,
-            width(0),
-            4,
-            1,
-            0,
-            false,
-        )?];
+        let mut convs = vec![ConvTranspose2d::new(&mut p, rng, "main.0", cfg.nz, width(0), 4, 1, 0, false)?];
         let mut norms = vec![BatchNorm2d::new(&mut p, rng, "main.0.bn", width(0))?];
         for i in 1..n {
             convs.push(ConvTranspose2d::new(
@@ -54,40 +44,15 @@ impl DcganGenerator {
                 1,
                 false,
             )?);
-            norms.push(BatchNorm2d::new(
-                &mut p,
-                rng,
-                &format!("main.{i}.bn"),
-                width(i),
-            )?);
+            norms.push(BatchNorm2d::new(&mut p, rng, &format!("main.{i}.bn"), width(i))?);
         }
-        convs.push(ConvTranspose2d::new(
-            &mut p,
-            rng,
-            &format!("main.{n}"),
-            width(n - 1),
-            3,
-            4,
-            2,
-            1,
-            false,
-        )?);
-        Ok(Self {
-            params: p,
-            nz: cfg.nz,
-            convs,
-            norms,
-        })
+        convs.push(ConvTranspose2d::new(&mut p, rng, &format!("main.{n}"), width(n - 1), 3, 4, 2, 1, false)?);
+        Ok(Self { params: p, nz: cfg.nz, convs, norms })
     }
 }
 
 impl Generator for DcganGenerator {
-    fn forward(
-        &self,
-        z: &Tensor,
-        _labels: Option<&Tensor>,
-        mode: Mode,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&self, z: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
         let mut x = z.reshape((z.dim(0)?, self.nz, 1, 1))?;
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
             x = bn.forward(&conv.forward(&x, mode)?, mode)?.relu()?;
@@ -103,8 +68,9 @@ impl Generator for DcganGenerator {
 pub struct DcganDiscriminator {
     params: Params,
     convs: Vec<Conv2d>,
-    /// Batch norm after every conv but the first and the last.
-    norms: Vec<BatchNorm2d>,
+    /// Normalisation (batch norm in the classic recipe) after every conv but the
+    /// first and the last.
+    norms: Vec<Norm>,
 }
 
 impl DcganDiscriminator {
@@ -112,66 +78,22 @@ impl DcganDiscriminator {
         let mut p = Params::new(device);
         let n = stages(cfg);
         let width = |i: usize| cfg.ndf << i;
-        let mut convs = vec![Conv2d::new(
-            &mut p,
-            rng,
-            "main.0",
-            3,
-            width(0),
-            4,
-            2,
-            1,
-            false,
-        )?];
+        let mut convs = vec![Conv2d::new(&mut p, rng, "main.0", 3, width(0), 4, 2, 1, false)?];
         let mut norms = Vec::new();
         for i in 1..n {
-            convs.push(Conv2d::new(
-                &mut p,
-                rng,
-                &format!("main.{i}"),
-                width(i - 1),
-                width(i),
-                4,
-                2,
-                1,
-                false,
-            )?);
-            norms.push(BatchNorm2d::new(
-                &mut p,
-                rng,
-                &format!("main.{i}.bn"),
-                width(i),
-            )?);
+            convs.push(Conv2d::new(&mut p, rng, &format!("main.{i}"), width(i - 1), width(i), 4, 2, 1, false)?);
+            norms.push(Norm::new(&cfg.d_norm, &mut p, rng, &format!("main.{i}.norm"), width(i))?);
         }
-        convs.push(Conv2d::new(
-            &mut p,
-            rng,
-            &format!("main.{n}"),
-            width(n - 1),
-            1,
-            4,
-            1,
-            0,
-            false,
-        )?);
-        Ok(Self {
-            params: p,
-            convs,
-            norms,
-        })
+        convs.push(Conv2d::new(&mut p, rng, &format!("main.{n}"), width(n - 1), 1, 4, 1, 0, false)?);
+        Ok(Self { params: p, convs, norms })
     }
 }
 
 impl Discriminator for DcganDiscriminator {
-    fn forward(
-        &self,
-        x: &Tensor,
-        _labels: Option<&Tensor>,
-        mode: Mode,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
         let mut h = leaky_relu(&self.convs[0].forward(x, mode)?, 0.2)?;
-        for (conv, bn) in self.convs[1..].iter().zip(&self.norms) {
-            h = leaky_relu(&bn.forward(&conv.forward(&h, mode)?, mode)?, 0.2)?;
+        for (conv, norm) in self.convs[1..].iter().zip(&self.norms) {
+            h = leaky_relu(&norm.forward(&conv.forward(&h, mode)?, mode)?, 0.2)?;
         }
         self.convs.last().unwrap().forward(&h, mode)?.flatten_all()
     }
@@ -187,13 +109,7 @@ mod tests {
     use crate::nn::Mode;
 
     fn cfg(size: usize) -> ModelConfig {
-        ModelConfig {
-            arch: "dcgan".into(),
-            image_size: size,
-            nz: 16,
-            ngf: 8,
-            ndf: 8,
-        }
+        ModelConfig { arch: "dcgan".into(), image_size: size, nz: 16, ngf: 8, ndf: 8, d_norm: "batch".into() }
     }
 
     #[test]
@@ -209,6 +125,11 @@ mod tests {
             let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(v.iter().all(|a| (-1.0..=1.0).contains(a)));
             assert_eq!(d.forward(&x, None, Mode::TRAIN).unwrap().dims(), &[2]);
+            for norm in ["layer", "none"] {
+                let c = ModelConfig { d_norm: norm.into(), ..cfg(size) };
+                let d = DcganDiscriminator::new(&c, &dev, &mut rng).unwrap();
+                assert_eq!(d.forward(&x, None, Mode::TRAIN).unwrap().dims(), &[2]);
+            }
         }
     }
 
@@ -244,25 +165,14 @@ mod tests {
             (m, s)
         };
         for (name, var) in g.params().trainable() {
-            let v = var
-                .as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let v = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let (m, s) = stats(v);
             if name.ends_with("bn.bias") {
                 assert_eq!((m, s), (0.0, 0.0), "{name}");
             } else if name.ends_with("bn.weight") {
-                assert!(
-                    (m - 1.0).abs() < 0.01 && (s - 0.02).abs() < 0.01,
-                    "{name}: {m} {s}"
-                );
+                assert!((m - 1.0).abs() < 0.01 && (s - 0.02).abs() < 0.01, "{name}: {m} {s}");
             } else {
-                assert!(
-                    m.abs() < 0.002 && (s - 0.02).abs() < 0.001,
-                    "{name}: {m} {s}"
-                );
+                assert!(m.abs() < 0.002 && (s - 0.02).abs() < 0.001, "{name}: {m} {s}");
             }
         }
     }

@@ -43,24 +43,9 @@ impl Conv2d {
         padding: usize,
         bias: bool,
     ) -> Result<Self> {
-        let w = p.normal(
-            &format!("{name}.weight"),
-            &[cout, cin, k, k],
-            0.0,
-            DCGAN_INIT_STD,
-            rng,
-        )?;
-        let b = if bias {
-            Some(p.zeros(&format!("{name}.bias"), &[cout])?)
-        } else {
-            None
-        };
-        Ok(Self {
-            w,
-            b,
-            stride,
-            padding,
-        })
+        let w = p.normal(&format!("{name}.weight"), &[cout, cin, k, k], 0.0, DCGAN_INIT_STD, rng)?;
+        let b = if bias { Some(p.zeros(&format!("{name}.bias"), &[cout])?) } else { None };
+        Ok(Self { w, b, stride, padding })
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -89,24 +74,9 @@ impl ConvTranspose2d {
         padding: usize,
         bias: bool,
     ) -> Result<Self> {
-        let w = p.normal(
-            &format!("{name}.weight"),
-            &[cin, cout, k, k],
-            0.0,
-            DCGAN_INIT_STD,
-            rng,
-        )?;
-        let b = if bias {
-            Some(p.zeros(&format!("{name}.bias"), &[cout])?)
-        } else {
-            None
-        };
-        Ok(Self {
-            w,
-            b,
-            stride,
-            padding,
-        })
+        let w = p.normal(&format!("{name}.weight"), &[cin, cout, k, k], 0.0, DCGAN_INIT_STD, rng)?;
+        let b = if bias { Some(p.zeros(&format!("{name}.bias"), &[cout])?) } else { None };
+        Ok(Self { w, b, stride, padding })
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -121,26 +91,9 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(
-        p: &mut Params,
-        rng: &mut Rng,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        bias: bool,
-    ) -> Result<Self> {
-        let w = p.normal(
-            &format!("{name}.weight"),
-            &[cout, cin],
-            0.0,
-            DCGAN_INIT_STD,
-            rng,
-        )?;
-        let b = if bias {
-            Some(p.zeros(&format!("{name}.bias"), &[cout])?)
-        } else {
-            None
-        };
+    pub fn new(p: &mut Params, rng: &mut Rng, name: &str, cin: usize, cout: usize, bias: bool) -> Result<Self> {
+        let w = p.normal(&format!("{name}.weight"), &[cout, cin], 0.0, DCGAN_INIT_STD, rng)?;
+        let b = if bias { Some(p.zeros(&format!("{name}.bias"), &[cout])?) } else { None };
         Ok(Self { w, b })
     }
 
@@ -168,21 +121,10 @@ impl BatchNorm2d {
         let gamma = p.normal(&format!("{name}.weight"), &[c], 1.0, DCGAN_INIT_STD, rng)?;
         let beta = p.zeros(&format!("{name}.bias"), &[c])?;
         let dev = p.device.clone();
-        let running_mean = p.buffer(
-            &format!("{name}.running_mean"),
-            Tensor::zeros(c, candle_core::DType::F32, &dev)?,
-        )?;
-        let running_var = p.buffer(
-            &format!("{name}.running_var"),
-            Tensor::ones(c, candle_core::DType::F32, &dev)?,
-        )?;
-        Ok(Self {
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            eps: 1e-5,
-        })
+        let running_mean =
+            p.buffer(&format!("{name}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &dev)?)?;
+        let running_var = p.buffer(&format!("{name}.running_var"), Tensor::ones(c, candle_core::DType::F32, &dev)?)?;
+        Ok(Self { gamma, beta, running_mean, running_var, eps: 1e-5 })
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -202,10 +144,9 @@ impl BatchNorm2d {
                 let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
                 let n = x.elem_count() / c;
                 let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
-                let rm = ((self.running_mean.as_tensor() * (1.0 - momentum))?
-                    + (mean.detach().flatten_all()? * momentum)?)?;
-                let rv =
-                    ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
+                let rm =
+                    ((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean.detach().flatten_all()? * momentum)?)?;
+                let rv = ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
                 self.running_mean.set(&rm)?;
                 self.running_var.set(&rv)?;
                 (mean, var)
@@ -214,13 +155,66 @@ impl BatchNorm2d {
         let inv = (var + self.eps)?.sqrt()?.recip()?;
         let scale = weight(&self.gamma, mode).reshape((1, c, 1, 1))?;
         let shift = weight(&self.beta, mode).reshape((1, c, 1, 1))?;
-        x.broadcast_sub(&mean)?
-            .broadcast_mul(&inv.broadcast_mul(&scale)?)?
-            .broadcast_add(&shift)
+        x.broadcast_sub(&mean)?.broadcast_mul(&inv.broadcast_mul(&scale)?)?.broadcast_add(&shift)
     }
 }
 
 /// Mean over everything but the batch dimension, keeping (N,).
 pub fn mean_per_sample(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(1)?.mean(D::Minus1)
+}
+
+/// Layer norm over (C, H, W) of each sample, with a per-channel scale (init 1) and
+/// shift (init 0), as in the WGAN-GP critic: unlike batch norm it keeps samples
+/// independent, which per-sample gradient penalties need.
+pub struct LayerNorm2d {
+    pub gamma: Var,
+    pub beta: Var,
+    pub eps: f64,
+}
+
+impl LayerNorm2d {
+    pub fn new(p: &mut Params, name: &str, c: usize) -> Result<Self> {
+        let gamma = p.param(&format!("{name}.weight"), Tensor::ones(c, candle_core::DType::F32, &p.device.clone())?)?;
+        let beta = p.zeros(&format!("{name}.bias"), &[c])?;
+        Ok(Self { gamma, beta, eps: 1e-5 })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let mean = x.mean_keepdim((1, 2, 3))?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim((1, 2, 3))?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&weight(&self.gamma, mode).reshape((1, c, 1, 1))?)?
+            .broadcast_add(&weight(&self.beta, mode).reshape((1, c, 1, 1))?)
+    }
+}
+
+/// The normalisation a hidden layer uses.
+pub enum Norm {
+    Batch(BatchNorm2d),
+    Layer(LayerNorm2d),
+    None,
+}
+
+impl Norm {
+    /// `kind` is "batch", "layer" or "none".
+    pub fn new(kind: &str, p: &mut Params, rng: &mut Rng, name: &str, c: usize) -> Result<Self> {
+        Ok(match kind {
+            "batch" => Norm::Batch(BatchNorm2d::new(p, rng, name, c)?),
+            "layer" => Norm::Layer(LayerNorm2d::new(p, name, c)?),
+            "none" => Norm::None,
+            _ => candle_core::bail!("unknown normalisation '{kind}'"),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match self {
+            Norm::Batch(n) => n.forward(x, mode),
+            Norm::Layer(n) => n.forward(x, mode),
+            Norm::None => Ok(x.clone()),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 pub mod layers;
 pub mod params;
 
-pub use layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
+pub use layers::{BatchNorm2d, Conv2d, ConvTranspose2d, LayerNorm2d, Linear, Norm};
 pub use params::Params;
 
 /// How batch norm behaves in a forward pass.
@@ -29,18 +29,9 @@ pub struct Mode {
 }
 
 impl Mode {
-    pub const TRAIN: Mode = Mode {
-        bn: BnMode::Train,
-        frozen: false,
-    };
-    pub const FROZEN: Mode = Mode {
-        bn: BnMode::Train,
-        frozen: true,
-    };
-    pub const EVAL: Mode = Mode {
-        bn: BnMode::Eval,
-        frozen: true,
-    };
+    pub const TRAIN: Mode = Mode { bn: BnMode::Train, frozen: false };
+    pub const FROZEN: Mode = Mode { bn: BnMode::Train, frozen: true };
+    pub const EVAL: Mode = Mode { bn: BnMode::Eval, frozen: true };
 }
 
 /// LeakyReLU written with differentiable ops (second-order safe).

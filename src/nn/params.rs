@@ -16,11 +16,7 @@ pub struct Params {
 
 impl Params {
     pub fn new(device: &Device) -> Self {
-        Self {
-            device: device.clone(),
-            params: BTreeMap::new(),
-            buffers: BTreeMap::new(),
-        }
+        Self { device: device.clone(), params: BTreeMap::new(), buffers: BTreeMap::new() }
     }
 
     fn insert(map: &mut BTreeMap<String, Var>, name: &str, t: Tensor) -> candle_core::Result<Var> {
@@ -105,12 +101,7 @@ impl Params {
 
     /// Loads every tensor under `prefix` from `map`; names and shapes must match
     /// exactly. `source` names the file in messages.
-    pub fn load_tensors(
-        &self,
-        prefix: &str,
-        map: &HashMap<String, Tensor>,
-        source: &str,
-    ) -> Result<()> {
+    pub fn load_tensors(&self, prefix: &str, map: &HashMap<String, Tensor>, source: &str) -> Result<()> {
         let mut missing = Vec::new();
         for (kind, vars) in [("params", &self.params), ("buffers", &self.buffers)] {
             for (k, v) in vars {
@@ -137,10 +128,7 @@ impl Params {
             );
         }
         let expected = self.params.len() + self.buffers.len();
-        let present = map
-            .keys()
-            .filter(|k| k.starts_with(&format!("{prefix}.")))
-            .count();
+        let present = map.keys().filter(|k| k.starts_with(&format!("{prefix}."))).count();
         if present != expected {
             bail!("{source}: holds {present} tensors under {prefix} but this model has {expected}: the checkpoint is from another architecture");
         }

@@ -20,9 +20,7 @@ pub const GENERATE_TAG: u64 = 0x6E4E;
 pub fn shipped_model_path() -> Option<PathBuf> {
     let candidates = [
         PathBuf::from("models").join(SHIPPED_MODEL),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .join(SHIPPED_MODEL),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(SHIPPED_MODEL),
     ];
     candidates.into_iter().find(|p| p.is_file())
 }
@@ -31,19 +29,12 @@ pub fn shipped_model_path() -> Option<PathBuf> {
 pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator>, RunConfig)> {
     let ck = checkpoint::read(path, device)?;
     let g = build_generator(&ck.config.model, device, &mut Rng::new(0))?;
-    g.params()
-        .load_tensors("G_ema", &ck.tensors, &path.display().to_string())?;
+    g.params().load_tensors("G_ema", &ck.tensors, &path.display().to_string())?;
     Ok((g, ck.config))
 }
 
 /// `count` images from latents drawn under `seed`, (N, 3, S, S) in [-1, 1].
-pub fn generate(
-    g: &dyn Generator,
-    cfg: &RunConfig,
-    count: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<Tensor> {
+pub fn generate(g: &dyn Generator, cfg: &RunConfig, count: usize, seed: u64, device: &Device) -> Result<Tensor> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
@@ -75,11 +66,7 @@ pub fn write_faces(x: &Tensor, out: &Path, columns: usize) -> Result<Vec<PathBuf
     } else {
         if let Some(dir) = out.parent() {
             if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                bail!(
-                    "cannot write {}: folder {} does not exist",
-                    out.display(),
-                    dir.display()
-                );
+                bail!("cannot write {}: folder {} does not exist", out.display(), dir.display());
             }
         }
         grid::save_png(&grid::make_grid(&images, columns), out)?;

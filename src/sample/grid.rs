@@ -15,22 +15,14 @@ pub fn to_images(x: &Tensor) -> Result<Vec<RgbImage>> {
     if c != 3 {
         bail!("expected RGB images, got {c} channels");
     }
-    let v = x
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let v = x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let plane = h * w;
     Ok((0..n)
         .map(|i| {
             let base = i * 3 * plane;
             RgbImage::from_fn(w as u32, h as u32, |x, y| {
                 let o = base + y as usize * w + x as usize;
-                Rgb([
-                    from_unit_range(v[o]),
-                    from_unit_range(v[o + plane]),
-                    from_unit_range(v[o + 2 * plane]),
-                ])
+                Rgb([from_unit_range(v[o]), from_unit_range(v[o + plane]), from_unit_range(v[o + 2 * plane])])
             })
         })
         .collect())
@@ -42,19 +34,10 @@ pub fn make_grid(images: &[RgbImage], columns: usize) -> RgbImage {
     let rows = images.len().div_ceil(columns).max(1);
     let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((1, 1));
     let p = GRID_PADDING;
-    let mut grid = RgbImage::from_pixel(
-        columns as u32 * (w + p) + p,
-        rows as u32 * (h + p) + p,
-        Rgb([16, 16, 16]),
-    );
+    let mut grid = RgbImage::from_pixel(columns as u32 * (w + p) + p, rows as u32 * (h + p) + p, Rgb([16, 16, 16]));
     for (k, img) in images.iter().enumerate() {
         let (r, c) = ((k / columns) as u32, (k % columns) as u32);
-        image::imageops::replace(
-            &mut grid,
-            img,
-            (p + c * (w + p)) as i64,
-            (p + r * (h + p)) as i64,
-        );
+        image::imageops::replace(&mut grid, img, (p + c * (w + p)) as i64, (p + r * (h + p)) as i64);
     }
     grid
 }
@@ -76,12 +59,9 @@ mod tests {
 
     #[test]
     fn grid_places_images_in_rows() {
-        let x = Tensor::from_vec(
-            [vec![-1f32; 12], vec![1f32; 12], vec![0f32; 12]].concat(),
-            (3, 3, 2, 2),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let x =
+            Tensor::from_vec([vec![-1f32; 12], vec![1f32; 12], vec![0f32; 12]].concat(), (3, 3, 2, 2), &Device::Cpu)
+                .unwrap();
         let imgs = to_images(&x).unwrap();
         assert_eq!(imgs[0].get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(imgs[1].get_pixel(1, 1).0, [255, 255, 255]);

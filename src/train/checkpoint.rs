@@ -28,22 +28,14 @@ impl Checkpoint {
     }
 
     pub fn step(&self) -> u64 {
-        self.meta
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        self.meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 
     pub fn meta_u64(&self, key: &str) -> Result<u64> {
         self.meta
             .get(key)
             .and_then(|s| s.parse().ok())
-            .with_context(|| {
-                format!(
-                    "{}: metadata '{key}' is missing or not a number",
-                    self.path.display()
-                )
-            })
+            .with_context(|| format!("{}: metadata '{key}' is missing or not a number", self.path.display()))
     }
 }
 
@@ -64,51 +56,33 @@ pub fn write(
     let mut cpu = HashMap::new();
     for (k, t) in tensors {
         let t = t.detach().to_device(&Device::Cpu)?;
-        let t = if half && t.dtype() == DType::F32 {
-            t.to_dtype(DType::F16)?
-        } else {
-            t
-        };
+        let t = if half && t.dtype() == DType::F32 { t.to_dtype(DType::F16)? } else { t };
         cpu.insert(k.clone(), t);
     }
     let tmp = temp_path_for(path);
-    let res =
-        safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta), &tmp);
+    let res = safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta), &tmp);
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         bail!("cannot write checkpoint {}: {e}", path.display());
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot write checkpoint {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write checkpoint {}", path.display()))
 }
 
 /// Reads a checkpoint; every failure names the file and what is wrong with it.
 pub fn read(path: &Path, device: &Device) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let bad =
-        |why: String| anyhow::anyhow!("{}: not a usable facegan checkpoint: {why}", path.display());
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let bad = |why: String| anyhow::anyhow!("{}: not a usable facegan checkpoint: {why}", path.display());
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("{e:?} (truncated or not a safetensors file)")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(format!("no '{FORMAT}' format tag")));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| bad(format!("{e} (truncated?)")))?;
-    let config_text = meta
-        .get("config")
-        .ok_or_else(|| bad("no config in its metadata".into()))?;
-    let config = RunConfig::from_toml(
-        config_text,
-        &format!("{} (embedded config)", path.display()),
-    )?;
-    Ok(Checkpoint {
-        path: path.to_path_buf(),
-        tensors,
-        meta,
-        config,
-    })
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(format!("{e} (truncated?)")))?;
+    let config_text = meta.get("config").ok_or_else(|| bad("no config in its metadata".into()))?;
+    let config = RunConfig::from_toml(config_text, &format!("{} (embedded config)", path.display()))?;
+    Ok(Checkpoint { path: path.to_path_buf(), tensors, meta, config })
 }
 
 pub fn checkpoint_dir(run: &Path) -> PathBuf {
@@ -127,11 +101,7 @@ pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let step = name
-                .strip_prefix("step-")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
+            let step = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
             Some((step, e.path()))
         })
         .collect();
@@ -145,11 +115,7 @@ pub fn latest(run: &Path) -> Result<PathBuf> {
         bail!("--resume {}: no such run folder", run.display());
     }
     list_checkpoints(run).pop().map(|c| c.1).with_context(|| {
-        format!(
-            "--resume {}: the run has no checkpoints in {}",
-            run.display(),
-            checkpoint_dir(run).display()
-        )
+        format!("--resume {}: the run has no checkpoints in {}", run.display(), checkpoint_dir(run).display())
     })
 }
 

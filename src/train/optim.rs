@@ -1,4 +1,5 @@
-//! Adam (Kingma and Ba 2014) with its moments exposed, so checkpoints can carry them.
+//! Adam (Kingma and Ba 2014) and RMSprop (Tieleman and Hinton 2012, PyTorch's form),
+//! with their moments exposed, so checkpoints can carry them.
 //!
 //! Gradients arrive with their graph attached (second-order gradients are on), so
 //! every tensor that enters the optimizer's state is detached first.
@@ -9,7 +10,15 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use std::collections::HashMap;
 
-pub struct Adam {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Adam,
+    /// v = αv + (1-α)g², p -= lr·g/(√v + ε), α = 0.99 (`beta2`), no momentum.
+    RmsProp,
+}
+
+pub struct Optimizer {
+    pub kind: Kind,
     pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -20,23 +29,26 @@ pub struct Adam {
     v: Vec<Tensor>,
 }
 
-impl Adam {
+impl Optimizer {
     pub fn new(params: &Params, lr: f64, beta1: f64, beta2: f64) -> candle_core::Result<Self> {
         let zeros = |_: ()| -> candle_core::Result<Vec<Tensor>> {
-            params
-                .trainable()
-                .map(|(_, v)| v.as_tensor().zeros_like())
-                .collect()
+            params.trainable().map(|(_, v)| v.as_tensor().zeros_like()).collect()
         };
-        Ok(Self {
-            lr,
-            beta1,
-            beta2,
-            eps: 1e-8,
-            t: 0,
-            m: zeros(())?,
-            v: zeros(())?,
-        })
+        Ok(Self { kind: Kind::Adam, lr, beta1, beta2, eps: 1e-8, t: 0, m: zeros(())?, v: zeros(())? })
+    }
+
+    /// "adam" (with `beta1`, `beta2`) or "rmsprop" (smoothing 0.99, as PyTorch).
+    pub fn from_name(name: &str, params: &Params, lr: f64, beta1: f64, beta2: f64) -> anyhow::Result<Self> {
+        let mut o = Self::new(params, lr, beta1, beta2)?;
+        match name {
+            "adam" => {}
+            "rmsprop" => {
+                o.kind = Kind::RmsProp;
+                o.beta2 = 0.99;
+            }
+            _ => bail!("unknown optimizer '{name}'; valid: adam, rmsprop"),
+        }
+        Ok(o)
     }
 
     /// One update of every parameter that has a gradient in `grads`.
@@ -45,15 +57,17 @@ impl Adam {
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
         let step_size = self.lr / bc1;
-        for (((_, var), m), v) in params
-            .trainable()
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
+        for (((_, var), m), v) in params.trainable().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let g = g.detach();
+            if self.kind == Kind::RmsProp {
+                *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+                let update = ((g / (v.sqrt()? + self.eps)?)? * self.lr)?;
+                var.set(&(var.as_tensor().detach() - update)?)?;
+                continue;
+            }
             *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let denom = ((&*v / bc2)?.sqrt()? + self.eps)?;
@@ -78,20 +92,12 @@ impl Adam {
         t: u64,
         source: &str,
     ) -> Result<()> {
-        for (((name, var), m), v) in params
-            .trainable()
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
+        for (((name, var), m), v) in params.trainable().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             for (kind, slot) in [("m", m), ("v", v)] {
                 let key = format!("{prefix}.{kind}.{name}");
                 match map.get(&key) {
                     Some(x) if x.dims() == var.dims() => *slot = x.to_device(&params.device)?,
-                    Some(x) => bail!(
-                        "{source}: {key} has shape {:?}, expected {:?}",
-                        x.dims(),
-                        var.dims()
-                    ),
+                    Some(x) => bail!("{source}: {key} has shape {:?}, expected {:?}", x.dims(), var.dims()),
                     None => bail!("{source}: optimizer state {key} is missing"),
                 }
             }
@@ -109,10 +115,8 @@ mod tests {
     #[test]
     fn matches_hand_computed_adam_and_descends() {
         let mut p = Params::new(&Device::Cpu);
-        let w = p
-            .param("w", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap())
-            .unwrap();
-        let mut opt = Adam::new(&p, 0.1, 0.5, 0.999).unwrap();
+        let w = p.param("w", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = Optimizer::new(&p, 0.1, 0.5, 0.999).unwrap();
         // loss = sum(w^2): gradient 2w
         let mut want = [1.0f64, -2.0];
         let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
@@ -130,11 +134,25 @@ mod tests {
         }
         let got = w.as_tensor().to_vec1::<f32>().unwrap();
         for i in 0..2 {
-            assert!(
-                (got[i] as f64 - want[i]).abs() < 1e-5,
-                "{got:?} vs {want:?}"
-            );
+            assert!((got[i] as f64 - want[i]).abs() < 1e-5, "{got:?} vs {want:?}");
         }
         assert!(got[0].abs() < 1.0 && got[1].abs() < 2.0);
+    }
+
+    #[test]
+    fn rmsprop_matches_hand_computed_steps() {
+        let mut p = Params::new(&Device::Cpu);
+        let w = p.param("w", Tensor::new(&[3.0f32], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = Optimizer::from_name("rmsprop", &p, 0.01, 0.5, 0.999).unwrap();
+        let (mut x, mut v) = (3.0f64, 0.0f64);
+        for _ in 0..3 {
+            let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+            opt.step(&p, &loss.backward().unwrap()).unwrap();
+            let g = 2.0 * x;
+            v = 0.99 * v + 0.01 * g * g;
+            x -= 0.01 * g / (v.sqrt() + 1e-8);
+        }
+        assert!((w.as_tensor().to_vec1::<f32>().unwrap()[0] as f64 - x).abs() < 1e-5);
+        assert!(Optimizer::from_name("sgd", &p, 0.1, 0.5, 0.9).is_err());
     }
 }

@@ -1,27 +1,26 @@
 //! The training loop. One step is a fixed sequence of phases:
-//! `D main` (adversarial loss on a real and a detached fake batch, one Adam update of
+//! `D main` (adversarial loss on a real and a detached fake batch, one Optimizer update of
 //! D), then `G main` (the same fakes through the updated D, whose weights are frozen
-//! for this pass, one Adam update of G), then the EMA update of the generator.
+//! for this pass, one Optimizer update of G), then the EMA update of the generator.
 
 use super::checkpoint::{self, Checkpoint};
-use super::optim::Adam;
-use super::stats::{self, Accumulator, StatsLine};
+use super::optim::Optimizer;
+use super::stats::{self, Accumulator};
 use crate::config::RunConfig;
-use crate::data::cache::{
-    default_cache_dir, prepare_cached, Dataset, PrepareOptions, CACHE_EXTENSION,
-};
+use crate::data::cache::{default_cache_dir, prepare_cached, Dataset, PrepareOptions, CACHE_EXTENSION};
 use crate::data::preprocess::CropResize;
 use crate::data::Loader;
 use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
+use crate::penalty::{penalty, PenaltyKind};
 use crate::rng::Rng;
 use crate::sample::{grid, latents, FIXED_LATENTS_TAG};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,20 +71,16 @@ pub struct Session {
     pub g: Box<dyn Generator>,
     pub d: Box<dyn Discriminator>,
     pub g_ema: Box<dyn Generator>,
-    pub opt_g: Adam,
-    pub opt_d: Adam,
+    pub opt_g: Optimizer,
+    pub opt_d: Optimizer,
     pub rng: Rng,
     pub step: u64,
     loss: AdversarialLoss,
+    penalties: Vec<(PenaltyKind, f64, u64)>,
 }
 
-/// Per-step numbers for the logs.
-pub struct StepStats {
-    pub d_loss: f64,
-    pub g_loss: f64,
-    pub d_real: f64,
-    pub d_fake: f64,
-}
+/// Per-step numbers for the logs, by name.
+pub type StepStats = BTreeMap<String, f64>;
 
 fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
     let p = candle_nn::ops::sigmoid(&logits.detach())?;
@@ -102,21 +97,11 @@ impl Session {
         let g_ema = build_generator(&cfg.model, device, &mut Rng::new(0))?;
         g_ema.params().copy_from(g.params())?;
         let t = &cfg.train;
-        let opt_g = Adam::new(g.params(), t.lr_g, t.beta1, t.beta2)?;
-        let opt_d = Adam::new(d.params(), t.lr_d, t.beta1, t.beta2)?;
-        let loss = AdversarialLoss::parse(&t.loss)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            device: device.clone(),
-            g,
-            d,
-            g_ema,
-            opt_g,
-            opt_d,
-            rng,
-            step: 0,
-            loss,
-        })
+        let opt_g = Optimizer::from_name(&t.optimizer, g.params(), t.lr_g, t.beta1, t.beta2)?;
+        let opt_d = Optimizer::from_name(&t.optimizer, d.params(), t.lr_d, t.beta1, t.beta2)?;
+        let loss = AdversarialLoss::parse_with_targets(&t.loss, t.lsgan_targets)?;
+        let penalties = t.penalties.iter().map(|p| (p.kind(), p.weight, p.every)).collect();
+        Ok(Self { cfg: cfg.clone(), device: device.clone(), g, d, g_ema, opt_g, opt_d, rng, step: 0, loss, penalties })
     }
 
     /// Restores a session from a full checkpoint; `cfg` may differ from the saved one
@@ -133,20 +118,8 @@ impl Session {
         s.g.params().load_tensors("G", &ck.tensors, &src)?;
         s.d.params().load_tensors("D", &ck.tensors, &src)?;
         s.g_ema.params().load_tensors("G_ema", &ck.tensors, &src)?;
-        s.opt_g.load_tensors(
-            "opt_G",
-            s.g.params(),
-            &ck.tensors,
-            ck.meta_u64("opt_G.t")?,
-            &src,
-        )?;
-        s.opt_d.load_tensors(
-            "opt_D",
-            s.d.params(),
-            &ck.tensors,
-            ck.meta_u64("opt_D.t")?,
-            &src,
-        )?;
+        s.opt_g.load_tensors("opt_G", s.g.params(), &ck.tensors, ck.meta_u64("opt_G.t")?, &src)?;
+        s.opt_d.load_tensors("opt_D", s.d.params(), &ck.tensors, ck.meta_u64("opt_D.t")?, &src)?;
         s.rng = ck
             .meta
             .get("rng")
@@ -179,25 +152,92 @@ impl Session {
         checkpoint::write(path, &t, meta, half)
     }
 
-    /// One training step on a batch of real images.
-    pub fn train_step(&mut self, real: &Tensor) -> Result<StepStats> {
-        let n = real.dim(0)?;
-        let z = self
-            .rng
-            .normal_tensor((n, self.cfg.model.nz), 0.0, 1.0, &self.device)?;
-        let fake = self.g.forward(&z, None, Mode::TRAIN)?;
+    /// Standard deviation of the instance noise at the current step.
+    pub fn instance_noise_std(&self) -> f64 {
+        let t = &self.cfg.train;
+        match t.instance_noise_steps {
+            0 => t.instance_noise,
+            n => t.instance_noise * (1.0 - self.step as f64 / n as f64).max(0.0),
+        }
+    }
 
-        // D main: real and detached fake.
-        let real_logits = self.d.forward(real, None, Mode::TRAIN)?;
-        let fake_logits = self.d.forward(&fake.detach(), None, Mode::TRAIN)?;
-        let d_loss = self.loss.d_loss(&real_logits, &fake_logits)?;
-        let grads = d_loss.backward()?;
-        self.opt_d.step(self.d.params(), &grads)?;
-        drop(grads);
+    fn with_noise(&mut self, x: &Tensor, std: f64) -> Result<Tensor> {
+        if std == 0.0 {
+            return Ok(x.clone());
+        }
+        let noise = self.rng.normal_tensor(x.shape(), 0.0, std, &self.device)?;
+        Ok((x + noise)?)
+    }
 
-        // G main: the same fakes through the updated, frozen D.
-        let logits = self.d.forward(&fake, None, Mode::FROZEN)?;
-        let g_loss = self.loss.g_loss(None, &logits)?;
+    /// One training step: `n_critic` discriminator updates, one on each batch of `reals`,
+    /// then one generator update, then the EMA.
+    pub fn train_step(&mut self, reals: &[Tensor]) -> Result<StepStats> {
+        let nc = self.cfg.train.n_critic as usize;
+        if reals.len() != nc {
+            bail!("a step with n_critic = {nc} needs {nc} real batches, got {}", reals.len());
+        }
+        let nz = self.cfg.model.nz;
+        let sigma = self.instance_noise_std();
+        let real_label = 1.0 - self.cfg.train.label_smoothing;
+        let mut stats = StepStats::new();
+        let mut add = |k: &str, v: f64| *stats.entry(k.to_string()).or_insert(0.0) += v / nc as f64;
+        let mut last_fake = None;
+        for (i, real) in reals.iter().enumerate() {
+            // D main: real and detached fake.
+            let n = real.dim(0)?;
+            let z = self.rng.normal_tensor((n, nz), 0.0, 1.0, &self.device)?;
+            let fake = self.g.forward(&z, None, Mode::TRAIN)?;
+            let real_in = self.with_noise(real, sigma)?;
+            let fake_in = self.with_noise(&fake.detach(), sigma)?;
+            let real_logits = self.d.forward(&real_in, None, Mode::TRAIN)?;
+            let fake_logits = self.d.forward(&fake_in, None, Mode::TRAIN)?;
+            let adv = self.loss.d_loss_smoothed(&real_logits, &fake_logits, real_label)?;
+            let mut d_total = adv.clone();
+            // D reg: gradient penalties, lazy ones every `every` D steps, scaled by `every`.
+            let d_step = self.step * nc as u64 + i as u64;
+            for &(kind, weight, every) in &self.penalties {
+                if d_step % every != 0 || weight == 0.0 {
+                    continue;
+                }
+                let d = &self.d;
+                let critic = |x: &Tensor| d.forward(x, None, Mode::TRAIN);
+                let p = penalty(kind, &critic, &real_in, &fake_in, &mut self.rng)?;
+                add(&format!("penalty_{}", kind.name()), p.to_scalar::<f32>()? as f64);
+                d_total = (d_total + (p * (weight * every as f64))?)?;
+            }
+            let grads = d_total.backward()?;
+            self.opt_d.step(self.d.params(), &grads)?;
+            drop(grads);
+            if self.cfg.train.weight_clip > 0.0 {
+                let c = self.cfg.train.weight_clip;
+                for (_, v) in self.d.params().trainable() {
+                    v.set(&v.as_tensor().clamp(-c, c)?)?;
+                }
+            }
+            add("d_loss", adv.to_scalar::<f32>()? as f64);
+            add("d_real", mean_sigmoid(&real_logits)?);
+            add("d_fake", mean_sigmoid(&fake_logits)?);
+            add("logit_real", real_logits.mean_all()?.to_scalar::<f32>()? as f64);
+            add("logit_fake", fake_logits.mean_all()?.to_scalar::<f32>()? as f64);
+            last_fake = Some((fake, real_in));
+        }
+
+        // G main: with one critic step the same fakes (as DCGAN does), else new ones,
+        // through the updated D with its weights frozen.
+        let (last_fake, real_in) = last_fake.expect("n_critic >= 1");
+        let fake = if nc == 1 {
+            last_fake
+        } else {
+            let z = self.rng.normal_tensor((reals[0].dim(0)?, nz), 0.0, 1.0, &self.device)?;
+            self.g.forward(&z, None, Mode::TRAIN)?
+        };
+        let fake_in = self.with_noise(&fake, sigma)?;
+        let logits = self.d.forward(&fake_in, None, Mode::FROZEN)?;
+        let real_logits = match self.loss.g_needs_real() {
+            true => Some(self.d.forward(&real_in, None, Mode::FROZEN)?.detach()),
+            false => None,
+        };
+        let g_loss = self.loss.g_loss(real_logits.as_ref(), &logits)?;
         let grads = g_loss.backward()?;
         self.opt_g.step(self.g.params(), &grads)?;
         drop(grads);
@@ -208,19 +248,12 @@ impl Session {
         self.g_ema.params().ema_from(self.g.params(), decay)?;
         self.step += 1;
 
-        let stats = StepStats {
-            d_loss: d_loss.to_scalar::<f32>()? as f64,
-            g_loss: g_loss.to_scalar::<f32>()? as f64,
-            d_real: mean_sigmoid(&real_logits)?,
-            d_fake: mean_sigmoid(&fake_logits)?,
-        };
-        if !(stats.d_loss.is_finite() && stats.g_loss.is_finite()) {
-            bail!(
-                "training diverged at step {}: D loss {}, G loss {}",
-                self.step,
-                stats.d_loss,
-                stats.g_loss
-            );
+        stats.insert("g_loss".into(), g_loss.to_scalar::<f32>()? as f64);
+        if sigma > 0.0 {
+            stats.insert("instance_noise".into(), sigma);
+        }
+        if let Some((k, v)) = stats.iter().find(|(_, v)| !v.is_finite()) {
+            bail!("training diverged at step {}: {k} = {v}", self.step);
         }
         Ok(stats)
     }
@@ -231,10 +264,7 @@ impl Session {
         let mut rng = Rng::derived(self.cfg.train.seed, STANDING_STATS_TAG);
         for k in 0..STANDING_STATS_BATCHES {
             let z = rng.normal_tensor((64, self.cfg.model.nz), 0.0, 1.0, &self.device)?;
-            let mode = Mode {
-                bn: BnMode::Accumulate(1.0 / (k as f64 + 1.0)),
-                frozen: true,
-            };
+            let mode = Mode { bn: BnMode::Accumulate(1.0 / (k as f64 + 1.0)), frozen: true };
             self.g_ema.forward(&z, None, mode)?;
         }
         Ok(())
@@ -244,13 +274,7 @@ impl Session {
     pub fn sample_grid(&self) -> Result<image::RgbImage> {
         self.refresh_ema_stats()?;
         let n = self.cfg.log.sample_count;
-        let z = latents(
-            self.cfg.train.seed,
-            FIXED_LATENTS_TAG,
-            n,
-            self.cfg.model.nz,
-            &self.device,
-        )?;
+        let z = latents(self.cfg.train.seed, FIXED_LATENTS_TAG, n, self.cfg.model.nz, &self.device)?;
         let x = self.g_ema.forward(&z, None, Mode::EVAL)?;
         let cols = (n as f64).sqrt().ceil() as usize;
         Ok(grid::make_grid(&grid::to_images(&x)?, cols))
@@ -268,21 +292,23 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
     let cache = if path.is_file() {
         path.clone()
     } else if path.is_dir() {
-        let opts = PrepareOptions {
-            spec: CropResize {
-                size: size as u32,
-                crop: cfg.data.crop,
-            },
-            strict: false,
-            progress,
-        };
+        let opts =
+            PrepareOptions { spec: CropResize { size: size as u32, crop: cfg.data.crop }, strict: false, progress };
         prepare_cached(&path, &default_cache_dir(), &opts)?
     } else {
-        bail!("data {} does not exist (give an image folder or a .{CACHE_EXTENSION} cache made by `facegan prepare`)", path.display());
+        bail!(
+            "data {} does not exist (give an image folder or a .{CACHE_EXTENSION} cache made by `facegan prepare`)",
+            path.display()
+        );
     };
     let ds = Dataset::open(&cache)?;
     if ds.size() != size {
-        bail!("{} holds {}x{} images but the model makes {size}x{size}; prepare it with --size {size}", cache.display(), ds.size(), ds.size());
+        bail!(
+            "{} holds {}x{} images but the model makes {size}x{size}; prepare it with --size {size}",
+            cache.display(),
+            ds.size(),
+            ds.size()
+        );
     }
     Ok(ds)
 }
@@ -319,18 +345,11 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
 
     let total = cfg.train.steps;
     let tty = opts.progress && std::io::stderr().is_terminal();
-    let bar = if tty {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = if tty { ProgressBar::new(total) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
     bar.set_position(session.step);
     if session.step == 0 {
-        grid::save_png(
-            &session.sample_grid()?,
-            &run.join("samples").join("step-0000000.png"),
-        )?;
+        grid::save_png(&session.sample_grid()?, &run.join("samples").join("step-0000000.png"))?;
     }
 
     let stats_path = run.join("stats.jsonl");
@@ -341,27 +360,29 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let mut interrupted = false;
     let mut last_ck: Option<PathBuf> = None;
     while session.step < total {
-        let real = loader.batch(session.step, &mut session.rng, &opts.device)?;
-        let s = session.train_step(&real)?;
-        acc.add(s.d_loss, s.g_loss, s.d_real, s.d_fake);
+        let nc = cfg.train.n_critic as u64;
+        let reals = (0..nc)
+            .map(|i| loader.batch(session.step * nc + i, &mut session.rng, &opts.device))
+            .collect::<Result<Vec<_>>>()?;
+        for (k, v) in session.train_step(&reals)? {
+            acc.add(&k, v);
+        }
         interval_steps += 1;
         let step = session.step;
         bar.set_position(step);
         if step % cfg.log.log_every == 0 || step == total {
             let secs = interval_start.elapsed().as_secs_f64();
-            let ips = (interval_steps * cfg.train.batch_size as u64) as f64 / secs.max(1e-9);
-            let [d, g, dr, df] = acc.take();
-            let line = StatsLine {
-                step,
-                d_loss: d,
-                g_loss: g,
-                d_real: dr,
-                d_fake: df,
-                img_per_s: ips,
-                elapsed_s: start.elapsed().as_secs_f64(),
-            };
+            // Real images shown to D per second (n_critic batches per step).
+            let ips =
+                (interval_steps * (cfg.train.batch_size * cfg.train.n_critic as usize) as u64) as f64 / secs.max(1e-9);
+            let line = stats::line(step, acc.take(), ips, start.elapsed().as_secs_f64());
             stats::append(&stats_path, &line)?;
-            let msg = format!("D {d:.3} G {g:.3} D(x) {dr:.2} D(G(z)) {df:.2} {ips:.1} img/s");
+            let (d, g, dr, df) = (line.d_loss, line.g_loss, line.d_real, line.d_fake);
+            let mut msg = format!("D {d:.3} G {g:.3} D(x) {dr:.2} D(G(z)) {df:.2}");
+            for (k, v) in line.extra.iter().filter(|(k, _)| k.starts_with("penalty_")) {
+                msg.push_str(&format!(" {} {v:.3}", &k[8..]));
+            }
+            msg.push_str(&format!(" {ips:.1} img/s"));
             if tty {
                 bar.set_message(msg);
             } else if opts.progress {
@@ -371,10 +392,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             interval_steps = 0;
         }
         if step % cfg.log.sample_every == 0 || step == total {
-            grid::save_png(
-                &session.sample_grid()?,
-                &run.join("samples").join(format!("step-{step:07}.png")),
-            )?;
+            grid::save_png(&session.sample_grid()?, &run.join("samples").join(format!("step-{step:07}.png")))?;
         }
         let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after == Some(step);
         if step % cfg.log.checkpoint_every == 0 || step == total || stop_now {
@@ -401,9 +419,5 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         }
     };
     crate::report::write_report(run)?;
-    Ok(TrainOutcome {
-        step: session.step,
-        interrupted,
-        checkpoint,
-    })
+    Ok(TrainOutcome { step: session.step, interrupted, checkpoint })
 }

@@ -11,11 +11,7 @@ pub fn bin() -> Command {
 /// Runs the binary with `args`, returning (success, stdout + stderr).
 pub fn run(args: &[&str]) -> (bool, String) {
     let out: Output = bin().args(args).output().expect("the facegan binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("panicked"), "facegan panicked:\n{text}");
     (out.status.success(), text)
 }
@@ -25,32 +21,21 @@ pub fn run(args: &[&str]) -> (bool, String) {
 pub fn celeba_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("FACEGAN_CELEBA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/celeba/img_align_celeba")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/celeba/img_align_celeba"));
     if dir.is_dir() {
         return Some(dir);
     }
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!(
-            "CI=true but the shared CelebA images are missing at {}",
-            dir.display()
-        );
+        panic!("CI=true but the shared CelebA images are missing at {}", dir.display());
     }
-    eprintln!(
-        "skipping: shared CelebA images not found at {} (set FACEGAN_CELEBA_DIR)",
-        dir.display()
-    );
+    eprintln!("skipping: shared CelebA images not found at {} (set FACEGAN_CELEBA_DIR)", dir.display());
     None
 }
 
 /// A folder of symbolic links to the first `n` shared CelebA images.
 pub fn celeba_subset(n: usize, into: &Path) -> Option<PathBuf> {
     let src = celeba_dir()?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     let dir = into.join("celeba-subset");
     std::fs::create_dir_all(&dir).unwrap();
@@ -77,16 +62,5 @@ pub fn synthetic_faces(dir: &Path, n: usize) {
 }
 
 /// Settings for a tiny, fast model.
-pub const TINY: &[&str] = &[
-    "--preset",
-    "dcgan-32",
-    "--ngf",
-    "8",
-    "--ndf",
-    "8",
-    "--nz",
-    "16",
-    "--batch-size",
-    "8",
-    "--quiet",
-];
+pub const TINY: &[&str] =
+    &["--preset", "dcgan-32", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "8", "--quiet"];
