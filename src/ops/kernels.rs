@@ -214,6 +214,63 @@ impl Geometry {
     }
 }
 
+/// `dst[j] = src[j·S]` for every `j` (`src` holds at least `(dst.len() − 1)·S + 1` elements).
+#[inline(always)]
+fn gather_every<const S: usize, T: Copy>(dst: &mut [T], src: &[T]) {
+    let (chunks, _) = src.as_chunks::<S>();
+    let full = chunks.len().min(dst.len());
+    for (d, c) in dst[..full].iter_mut().zip(chunks) {
+        *d = c[0];
+    }
+    for (j, d) in dst.iter_mut().enumerate().skip(full) {
+        *d = src[j * S];
+    }
+}
+
+/// `dst[j] = src[j·stride]` for every `j`, with the common strides specialised so that the
+/// loops vectorise.
+fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => gather_every::<2, T>(dst, src),
+        3 => gather_every::<3, T>(dst, src),
+        4 => gather_every::<4, T>(dst, src),
+        s => {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = src[j * s];
+            }
+        }
+    }
+}
+
+/// `dst[j·S] += src[j]` for every `j` (`dst` holds at least `(src.len() − 1)·S + 1` elements).
+#[inline(always)]
+fn scatter_add_every<const S: usize, T: Element>(dst: &mut [T], src: &[T]) {
+    let (chunks, _) = dst.as_chunks_mut::<S>();
+    let full = chunks.len().min(src.len());
+    for (c, v) in chunks.iter_mut().zip(&src[..full]) {
+        c[0] += *v;
+    }
+    for (j, v) in src.iter().enumerate().skip(full) {
+        dst[j * S] += *v;
+    }
+}
+
+/// `dst[j·stride] += src[j]` for every `j`, specialised like [`gather_strided`].
+fn scatter_add_strided<T: Element>(dst: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => scatter_add_every::<1, T>(dst, src),
+        2 => scatter_add_every::<2, T>(dst, src),
+        3 => scatter_add_every::<3, T>(dst, src),
+        4 => scatter_add_every::<4, T>(dst, src),
+        s => {
+            for (j, v) in src.iter().enumerate() {
+                dst[j * s] += *v;
+            }
+        }
+    }
+}
+
 /// Copies the receptive fields of one channel plane (`big.0 × big.1`) into the `taps` rows of
 /// `rows` (a row-major block with row stride `ld`), at columns `off .. off + small_len`.
 fn im2col_plane<T: Element>(plane: &[T], g: &Geometry, rows: &mut [T], ld: usize, off: usize) {
@@ -236,15 +293,8 @@ fn im2col_plane<T: Element>(plane: &[T], g: &Geometry, rows: &mut [T], ld: usize
                 let src = &plane[(i * s + a - p) * bw..][..bw];
                 d[..valid_j.start].fill(zero);
                 d[valid_j.end..].fill(zero);
-                let d = &mut d[valid_j.clone()];
                 let x0 = valid_j.start * s + b - p;
-                if s == 1 {
-                    d.copy_from_slice(&src[x0..x0 + d.len()]);
-                } else {
-                    for (dv, sv) in d.iter_mut().zip(src[x0..].iter().step_by(s)) {
-                        *dv = *sv;
-                    }
-                }
+                gather_strided(&mut d[valid_j.clone()], &src[x0..], s);
             }
         }
     }
@@ -269,16 +319,7 @@ fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, g: &Geometry, pla
             for i in valid_i.clone() {
                 let dst = &mut plane[(i * s + a - p) * bw..][..bw];
                 let x0 = valid_j.start * s + b - p;
-                let v = &src[i * sw..][valid_j.clone()];
-                if s == 1 {
-                    for (dv, sv) in dst[x0..x0 + v.len()].iter_mut().zip(v) {
-                        *dv += *sv;
-                    }
-                } else {
-                    for (dv, sv) in dst[x0..].iter_mut().step_by(s).zip(v) {
-                        *dv += *sv;
-                    }
-                }
+                scatter_add_strided(&mut dst[x0..], &src[i * sw..][valid_j.clone()], s);
             }
         }
     }
@@ -442,8 +483,9 @@ impl Plan {
         let wanted = MIN_GEMM_COLUMNS.div_ceil(small_len.max(1));
         let group = wanted.min(batch.div_ceil(threads)).max(1);
         let tasks = batch.div_ceil(group);
-        let parallel_tasks =
-            threads > 1 && tasks >= threads && (tasks.is_multiple_of(threads) || tasks >= 4 * threads);
+        let parallel_tasks = threads > 1
+            && tasks >= threads
+            && (tasks.is_multiple_of(threads) || tasks >= 4 * threads);
         Self {
             group,
             tasks,
@@ -455,6 +497,17 @@ impl Plan {
     fn items(&self, task: usize, batch: usize) -> Range<usize> {
         task * self.group..((task + 1) * self.group).min(batch)
     }
+}
+
+/// The transpose of a `rows × cols` row-major matrix.
+fn transpose<T: Element>(matrix: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); rows * cols];
+    for (r, row) in matrix.chunks_exact(cols).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            out[c * rows + r] = *v;
+        }
+    }
+    out
 }
 
 /// Copies the `rows × len` blocks of consecutive batch items side by side into a
@@ -589,6 +642,8 @@ pub(crate) fn conv_transpose2d<T: Element>(
         return out;
     }
     let plan = Plan::new(batch, sl);
+    // `gemm` packs the weight once per task; packing it is faster from a row-major Wᵀ.
+    let w_t = transpose(w, c_in, m);
     run_tasks(
         plan,
         batch,
@@ -603,7 +658,7 @@ pub(crate) fn conv_transpose2d<T: Element>(
                 interleave(x, c_in, sl, &mut scratch.tmp);
                 &scratch.tmp[..]
             };
-            let w = Mat::col_major(w, m);
+            let w = Mat::row_major(&w_t, c_in);
             let rhs = Mat::row_major(rhs, cols);
             if g.is_pointwise() && items.len() == 1 {
                 matmul((m, cols, c_in), out, cols, false, w, rhs, par);
@@ -736,6 +791,27 @@ mod tests {
                             assert_eq!(r.clone().collect::<Vec<_>>(), expected, "{g:?} tap {tap}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_copies_match_naive_loops() {
+        let src: Vec<f64> = (0..40).map(f64::from).collect();
+        for stride in 1..7 {
+            for len in 1..=(40 - 1) / stride + 1 {
+                let mut dst = vec![0.0; len];
+                gather_strided(&mut dst, &src, stride);
+                let expected: Vec<f64> = (0..len).map(|j| src[j * stride]).collect();
+                assert_eq!(dst, expected, "gather stride {stride} len {len}");
+
+                let mut acc = vec![1.0; 40];
+                scatter_add_strided(&mut acc, &dst, stride);
+                for (i, v) in acc.iter().enumerate() {
+                    let hit = i % stride == 0 && i / stride < len;
+                    let want = if hit { 1.0 + src[i] } else { 1.0 };
+                    assert_eq!(*v, want, "scatter stride {stride} len {len} at {i}");
                 }
             }
         }
