@@ -16,6 +16,9 @@
 //! | `conv_transpose2d` | `col (C_out·K², P) = Wᵀ · x (C_in, P)`      | col2im        |
 //! | weight gradient    | `dW (C_s, C_b·K²) += small (C_s, P) · colᵀ` | sum over batch|
 //!
+//! When the kernel covers the whole unpadded input (a 1×1 small grid) the operations are plain
+//! fully connected layers and each is a single GEMM over the batch, without im2col.
+//!
 //! Batch items are processed in groups whose columns are concatenated (so that layers with a
 //! tiny spatial size still get a reasonably wide GEMM). Groups run in parallel on the current
 //! rayon pool with single-threaded GEMMs when there are enough of them; otherwise they run one
@@ -198,6 +201,13 @@ impl Geometry {
     /// True when im2col is the identity (1×1 kernel, stride 1, no padding).
     fn is_pointwise(&self) -> bool {
         self.taps() == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// True when the kernel exactly covers the unpadded big grid, so that the small grid is a
+    /// single position and the operation is a fully connected layer (e.g. the first layer of a
+    /// DCGAN generator and the last one of its discriminator).
+    fn is_dense(&self) -> bool {
+        self.small == (1, 1) && self.padding == 0 && self.kernel == self.big
     }
 
     /// Small-grid indices `j` along one axis (of sizes `small` / `big`) for which
@@ -593,6 +603,12 @@ pub(crate) fn conv2d<T: Element>(
     if out.is_empty() || k == 0 {
         return out;
     }
+    if g.is_dense() {
+        // out (batch × c_out) = x (batch × k) · Wᵀ
+        let (x, w) = (Mat::row_major(x, k), Mat::col_major(w, k));
+        matmul((batch, c_out, k), &mut out, c_out, false, x, w, true);
+        return out;
+    }
     let plan = Plan::new(batch, sl);
     run_tasks(
         plan,
@@ -639,6 +655,12 @@ pub(crate) fn conv_transpose2d<T: Element>(
     assert_eq!(w.len(), c_in * m, "conv_transpose2d weight size");
     let mut out = vec![T::zero(); batch * c_out * bl];
     if out.is_empty() || c_in == 0 {
+        return out;
+    }
+    if g.is_dense() {
+        // out (batch × c_out·taps) = x (batch × c_in) · W
+        let (x, w) = (Mat::row_major(x, c_in), Mat::row_major(w, m));
+        matmul((batch, m, c_in), &mut out, m, false, x, w, true);
         return out;
     }
     let plan = Plan::new(batch, sl);
@@ -698,6 +720,13 @@ pub(crate) fn weight_grad<T: Element>(
     let len = c_small * k;
     if batch == 0 || len == 0 {
         return vec![T::zero(); len];
+    }
+    if g.is_dense() {
+        // out (c_small × k) = smallᵀ (c_small × batch) · big (batch × k)
+        let mut out = vec![T::zero(); len];
+        let (small, big) = (Mat::col_major(small, c_small), Mat::row_major(big, k));
+        matmul((c_small, k, batch), &mut out, k, false, small, big, true);
+        return out;
     }
     let plan = Plan::new(batch, sl);
     // Accumulates the tasks `tasks` into `acc`, overwriting it first.

@@ -98,7 +98,8 @@ const CONV_CASES: &[ConvCase] = &[
     conv(2, 6, 3, (5, 5), 1, 1, 0),    // pointwise
     conv(2, 3, 5, (6, 7), 1, 2, 1),    // padding larger than the kernel
     conv(4, 2, 3, (9, 9), 3, 3, 0),    // stride 3
-    conv(5, 8, 4, (4, 4), 4, 1, 0),    // 1x1 output: batch items grouped into one GEMM
+    conv(5, 8, 4, (4, 4), 4, 1, 0),    // kernel covers the input: fully connected
+    conv(3, 5, 2, (6, 5), 5, 2, 0),    // 1x1 output, not dense: items grouped into one GEMM
     conv(9, 3, 2, (3, 5), 3, 2, 1),    // small output, grouped
     conv(1, 1, 1, (1, 1), 1, 1, 0),    // trivial
     conv(3, 2, 3, (2, 2), 5, 1, 2),    // kernel larger than the input
@@ -304,23 +305,28 @@ fn invalid_arguments_are_errors() {
 }
 
 #[test]
-fn weight_grad_matches_candle_formulation() -> Result<()> {
-    let mut rng = Rng(7);
-    for case in CONV_CASES {
-        let (x, w) = case.inputs(&mut rng, DType::F32);
-        let y = x.conv2d(&w, case.p, case.s, 1, 1)?;
-        let gy = rng.tensor(y.dims(), DType::F32);
-        let kernel = (case.k, case.k);
-        let ours = conv2d_weight_grad(&x, &gy, kernel, case.s, case.p)?;
-        let reference = x
-            .transpose(0, 1)?
-            .conv2d(&gy.transpose(0, 1)?, case.p, 1, case.s, 1)?
-            .transpose(0, 1)?
-            .narrow(2, 0, case.k)?
-            .narrow(3, 0, case.k)?;
-        assert_close(&ours, &reference, 1e-4, &format!("{case:?}"));
-    }
-    Ok(())
+fn weight_grad_matches_candle_formulation() {
+    with_thread_counts(|| {
+        let mut rng = Rng(7);
+        for case in CONV_CASES {
+            let (x, w) = case.inputs(&mut rng, DType::F32);
+            let y = x.conv2d(&w, case.p, case.s, 1, 1).unwrap();
+            let gy = rng.tensor(y.dims(), DType::F32);
+            let kernel = (case.k, case.k);
+            let ours = conv2d_weight_grad(&x, &gy, kernel, case.s, case.p).unwrap();
+            // Candle's own formulation: a convolution over the batch, dilated by the stride.
+            let reference = x
+                .transpose(0, 1)
+                .and_then(|xt| xt.conv2d(&gy.transpose(0, 1)?, case.p, 1, case.s, 1))
+                .and_then(|r| {
+                    r.transpose(0, 1)?
+                        .narrow(2, 0, case.k)?
+                        .narrow(3, 0, case.k)
+                })
+                .unwrap();
+            assert_close(&ours, &reference, 1e-4, &format!("{case:?}"));
+        }
+    });
 }
 
 /// `sum(out * r)`, with `r` converted to the dtype of `out`.
