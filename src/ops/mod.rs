@@ -1,18 +1,46 @@
 //! Convolution entry points used by every model.
 //!
-//! On the CPU these are meant to dispatch to our own fast kernels (custom ops on the
-//! `gemm` crate, with differentiable backward passes); on other devices they call
-//! candle's own ops. Until the fast kernels land, both paths use candle's ops.
+//! On the CPU, for f32 and f64 tensors, these run our own kernels (im2col / col2im around one
+//! `gemm` call per group of batch items, parallelised with rayon), wrapped as candle custom ops
+//! whose backward passes are themselves written with these functions, so gradients of any order
+//! are exact (as needed by gradient penalties, with `CANDLE_GRAD_DO_NOT_DETACH=1`). On other
+//! devices and dtypes they call candle's own ops.
+//!
+//! Weights use PyTorch's layouts: `(C_out, C_in, KH, KW)` for [`conv2d`] and
+//! `(C_in, C_out, KH, KW)` for [`conv_transpose2d`].
 
-use candle_core::{Result, Tensor};
+mod cpu;
+mod kernels;
+#[cfg(test)]
+mod tests;
+
+use candle_core::{bail, DType, Result, Tensor};
+
+/// Whether the fast CPU kernels handle these arguments.
+fn use_cpu_kernels(a: &Tensor, b: &Tensor) -> bool {
+    a.device().is_cpu()
+        && b.device().is_cpu()
+        && a.dtype() == b.dtype()
+        && matches!(a.dtype(), DType::F32 | DType::F64)
+}
 
 /// 2-D convolution, NCHW input `x` (N, C_in, H, W), weight `w` (C_out, C_in, K, K).
+///
+/// The output is (N, C_out, (H + 2·padding − K) / stride + 1, (W + 2·padding − K) / stride + 1).
+/// Non-square kernels are supported too.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.conv2d(w, padding, stride, 1, 1)
+    if use_cpu_kernels(x, w) {
+        x.apply_op2(w, cpu::Conv2d { stride, padding })
+    } else {
+        x.conv2d(w, padding, stride, 1, 1)
+    }
 }
 
 /// 2-D transposed convolution, NCHW input `x` (N, C_in, H, W), weight `w` (C_in, C_out, K, K)
 /// (PyTorch's layout).
+///
+/// The output is (N, C_out, (H − 1)·stride − 2·padding + K + output_padding, likewise for W);
+/// `output_padding` must be smaller than `stride`.
 pub fn conv_transpose2d(
     x: &Tensor,
     w: &Tensor,
@@ -20,5 +48,70 @@ pub fn conv_transpose2d(
     padding: usize,
     output_padding: usize,
 ) -> Result<Tensor> {
-    x.conv_transpose2d(w, padding, output_padding, stride, 1)
+    conv_transpose2d_padded(x, w, stride, padding, (output_padding, output_padding))
+}
+
+/// [`conv_transpose2d`] with separate output paddings for the height and the width, as needed
+/// for the input gradient of a [`conv2d`] whose input is not square.
+pub fn conv_transpose2d_padded(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    output_padding: (usize, usize),
+) -> Result<Tensor> {
+    let (oph, opw) = output_padding;
+    if oph >= stride.max(1) || opw >= stride.max(1) {
+        bail!("conv_transpose2d: output padding {output_padding:?} must be smaller than stride {stride}");
+    }
+    if use_cpu_kernels(x, w) {
+        return x.apply_op2(
+            w,
+            cpu::ConvTranspose2d {
+                stride,
+                padding,
+                output_padding,
+            },
+        );
+    }
+    // Candle has a single output padding: use the larger one and crop the other axis. This is
+    // exact because an output pixel does not depend on the output size.
+    let y = x.conv_transpose2d(w, padding, oph.max(opw), stride, 1)?;
+    let (_, _, h, wd) = y.dims4()?;
+    y.narrow(2, 0, h + oph - oph.max(opw))?
+        .narrow(3, 0, wd + opw - oph.max(opw))
+}
+
+/// The gradient of a convolution with respect to its weight, as a differentiable op.
+///
+/// `big` is (N, C_big, H, W) and `small` is (N, C_small, H', W') with H' × W' the output size
+/// of a `conv2d` of `big` with this kernel size, stride and padding. The result, of shape
+/// (C_small, C_big, KH, KW), is
+/// `out[a, b, i, j] = Σ_{n,y,x} small[n, a, y, x] · big[n, b, y·stride + i − padding, x·stride + j − padding]`
+/// (out-of-range pixels of `big` read as zero). So for `y = conv2d(x, w)` the weight gradient
+/// is `conv2d_weight_grad(x, grad_y, ..)`, and for `y = conv_transpose2d(x, w)` it is
+/// `conv2d_weight_grad(grad_y, x, ..)`.
+pub fn conv2d_weight_grad(
+    big: &Tensor,
+    small: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if use_cpu_kernels(big, small) {
+        return big.apply_op2(
+            small,
+            cpu::WeightGrad {
+                kernel,
+                stride,
+                padding,
+            },
+        );
+    }
+    // Candle's formulation: a convolution over the batch dimension, dilated by the stride.
+    let out = big
+        .transpose(0, 1)?
+        .conv2d(&small.transpose(0, 1)?, padding, 1, stride, 1)?
+        .transpose(0, 1)?;
+    out.narrow(2, 0, kernel.0)?.narrow(3, 0, kernel.1)
 }

@@ -1,0 +1,864 @@
+//! Slice-level CPU convolution kernels: im2col / col2im and the GEMM drivers built on them.
+//!
+//! All three convolution-like operations of this module relate a *big* spatial grid to a
+//! *small* one (see [`Geometry`]):
+//!
+//! * `conv2d` reads the big grid (its input) and writes the small grid (its output),
+//! * `conv_transpose2d` reads the small grid (its input) and scatters into the big grid,
+//! * the weight gradient correlates a big and a small tensor into a kernel-sized tensor.
+//!
+//! Each one is a single GEMM per group of batch items on an im2col "column" matrix with one
+//! row per (channel, kernel tap) and one column per small-grid position:
+//!
+//! | operation          | GEMM                                       | then          |
+//! |--------------------|--------------------------------------------|---------------|
+//! | `conv2d`           | `out (C_out, P) = W (C_out, C_in·K²) · col` | -             |
+//! | `conv_transpose2d` | `col (C_out·K², P) = Wᵀ · x (C_in, P)`      | col2im        |
+//! | weight gradient    | `dW (C_s, C_b·K²) += small (C_s, P) · colᵀ` | sum over batch|
+//!
+//! When the kernel covers the whole unpadded input (a 1×1 small grid) the operations are plain
+//! fully connected layers and each is a single GEMM over the batch, without im2col.
+//!
+//! Batch items are processed in groups whose columns are concatenated (so that layers with a
+//! tiny spatial size still get a reasonably wide GEMM). Groups run in parallel on the current
+//! rayon pool with single-threaded GEMMs when there are enough of them; otherwise they run one
+//! after the other with multi-threaded GEMMs and channel-parallel im2col / col2im.
+
+use candle_core::{bail, Result};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Element types the kernels support: the real types `gemm` implements.
+pub(crate) trait Element: candle_core::WithDType + sealed::Sealed {}
+impl Element for f32 {}
+impl Element for f64 {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// Aim for at least this many GEMM columns (small-grid positions × batch items) per task.
+const MIN_GEMM_COLUMNS: usize = 256;
+
+/// Spatial relation between a big grid and a small grid: small position `(i, j)` combined with
+/// kernel tap `(a, b)` touches big position `(i·stride + a − padding, j·stride + b − padding)`;
+/// taps that fall outside the big grid read zeros (or are dropped when writing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Height and width of the big grid.
+    pub big: (usize, usize),
+    /// Height and width of the small grid.
+    pub small: (usize, usize),
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub padding: usize,
+}
+
+/// Splits a rank-4 NCHW shape into its four dimensions.
+fn dims4(op: &str, what: &str, dims: &[usize]) -> Result<(usize, usize, usize, usize)> {
+    match *dims {
+        [a, b, c, d] => Ok((a, b, c, d)),
+        _ => bail!("{op}: {what} must have rank 4, got shape {dims:?}"),
+    }
+}
+
+impl Geometry {
+    /// Geometry of `conv2d(x, w)` for `x` (N, C_in, H, W) and `w` (C_out, C_in, KH, KW);
+    /// `x` is the big grid. Returns it with the batch size and the channel counts (in, out).
+    pub(crate) fn conv2d(
+        x: &[usize],
+        w: &[usize],
+        stride: usize,
+        padding: usize,
+    ) -> Result<(Self, usize, usize, usize)> {
+        const OP: &str = "conv2d";
+        let (n, c_in, h, wd) = dims4(OP, "input", x)?;
+        let (c_out, c_in_w, kh, kw) = dims4(OP, "weight", w)?;
+        if c_in != c_in_w {
+            bail!("{OP}: input has {c_in} channels but weight {w:?} expects {c_in_w}");
+        }
+        if stride == 0 {
+            bail!("{OP}: stride must be positive");
+        }
+        if h == 0 || wd == 0 {
+            bail!("{OP}: empty input size {h}x{wd}");
+        }
+        if h + 2 * padding < kh || wd + 2 * padding < kw || kh == 0 || kw == 0 {
+            bail!("{OP}: kernel {kh}x{kw} does not fit input {h}x{wd} with padding {padding}");
+        }
+        let out = |size: usize, k: usize| (size + 2 * padding - k) / stride + 1;
+        let g = Self {
+            big: (h, wd),
+            small: (out(h, kh), out(wd, kw)),
+            kernel: (kh, kw),
+            stride,
+            padding,
+        };
+        Ok((g, n, c_in, c_out))
+    }
+
+    /// Geometry of `conv_transpose2d(x, w)` for `x` (N, C_in, H, W) and `w` (C_in, C_out, KH, KW)
+    /// with per-axis output padding; `x` is the small grid. Returns it with the batch size and the
+    /// channel counts (in, out).
+    pub(crate) fn conv_transpose2d(
+        x: &[usize],
+        w: &[usize],
+        stride: usize,
+        padding: usize,
+        output_padding: (usize, usize),
+    ) -> Result<(Self, usize, usize, usize)> {
+        const OP: &str = "conv_transpose2d";
+        let (n, c_in, h, wd) = dims4(OP, "input", x)?;
+        let (c_in_w, c_out, kh, kw) = dims4(OP, "weight", w)?;
+        if c_in != c_in_w {
+            bail!("{OP}: input has {c_in} channels but weight {w:?} expects {c_in_w}");
+        }
+        if stride == 0 {
+            bail!("{OP}: stride must be positive");
+        }
+        if output_padding.0 >= stride || output_padding.1 >= stride {
+            bail!("{OP}: output padding {output_padding:?} must be smaller than stride {stride}");
+        }
+        if h == 0 || wd == 0 {
+            bail!("{OP}: empty input size {h}x{wd}");
+        }
+        let out = |size: usize, k: usize, extra: usize| {
+            ((size - 1) * stride + k + extra).checked_sub(2 * padding)
+        };
+        let (Some(bh), Some(bw)) = (out(h, kh, output_padding.0), out(wd, kw, output_padding.1))
+        else {
+            bail!("{OP}: padding {padding} is too large for input {h}x{wd} and kernel {kh}x{kw}");
+        };
+        if bh == 0 || bw == 0 {
+            bail!("{OP}: empty output size {bh}x{bw}");
+        }
+        let g = Self {
+            big: (bh, bw),
+            small: (h, wd),
+            kernel: (kh, kw),
+            stride,
+            padding,
+        };
+        Ok((g, n, c_in, c_out))
+    }
+
+    /// Geometry of the weight gradient correlating `big` (N, C_big, H, W) with `small`
+    /// (N, C_small, H', W'), where `small` has the size of `conv2d(big, kernel)`. Returns it with
+    /// the batch size and the channel counts (big, small).
+    pub(crate) fn weight_grad(
+        big: &[usize],
+        small: &[usize],
+        kernel: (usize, usize),
+        stride: usize,
+        padding: usize,
+    ) -> Result<(Self, usize, usize, usize)> {
+        const OP: &str = "conv2d_weight_grad";
+        let (n, c_big, _, _) = dims4(OP, "big input", big)?;
+        let (n_small, c_small, sh, sw) = dims4(OP, "small input", small)?;
+        if n != n_small {
+            bail!("{OP}: batch sizes differ: {big:?} vs {small:?}");
+        }
+        let w = [c_small, c_big, kernel.0, kernel.1];
+        let (g, ..) = Self::conv2d(big, &w, stride, padding)?;
+        if g.small != (sh, sw) {
+            bail!(
+                "{OP}: small input {small:?} does not match the conv2d output {:?} of {big:?} \
+                 with kernel {kernel:?}, stride {stride}, padding {padding}",
+                g.small
+            );
+        }
+        Ok((g, n, c_big, c_small))
+    }
+
+    fn big_len(&self) -> usize {
+        self.big.0 * self.big.1
+    }
+
+    fn small_len(&self) -> usize {
+        self.small.0 * self.small.1
+    }
+
+    fn taps(&self) -> usize {
+        self.kernel.0 * self.kernel.1
+    }
+
+    /// The output padding that makes a transposed convolution from the small grid produce
+    /// exactly the big grid (each component is below the stride for a valid geometry).
+    pub(crate) fn output_padding(&self) -> (usize, usize) {
+        let extra = |big: usize, small: usize, k: usize| {
+            big + 2 * self.padding - k - (small - 1) * self.stride
+        };
+        (
+            extra(self.big.0, self.small.0, self.kernel.0),
+            extra(self.big.1, self.small.1, self.kernel.1),
+        )
+    }
+
+    /// True when im2col is the identity (1×1 kernel, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.taps() == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// True when the kernel exactly covers the unpadded big grid, so that the small grid is a
+    /// single position and the operation is a fully connected layer (e.g. the first layer of a
+    /// DCGAN generator and the last one of its discriminator).
+    fn is_dense(&self) -> bool {
+        self.small == (1, 1) && self.padding == 0 && self.kernel == self.big
+    }
+
+    /// Small-grid indices `j` along one axis (of sizes `small` / `big`) for which
+    /// `j·stride + tap − padding` lies inside `0..big`.
+    fn valid_range(&self, small: usize, big: usize, tap: usize) -> Range<usize> {
+        let (s, p) = (self.stride, self.padding);
+        let lo = p.saturating_sub(tap).div_ceil(s);
+        let hi = if big + p > tap {
+            small.min((big + p - tap - 1) / s + 1)
+        } else {
+            0
+        };
+        lo.min(hi)..hi
+    }
+}
+
+/// `dst[j] = src[j·S]` for every `j` (`src` holds at least `(dst.len() − 1)·S + 1` elements).
+#[inline(always)]
+fn gather_every<const S: usize, T: Copy>(dst: &mut [T], src: &[T]) {
+    let (chunks, _) = src.as_chunks::<S>();
+    let full = chunks.len().min(dst.len());
+    for (d, c) in dst[..full].iter_mut().zip(chunks) {
+        *d = c[0];
+    }
+    for (j, d) in dst.iter_mut().enumerate().skip(full) {
+        *d = src[j * S];
+    }
+}
+
+/// `dst[j] = src[j·stride]` for every `j`, with the common strides specialised so that the
+/// loops vectorise.
+fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => gather_every::<2, T>(dst, src),
+        3 => gather_every::<3, T>(dst, src),
+        4 => gather_every::<4, T>(dst, src),
+        s => {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = src[j * s];
+            }
+        }
+    }
+}
+
+/// `dst[j·S] += src[j]` for every `j` (`dst` holds at least `(src.len() − 1)·S + 1` elements).
+#[inline(always)]
+fn scatter_add_every<const S: usize, T: Element>(dst: &mut [T], src: &[T]) {
+    let (chunks, _) = dst.as_chunks_mut::<S>();
+    let full = chunks.len().min(src.len());
+    for (c, v) in chunks.iter_mut().zip(&src[..full]) {
+        c[0] += *v;
+    }
+    for (j, v) in src.iter().enumerate().skip(full) {
+        dst[j * S] += *v;
+    }
+}
+
+/// `dst[j·stride] += src[j]` for every `j`, specialised like [`gather_strided`].
+fn scatter_add_strided<T: Element>(dst: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => scatter_add_every::<1, T>(dst, src),
+        2 => scatter_add_every::<2, T>(dst, src),
+        3 => scatter_add_every::<3, T>(dst, src),
+        4 => scatter_add_every::<4, T>(dst, src),
+        s => {
+            for (j, v) in src.iter().enumerate() {
+                dst[j * s] += *v;
+            }
+        }
+    }
+}
+
+/// Copies the receptive fields of one channel plane (`big.0 × big.1`) into the `taps` rows of
+/// `rows` (a row-major block with row stride `ld`), at columns `off .. off + small_len`.
+fn im2col_plane<T: Element>(plane: &[T], g: &Geometry, rows: &mut [T], ld: usize, off: usize) {
+    let (bh, bw) = g.big;
+    let (sh, sw) = g.small;
+    let (kh, kw) = g.kernel;
+    let (s, p) = (g.stride, g.padding);
+    let zero = T::zero();
+    for a in 0..kh {
+        let valid_i = g.valid_range(sh, bh, a);
+        for b in 0..kw {
+            let valid_j = g.valid_range(sw, bw, b);
+            let row = a * kw + b;
+            let dst = &mut rows[row * ld + off..][..sh * sw];
+            for (i, d) in dst.chunks_exact_mut(sw).enumerate() {
+                if !valid_i.contains(&i) || valid_j.is_empty() {
+                    d.fill(zero);
+                    continue;
+                }
+                let src = &plane[(i * s + a - p) * bw..][..bw];
+                d[..valid_j.start].fill(zero);
+                d[valid_j.end..].fill(zero);
+                let x0 = valid_j.start * s + b - p;
+                gather_strided(&mut d[valid_j.clone()], &src[x0..], s);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_plane`]: adds the `taps` rows of `rows` (row stride `ld`, columns
+/// `off ..`) into the channel plane, dropping taps that fall outside it.
+fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, g: &Geometry, plane: &mut [T]) {
+    let (bh, bw) = g.big;
+    let (sh, sw) = g.small;
+    let (kh, kw) = g.kernel;
+    let (s, p) = (g.stride, g.padding);
+    for a in 0..kh {
+        let valid_i = g.valid_range(sh, bh, a);
+        for b in 0..kw {
+            let valid_j = g.valid_range(sw, bw, b);
+            if valid_j.is_empty() {
+                continue;
+            }
+            let row = a * kw + b;
+            let src = &rows[row * ld + off..][..sh * sw];
+            for i in valid_i.clone() {
+                let dst = &mut plane[(i * s + a - p) * bw..][..bw];
+                let x0 = valid_j.start * s + b - p;
+                scatter_add_strided(&mut dst[x0..], &src[i * sw..][valid_j.clone()], s);
+            }
+        }
+    }
+}
+
+/// im2col of one batch item `item` (`channels` planes of the big grid) into `col`
+/// (`channels·taps` rows with row stride `ld`), columns `off .. off + small_len`.
+fn im2col<T: Element>(
+    item: &[T],
+    g: &Geometry,
+    col: &mut [T],
+    ld: usize,
+    off: usize,
+    parallel: bool,
+) {
+    let block = g.taps() * ld;
+    let channels = item.len() / g.big_len().max(1);
+    let col = &mut col[..channels * block];
+    if parallel {
+        col.par_chunks_exact_mut(block)
+            .zip(item.par_chunks_exact(g.big_len()))
+            .for_each(|(rows, plane)| im2col_plane(plane, g, rows, ld, off));
+    } else {
+        for (rows, plane) in col
+            .chunks_exact_mut(block)
+            .zip(item.chunks_exact(g.big_len()))
+        {
+            im2col_plane(plane, g, rows, ld, off);
+        }
+    }
+}
+
+/// col2im of columns `off .. off + small_len` of `col` (row stride `ld`) into one batch item
+/// `item` (`channels` planes of the big grid), accumulating.
+fn col2im<T: Element>(
+    col: &[T],
+    ld: usize,
+    off: usize,
+    g: &Geometry,
+    item: &mut [T],
+    parallel: bool,
+) {
+    let block = g.taps() * ld;
+    if parallel {
+        item.par_chunks_exact_mut(g.big_len())
+            .zip(col.par_chunks(block))
+            .for_each(|(plane, rows)| col2im_plane(rows, ld, off, g, plane));
+    } else {
+        for (plane, rows) in item.chunks_exact_mut(g.big_len()).zip(col.chunks(block)) {
+            col2im_plane(rows, ld, off, g, plane);
+        }
+    }
+}
+
+/// A read-only strided matrix operand: element `(r, c)` is `data[r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    fn row_major(data: &'a [T], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    fn col_major(data: &'a [T], rows: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: rows,
+        }
+    }
+
+    /// Asserts that a `rows × cols` matrix with these strides fits in the slice.
+    fn check(&self, rows: usize, cols: usize) {
+        let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+        assert!(last < self.data.len(), "matrix operand out of bounds");
+    }
+}
+
+/// `dst (m×n, row-major, row stride dst_rs) = [dst +] lhs (m×k) · rhs (k×n)`.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Element>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_rs + n <= dst.len(),
+        "matmul destination out of bounds"
+    );
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(T::zero());
+            }
+        }
+        return;
+    }
+    lhs.check(m, k);
+    rhs.check(k, n);
+    let parallelism = match rayon::current_num_threads() {
+        threads if parallel && threads > 1 => Parallelism::Rayon(threads),
+        _ => Parallelism::None,
+    };
+    // SAFETY: the asserts above guarantee that every element addressed through the given
+    // dimensions and strides lies inside the corresponding slice, `dst` is borrowed mutably
+    // (so it aliases neither operand), and `T` is f32 or f64, which `gemm` supports.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How a batch is cut into GEMM tasks of `group` consecutive items.
+///
+/// Items are grouped only as far as needed to reach [`MIN_GEMM_COLUMNS`] columns: on the DCGAN
+/// benchmark layer (256 columns per item), one task per item with single-threaded GEMMs spread
+/// over the threads beat both groups of 2 to 8 items (larger buffers, worse cache use) and one
+/// multi-threaded GEMM per item or per whole batch (synchronisation, and a huge column buffer).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    group: usize,
+    tasks: usize,
+    /// Run tasks concurrently (single-threaded GEMMs) rather than one after the other
+    /// (multi-threaded GEMMs).
+    parallel_tasks: bool,
+    threads: usize,
+}
+
+impl Plan {
+    fn new(batch: usize, small_len: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let wanted = MIN_GEMM_COLUMNS.div_ceil(small_len.max(1));
+        let group = wanted.min(batch.div_ceil(threads)).max(1);
+        let tasks = batch.div_ceil(group);
+        let parallel_tasks = threads > 1
+            && tasks >= threads
+            && (tasks.is_multiple_of(threads) || tasks >= 4 * threads);
+        Self {
+            group,
+            tasks,
+            parallel_tasks,
+            threads,
+        }
+    }
+
+    fn items(&self, task: usize, batch: usize) -> Range<usize> {
+        task * self.group..((task + 1) * self.group).min(batch)
+    }
+}
+
+/// The transpose of a `rows × cols` row-major matrix.
+fn transpose<T: Element>(matrix: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); rows * cols];
+    for (r, row) in matrix.chunks_exact(cols).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            out[c * rows + r] = *v;
+        }
+    }
+    out
+}
+
+/// Copies the `rows × len` blocks of consecutive batch items side by side into a
+/// `rows × (items·len)` row-major matrix.
+fn interleave<T: Element>(items: &[T], rows: usize, len: usize, out: &mut Vec<T>) {
+    let n = items.len() / (rows * len).max(1);
+    out.clear();
+    out.reserve(rows * n * len);
+    for r in 0..rows {
+        for item in items.chunks_exact(rows * len) {
+            out.extend_from_slice(&item[r * len..][..len]);
+        }
+    }
+}
+
+/// The inverse of [`interleave`].
+fn deinterleave<T: Element>(matrix: &[T], rows: usize, len: usize, items: &mut [T]) {
+    let n = items.len() / (rows * len).max(1);
+    for (r, src_row) in matrix.chunks_exact(n * len).enumerate().take(rows) {
+        for (item, src) in items
+            .chunks_exact_mut(rows * len)
+            .zip(src_row.chunks_exact(len))
+        {
+            item[r * len..][..len].copy_from_slice(src);
+        }
+    }
+}
+
+/// Scratch buffers reused across the tasks run by one worker.
+struct Scratch<T> {
+    col: Vec<T>,
+    tmp: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self {
+            col: Vec::new(),
+            tmp: Vec::new(),
+        }
+    }
+}
+
+fn sized<T: Element>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    buf.resize(len, T::zero());
+    &mut buf[..len]
+}
+
+/// Runs `task(items, output chunk, scratch, parallel_inside)` for every task of `plan`, where the
+/// output chunk is the part of `out` (`item_len` elements per item) belonging to those items.
+fn run_tasks<T, F>(plan: Plan, batch: usize, out: &mut [T], item_len: usize, task: F)
+where
+    T: Element,
+    F: Fn(Range<usize>, &mut [T], &mut Scratch<T>, bool) + Sync,
+{
+    let chunk = plan.group * item_len;
+    if plan.parallel_tasks {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(Scratch::default, |scratch, (t, o)| {
+                task(plan.items(t, batch), o, scratch, false)
+            });
+    } else {
+        let mut scratch = Scratch::default();
+        for (t, o) in out.chunks_mut(chunk).enumerate() {
+            task(plan.items(t, batch), o, &mut scratch, true);
+        }
+    }
+}
+
+/// Forward 2-D convolution: `x` (batch, c_in, big), `w` (c_out, c_in, kernel) -> (batch, c_out, small).
+pub(crate) fn conv2d<T: Element>(
+    x: &[T],
+    w: &[T],
+    (batch, c_in, c_out): (usize, usize, usize),
+    g: &Geometry,
+) -> Vec<T> {
+    let (bl, sl) = (g.big_len(), g.small_len());
+    let k = c_in * g.taps();
+    assert_eq!(x.len(), batch * c_in * bl, "conv2d input size");
+    assert_eq!(w.len(), c_out * k, "conv2d weight size");
+    let mut out = vec![T::zero(); batch * c_out * sl];
+    if out.is_empty() || k == 0 {
+        return out;
+    }
+    if g.is_dense() {
+        // out (batch × c_out) = x (batch × k) · Wᵀ
+        let (x, w) = (Mat::row_major(x, k), Mat::col_major(w, k));
+        matmul((batch, c_out, k), &mut out, c_out, false, x, w, true);
+        return out;
+    }
+    let plan = Plan::new(batch, sl);
+    run_tasks(
+        plan,
+        batch,
+        &mut out,
+        c_out * sl,
+        |items, out, scratch, par| {
+            let x = &x[items.start * c_in * bl..items.end * c_in * bl];
+            let cols = items.len() * sl;
+            let col: &[T] = if g.is_pointwise() && items.len() == 1 {
+                x
+            } else {
+                let col = sized(&mut scratch.col, k * cols);
+                for (idx, item) in x.chunks_exact(c_in * bl).enumerate() {
+                    im2col(item, g, col, cols, idx * sl, par);
+                }
+                col
+            };
+            let w = Mat::row_major(w, k);
+            let col = Mat::row_major(col, cols);
+            if items.len() == 1 {
+                matmul((c_out, cols, k), out, cols, false, w, col, par);
+            } else {
+                let tmp = sized(&mut scratch.tmp, c_out * cols);
+                matmul((c_out, cols, k), tmp, cols, false, w, col, par);
+                deinterleave(tmp, c_out, sl, out);
+            }
+        },
+    );
+    out
+}
+
+/// Transposed 2-D convolution: `x` (batch, c_in, small), `w` (c_in, c_out, kernel)
+/// -> (batch, c_out, big).
+pub(crate) fn conv_transpose2d<T: Element>(
+    x: &[T],
+    w: &[T],
+    (batch, c_in, c_out): (usize, usize, usize),
+    g: &Geometry,
+) -> Vec<T> {
+    let (bl, sl) = (g.big_len(), g.small_len());
+    let m = c_out * g.taps();
+    assert_eq!(x.len(), batch * c_in * sl, "conv_transpose2d input size");
+    assert_eq!(w.len(), c_in * m, "conv_transpose2d weight size");
+    let mut out = vec![T::zero(); batch * c_out * bl];
+    if out.is_empty() || c_in == 0 {
+        return out;
+    }
+    if g.is_dense() {
+        // out (batch × c_out·taps) = x (batch × c_in) · W
+        let (x, w) = (Mat::row_major(x, c_in), Mat::row_major(w, m));
+        matmul((batch, m, c_in), &mut out, m, false, x, w, true);
+        return out;
+    }
+    let plan = Plan::new(batch, sl);
+    // `gemm` packs the weight once per task; packing it is faster from a row-major Wᵀ.
+    let w_t = transpose(w, c_in, m);
+    run_tasks(
+        plan,
+        batch,
+        &mut out,
+        c_out * bl,
+        |items, out, scratch, par| {
+            let x = &x[items.start * c_in * sl..items.end * c_in * sl];
+            let cols = items.len() * sl;
+            let rhs = if items.len() == 1 {
+                x
+            } else {
+                interleave(x, c_in, sl, &mut scratch.tmp);
+                &scratch.tmp[..]
+            };
+            let w = Mat::row_major(&w_t, c_in);
+            let rhs = Mat::row_major(rhs, cols);
+            if g.is_pointwise() && items.len() == 1 {
+                matmul((m, cols, c_in), out, cols, false, w, rhs, par);
+                return;
+            }
+            let col = sized(&mut scratch.col, m * cols);
+            matmul((m, cols, c_in), col, cols, false, w, rhs, par);
+            for (idx, item) in out.chunks_exact_mut(c_out * bl).enumerate() {
+                col2im(col, cols, idx * sl, g, item, par);
+            }
+        },
+    );
+    out
+}
+
+/// Weight gradient: correlates `big` (batch, c_big, big grid) with `small`
+/// (batch, c_small, small grid) into (c_small, c_big, kernel):
+/// `out[a, b, ki, kj] = Σ_{n,i,j} small[n, a, i, j] · big[n, b, i·s + ki − p, j·s + kj − p]`.
+pub(crate) fn weight_grad<T: Element>(
+    big: &[T],
+    small: &[T],
+    (batch, c_big, c_small): (usize, usize, usize),
+    g: &Geometry,
+) -> Vec<T> {
+    let (bl, sl) = (g.big_len(), g.small_len());
+    let k = c_big * g.taps();
+    assert_eq!(
+        big.len(),
+        batch * c_big * bl,
+        "weight gradient big input size"
+    );
+    assert_eq!(
+        small.len(),
+        batch * c_small * sl,
+        "weight gradient small input size"
+    );
+    let len = c_small * k;
+    if batch == 0 || len == 0 {
+        return vec![T::zero(); len];
+    }
+    if g.is_dense() {
+        // out (c_small × k) = smallᵀ (c_small × batch) · big (batch × k)
+        let mut out = vec![T::zero(); len];
+        let (small, big) = (Mat::col_major(small, c_small), Mat::row_major(big, k));
+        matmul((c_small, k, batch), &mut out, k, false, small, big, true);
+        return out;
+    }
+    let plan = Plan::new(batch, sl);
+    // Accumulates the tasks `tasks` into `acc`, overwriting it first.
+    let accumulate = |tasks: &mut dyn Iterator<Item = usize>, acc: &mut [T], par: bool| {
+        let mut scratch = Scratch::default();
+        let mut first = true;
+        for t in tasks {
+            let items = plan.items(t, batch);
+            let cols = items.len() * sl;
+            let big = &big[items.start * c_big * bl..items.end * c_big * bl];
+            let small = &small[items.start * c_small * sl..items.end * c_small * sl];
+            let col: &[T] = if g.is_pointwise() && items.len() == 1 {
+                big
+            } else {
+                let col = sized(&mut scratch.col, k * cols);
+                for (idx, item) in big.chunks_exact(c_big * bl).enumerate() {
+                    im2col(item, g, col, cols, idx * sl, par);
+                }
+                col
+            };
+            let lhs = if items.len() == 1 {
+                small
+            } else {
+                interleave(small, c_small, sl, &mut scratch.tmp);
+                &scratch.tmp[..]
+            };
+            let lhs = Mat::row_major(lhs, cols);
+            let rhs = Mat::col_major(col, cols);
+            matmul((c_small, k, cols), acc, k, !first, lhs, rhs, par);
+            first = false;
+        }
+        if first {
+            acc.fill(T::zero());
+        }
+    };
+    let mut out = vec![T::zero(); len];
+    if plan.parallel_tasks {
+        let workers = plan.threads;
+        let partials: Vec<Vec<T>> = (0..workers)
+            .into_par_iter()
+            .map(|worker| {
+                let mut acc = vec![T::zero(); len];
+                accumulate(&mut (worker..plan.tasks).step_by(workers), &mut acc, false);
+                acc
+            })
+            .collect();
+        for partial in &partials {
+            for (o, v) in out.iter_mut().zip(partial) {
+                *o += *v;
+            }
+        }
+    } else {
+        accumulate(&mut (0..plan.tasks), &mut out, true);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(big: usize, small: usize, k: usize, stride: usize, padding: usize) -> Geometry {
+        Geometry {
+            big: (big, big),
+            small: (small, small),
+            kernel: (k, k),
+            stride,
+            padding,
+        }
+    }
+
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for big in 1..7 {
+            for k in 1..6 {
+                for stride in 1..4 {
+                    for padding in 0..4 {
+                        if big + 2 * padding < k {
+                            continue;
+                        }
+                        let small = (big + 2 * padding - k) / stride + 1;
+                        let g = geometry(big, small, k, stride, padding);
+                        for tap in 0..k {
+                            let expected: Vec<usize> = (0..small)
+                                .filter(|&j| {
+                                    let x = (j * stride + tap) as isize - padding as isize;
+                                    x >= 0 && x < big as isize
+                                })
+                                .collect();
+                            let r = g.valid_range(small, big, tap);
+                            assert_eq!(r.clone().collect::<Vec<_>>(), expected, "{g:?} tap {tap}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_copies_match_naive_loops() {
+        let src: Vec<f64> = (0..40).map(f64::from).collect();
+        for stride in 1..7 {
+            for len in 1..=(40 - 1) / stride + 1 {
+                let mut dst = vec![0.0; len];
+                gather_strided(&mut dst, &src, stride);
+                let expected: Vec<f64> = (0..len).map(|j| src[j * stride]).collect();
+                assert_eq!(dst, expected, "gather stride {stride} len {len}");
+
+                let mut acc = vec![1.0; 40];
+                scatter_add_strided(&mut acc, &dst, stride);
+                for (i, v) in acc.iter().enumerate() {
+                    let hit = i % stride == 0 && i / stride < len;
+                    let want = if hit { 1.0 + src[i] } else { 1.0 };
+                    assert_eq!(*v, want, "scatter stride {stride} len {len} at {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interleave_roundtrip() {
+        let items: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let mut m = Vec::new();
+        interleave(&items, 3, 2, &mut m);
+        assert_eq!(&m[..8], &[0., 1., 6., 7., 12., 13., 18., 19.]);
+        let mut back = vec![0f32; 24];
+        deinterleave(&m, 3, 2, &mut back);
+        assert_eq!(back, items);
+    }
+}
