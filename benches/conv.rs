@@ -57,10 +57,7 @@ fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
         cpus.extend(cpu.zip(cpu_time_ms()).map(|(a, b)| b - a));
     }
     let cpu = (cpus.len() == runs).then(|| median(cpus));
-    Ok(Timing {
-        wall: median(walls),
-        cpu,
-    })
+    Ok(Timing { wall: median(walls), cpu })
 }
 
 /// Forward, and forward + backward from a gradient of ones on the whole output.
@@ -99,45 +96,27 @@ fn report(name: &str, ours: [Timing; 2], candle: Option<[Timing; 2]>) {
 }
 
 fn main() -> Result<()> {
-    let env_runs = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-            .max(1)
-    };
+    let env_runs =
+        |name: &str, default: usize| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(1);
     let runs = env_runs("BENCH_RUNS", 5);
     let candle_runs = env_runs("BENCH_CANDLE_RUNS", 3);
     let skip_candle = std::env::var("BENCH_SKIP_CANDLE").is_ok_and(|s| s == "1");
     let dev = Device::Cpu;
-    println!(
-        "medians of {runs} runs (candle: {candle_runs}), {} rayon threads",
-        rayon::current_num_threads()
-    );
+    println!("medians of {runs} runs (candle: {candle_runs}), {} rayon threads", rayon::current_num_threads());
 
     let a = Tensor::randn(0f32, 1., (2048, 2048), &dev)?;
-    println!(
-        "candle matmul 2048^3          {}",
-        time(runs, || a.matmul(&a).map(drop))?
-    );
+    println!("candle matmul 2048^3          {}", time(runs, || a.matmul(&a).map(drop))?);
 
     let x = Tensor::randn(0f32, 1., (64, 128, 32, 32), &dev)?;
     let w = Tensor::randn(0f32, 0.05, (256, 128, 4, 4), &dev)?;
     let ours = time_op(runs, &x, &w, &|x, w| ops::conv2d(x, w, 2, 1))?;
-    let candle = (!skip_candle)
-        .then(|| time_op(candle_runs, &x, &w, &|x, w| x.conv2d(w, 1, 2, 1, 1)))
-        .transpose()?;
+    let candle = (!skip_candle).then(|| time_op(candle_runs, &x, &w, &|x, w| x.conv2d(w, 1, 2, 1, 1))).transpose()?;
     report("conv2d", ours, candle);
 
     let x = Tensor::randn(0f32, 1., (64, 256, 16, 16), &dev)?;
     let ours = time_op(runs, &x, &w, &|x, w| ops::conv_transpose2d(x, w, 2, 1, 0))?;
-    let candle = (!skip_candle)
-        .then(|| {
-            time_op(candle_runs, &x, &w, &|x, w| {
-                x.conv_transpose2d(w, 1, 0, 2, 1)
-            })
-        })
-        .transpose()?;
+    let candle =
+        (!skip_candle).then(|| time_op(candle_runs, &x, &w, &|x, w| x.conv_transpose2d(w, 1, 0, 2, 1))).transpose()?;
     report("conv_transpose2d", ours, candle);
     Ok(())
 }

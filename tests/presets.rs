@@ -19,7 +19,11 @@ fn faces64() -> Option<PathBuf> {
             let t = tempfile::tempdir().unwrap();
             let dir = common::celeba_subset(256, t.path())?;
             let out = t.path().join("faces64.fgc");
-            let opts = PrepareOptions { spec: facegan::data::preprocess::CropResize { size: 64, crop: None }, strict: true, progress: false };
+            let opts = PrepareOptions {
+                spec: facegan::data::preprocess::CropResize { size: 64, crop: None },
+                strict: true,
+                progress: false,
+            };
             prepare(&dir, &out, &opts).unwrap();
             Some((t, out))
         })
@@ -46,15 +50,23 @@ fn run_preset(name: &str) {
     cfg.data.path = data.display().to_string();
     let t = tempfile::tempdir().unwrap();
     let run = t.path().join(name);
-    let out = train(TrainOptions { config: cfg.clone(), run_dir: run.clone(), resume: false, device: Device::Cpu, progress: false, stop_after: None })
-        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let out = train(TrainOptions {
+        config: cfg.clone(),
+        run_dir: run.clone(),
+        resume: false,
+        device: Device::Cpu,
+        progress: false,
+        stop_after: None,
+    })
+    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     assert_eq!(out.step, STEPS);
     let lines = stats::read(&run.join("stats.jsonl")).unwrap();
     assert_eq!(lines.len() as u64, STEPS / 20, "{name}");
     for l in &lines {
         assert!(l.d_loss.is_finite() && l.g_loss.is_finite(), "{name}: {l:?}");
         for p in &cfg.train.penalties {
-            let v = l.extra.get(&format!("penalty_{}", p.kind)).unwrap_or_else(|| panic!("{name}: no {} in {l:?}", p.kind));
+            let v =
+                l.extra.get(&format!("penalty_{}", p.kind)).unwrap_or_else(|| panic!("{name}: no {} in {l:?}", p.kind));
             assert!(v.is_finite() && *v >= 0.0, "{name}: {l:?}");
         }
         assert!(l.extra["logit_real"].is_finite() && l.extra["logit_fake"].is_finite());

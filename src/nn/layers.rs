@@ -2,6 +2,7 @@
 
 use super::{params::Params, BnMode, Mode};
 use crate::ops;
+use crate::ops::channel::{channel_broadcast, channel_sum, per_channel};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, Var, D};
 
@@ -18,7 +19,7 @@ fn weight(v: &Var, mode: Mode) -> Tensor {
 
 fn add_channel_bias(x: &Tensor, b: &Option<Var>, mode: Mode) -> Result<Tensor> {
     match b {
-        Some(b) => x.broadcast_add(&weight(b, mode).reshape((1, (), 1, 1))?),
+        Some(b) => x.add(&per_channel(&weight(b, mode), x)?),
         None => Ok(x.clone()),
     }
 }
@@ -129,33 +130,30 @@ impl BatchNorm2d {
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let (mean, var) = match mode.bn {
-            BnMode::Eval => (
-                self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
-                self.running_var.as_tensor().reshape((1, c, 1, 1))?,
-            ),
-            BnMode::Train | BnMode::Accumulate(_) => {
-                let momentum = match mode.bn {
-                    BnMode::Accumulate(m) => m,
-                    _ => 0.1,
-                };
-                let mean = x.mean_keepdim((0, 2, 3))?;
-                let centred = x.broadcast_sub(&mean)?;
-                let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-                let n = x.elem_count() / c;
-                let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
-                let rm =
-                    ((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean.detach().flatten_all()? * momentum)?)?;
-                let rv = ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
-                (mean, var)
+        let gamma = weight(&self.gamma, mode).reshape((1, c, 1, 1))?;
+        let beta = weight(&self.beta, mode).reshape((1, c, 1, 1))?;
+        let momentum = match mode.bn {
+            BnMode::Eval => {
+                let rm = self.running_mean.as_tensor().reshape((1, c, 1, 1))?;
+                let rv = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
+                let scale = gamma.div(&(rv + self.eps)?.sqrt()?)?;
+                let shift = (beta - rm.mul(&scale)?)?;
+                return x.mul(&channel_broadcast(&scale, x.shape())?)?.add(&channel_broadcast(&shift, x.shape())?);
             }
+            BnMode::Train => 0.1,
+            BnMode::Accumulate(m) => m,
         };
-        let inv = (var + self.eps)?.sqrt()?.recip()?;
-        let scale = weight(&self.gamma, mode).reshape((1, c, 1, 1))?;
-        let shift = weight(&self.beta, mode).reshape((1, c, 1, 1))?;
-        x.broadcast_sub(&mean)?.broadcast_mul(&inv.broadcast_mul(&scale)?)?.broadcast_add(&shift)
+        let n = (x.elem_count() / c) as f64;
+        let mean = (channel_sum(x)? / n)?;
+        let centred = x.sub(&channel_broadcast(&mean, x.shape())?)?;
+        let var = (channel_sum(&centred.sqr()?)? / n)?;
+        let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean.detach().flatten_all()? * momentum)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        let scale = (var + self.eps)?.sqrt()?.recip()?.mul(&gamma)?;
+        centred.mul(&channel_broadcast(&scale, x.shape())?)?.add(&channel_broadcast(&beta, x.shape())?)
     }
 }
 
@@ -181,14 +179,11 @@ impl LayerNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let c = x.dim(1)?;
         let mean = x.mean_keepdim((1, 2, 3))?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim((1, 2, 3))?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&weight(&self.gamma, mode).reshape((1, c, 1, 1))?)?
-            .broadcast_add(&weight(&self.beta, mode).reshape((1, c, 1, 1))?)
+        normed.mul(&per_channel(&weight(&self.gamma, mode), x)?)?.add(&per_channel(&weight(&self.beta, mode), x)?)
     }
 }
 

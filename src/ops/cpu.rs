@@ -66,22 +66,10 @@ trait TypedKernel {
     const NAME: &'static str;
 
     /// Computes the result and its shape from the two arguments' data and dimensions.
-    fn run<T: Element>(
-        &self,
-        a: &[T],
-        a_dims: &[usize],
-        b: &[T],
-        b_dims: &[usize],
-    ) -> Result<(Vec<T>, Shape)>;
+    fn run<T: Element>(&self, a: &[T], a_dims: &[usize], b: &[T], b_dims: &[usize]) -> Result<(Vec<T>, Shape)>;
 
     /// The `CustomOp2::cpu_fwd` of the op: dtype dispatch plus layout handling.
-    fn forward(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => self.forward_typed::<f32>(s1, l1, s2, l2),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => self.forward_typed::<f64>(s1, l1, s2, l2),
@@ -113,13 +101,7 @@ pub(crate) struct Conv2d {
 impl TypedKernel for Conv2d {
     const NAME: &'static str = "facegan-conv2d";
 
-    fn run<T: Element>(
-        &self,
-        x: &[T],
-        x_dims: &[usize],
-        w: &[T],
-        w_dims: &[usize],
-    ) -> Result<(Vec<T>, Shape)> {
+    fn run<T: Element>(&self, x: &[T], x_dims: &[usize], w: &[T], w_dims: &[usize]) -> Result<(Vec<T>, Shape)> {
         let (g, n, c_in, c_out) = Geometry::conv2d(x_dims, w_dims, self.stride, self.padding)?;
         let out = kernels::conv2d(x, w, (n, c_in, c_out), &g);
         Ok((out, (n, c_out, g.small.0, g.small.1).into()))
@@ -131,23 +113,11 @@ impl CustomOp2 for Conv2d {
         Self::NAME
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         self.forward(s1, l1, s2, l2)
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (s, p) = (self.stride, self.padding);
         let (g, ..) = Geometry::conv2d(x.dims(), w.dims(), s, p)?;
         let grad_x = super::conv_transpose2d_padded(grad, w, s, p, g.output_padding())?;
@@ -168,20 +138,9 @@ pub(crate) struct ConvTranspose2d {
 impl TypedKernel for ConvTranspose2d {
     const NAME: &'static str = "facegan-conv-transpose2d";
 
-    fn run<T: Element>(
-        &self,
-        x: &[T],
-        x_dims: &[usize],
-        w: &[T],
-        w_dims: &[usize],
-    ) -> Result<(Vec<T>, Shape)> {
-        let (g, n, c_in, c_out) = Geometry::conv_transpose2d(
-            x_dims,
-            w_dims,
-            self.stride,
-            self.padding,
-            self.output_padding,
-        )?;
+    fn run<T: Element>(&self, x: &[T], x_dims: &[usize], w: &[T], w_dims: &[usize]) -> Result<(Vec<T>, Shape)> {
+        let (g, n, c_in, c_out) =
+            Geometry::conv_transpose2d(x_dims, w_dims, self.stride, self.padding, self.output_padding)?;
         let out = kernels::conv_transpose2d(x, w, (n, c_in, c_out), &g);
         Ok((out, (n, c_out, g.big.0, g.big.1).into()))
     }
@@ -192,23 +151,11 @@ impl CustomOp2 for ConvTranspose2d {
         Self::NAME
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         self.forward(s1, l1, s2, l2)
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (s, p) = (self.stride, self.padding);
         let (_, _, kh, kw) = w.dims4()?;
         let grad_x = super::conv2d(grad, w, s, p)?;
@@ -249,13 +196,7 @@ impl CustomOp2 for WeightGrad {
         Self::NAME
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         self.forward(s1, l1, s2, l2)
     }
 
@@ -291,9 +232,7 @@ mod tests {
             t.narrow(1, 1, 1)?.broadcast_as((2, 3, 4, 5))?,
         ] {
             let (storage, layout) = view.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                unreachable!()
-            };
+            let candle_core::Storage::Cpu(cpu) = &*storage else { unreachable!() };
             let data = gather(f32::cpu_storage_as_slice(cpu)?, layout);
             assert_eq!(data, view.flatten_all()?.to_vec1::<f32>()?);
         }

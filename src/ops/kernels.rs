@@ -91,13 +91,7 @@ impl Geometry {
             bail!("{OP}: kernel {kh}x{kw} does not fit input {h}x{wd} with padding {padding}");
         }
         let out = |size: usize, k: usize| (size + 2 * padding - k) / stride + 1;
-        let g = Self {
-            big: (h, wd),
-            small: (out(h, kh), out(wd, kw)),
-            kernel: (kh, kw),
-            stride,
-            padding,
-        };
+        let g = Self { big: (h, wd), small: (out(h, kh), out(wd, kw)), kernel: (kh, kw), stride, padding };
         Ok((g, n, c_in, c_out))
     }
 
@@ -126,23 +120,14 @@ impl Geometry {
         if h == 0 || wd == 0 {
             bail!("{OP}: empty input size {h}x{wd}");
         }
-        let out = |size: usize, k: usize, extra: usize| {
-            ((size - 1) * stride + k + extra).checked_sub(2 * padding)
-        };
-        let (Some(bh), Some(bw)) = (out(h, kh, output_padding.0), out(wd, kw, output_padding.1))
-        else {
+        let out = |size: usize, k: usize, extra: usize| ((size - 1) * stride + k + extra).checked_sub(2 * padding);
+        let (Some(bh), Some(bw)) = (out(h, kh, output_padding.0), out(wd, kw, output_padding.1)) else {
             bail!("{OP}: padding {padding} is too large for input {h}x{wd} and kernel {kh}x{kw}");
         };
         if bh == 0 || bw == 0 {
             bail!("{OP}: empty output size {bh}x{bw}");
         }
-        let g = Self {
-            big: (bh, bw),
-            small: (h, wd),
-            kernel: (kh, kw),
-            stride,
-            padding,
-        };
+        let g = Self { big: (bh, bw), small: (h, wd), kernel: (kh, kw), stride, padding };
         Ok((g, n, c_in, c_out))
     }
 
@@ -189,13 +174,8 @@ impl Geometry {
     /// The output padding that makes a transposed convolution from the small grid produce
     /// exactly the big grid (each component is below the stride for a valid geometry).
     pub(crate) fn output_padding(&self) -> (usize, usize) {
-        let extra = |big: usize, small: usize, k: usize| {
-            big + 2 * self.padding - k - (small - 1) * self.stride
-        };
-        (
-            extra(self.big.0, self.small.0, self.kernel.0),
-            extra(self.big.1, self.small.1, self.kernel.1),
-        )
+        let extra = |big: usize, small: usize, k: usize| big + 2 * self.padding - k - (small - 1) * self.stride;
+        (extra(self.big.0, self.small.0, self.kernel.0), extra(self.big.1, self.small.1, self.kernel.1))
     }
 
     /// True when im2col is the identity (1×1 kernel, stride 1, no padding).
@@ -215,11 +195,7 @@ impl Geometry {
     fn valid_range(&self, small: usize, big: usize, tap: usize) -> Range<usize> {
         let (s, p) = (self.stride, self.padding);
         let lo = p.saturating_sub(tap).div_ceil(s);
-        let hi = if big + p > tap {
-            small.min((big + p - tap - 1) / s + 1)
-        } else {
-            0
-        };
+        let hi = if big + p > tap { small.min((big + p - tap - 1) / s + 1) } else { 0 };
         lo.min(hi)..hi
     }
 }
@@ -337,14 +313,7 @@ fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, g: &Geometry, pla
 
 /// im2col of one batch item `item` (`channels` planes of the big grid) into `col`
 /// (`channels·taps` rows with row stride `ld`), columns `off .. off + small_len`.
-fn im2col<T: Element>(
-    item: &[T],
-    g: &Geometry,
-    col: &mut [T],
-    ld: usize,
-    off: usize,
-    parallel: bool,
-) {
+fn im2col<T: Element>(item: &[T], g: &Geometry, col: &mut [T], ld: usize, off: usize, parallel: bool) {
     let block = g.taps() * ld;
     let channels = item.len() / g.big_len().max(1);
     let col = &mut col[..channels * block];
@@ -353,10 +322,7 @@ fn im2col<T: Element>(
             .zip(item.par_chunks_exact(g.big_len()))
             .for_each(|(rows, plane)| im2col_plane(plane, g, rows, ld, off));
     } else {
-        for (rows, plane) in col
-            .chunks_exact_mut(block)
-            .zip(item.chunks_exact(g.big_len()))
-        {
+        for (rows, plane) in col.chunks_exact_mut(block).zip(item.chunks_exact(g.big_len())) {
             im2col_plane(plane, g, rows, ld, off);
         }
     }
@@ -364,14 +330,7 @@ fn im2col<T: Element>(
 
 /// col2im of columns `off .. off + small_len` of `col` (row stride `ld`) into one batch item
 /// `item` (`channels` planes of the big grid), accumulating.
-fn col2im<T: Element>(
-    col: &[T],
-    ld: usize,
-    off: usize,
-    g: &Geometry,
-    item: &mut [T],
-    parallel: bool,
-) {
+fn col2im<T: Element>(col: &[T], ld: usize, off: usize, g: &Geometry, item: &mut [T], parallel: bool) {
     let block = g.taps() * ld;
     if parallel {
         item.par_chunks_exact_mut(g.big_len())
@@ -394,19 +353,11 @@ struct Mat<'a, T> {
 
 impl<'a, T> Mat<'a, T> {
     fn row_major(data: &'a [T], cols: usize) -> Self {
-        Self {
-            data,
-            rs: cols,
-            cs: 1,
-        }
+        Self { data, rs: cols, cs: 1 }
     }
 
     fn col_major(data: &'a [T], rows: usize) -> Self {
-        Self {
-            data,
-            rs: 1,
-            cs: rows,
-        }
+        Self { data, rs: 1, cs: rows }
     }
 
     /// Asserts that a `rows × cols` matrix with these strides fits in the slice.
@@ -430,10 +381,7 @@ fn matmul<T: Element>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        (m - 1) * dst_rs + n <= dst.len(),
-        "matmul destination out of bounds"
-    );
+    assert!((m - 1) * dst_rs + n <= dst.len(), "matmul destination out of bounds");
     if k == 0 {
         if !accumulate {
             for row in dst.chunks_mut(dst_rs).take(m) {
@@ -498,15 +446,8 @@ impl Plan {
         let wanted = MIN_GEMM_COLUMNS.div_ceil(small_len.max(1));
         let group = wanted.min(batch.div_ceil(threads)).max(1);
         let tasks = batch.div_ceil(group);
-        let parallel_tasks = threads > 1
-            && tasks >= threads
-            && (tasks.is_multiple_of(threads) || tasks >= 4 * threads);
-        Self {
-            group,
-            tasks,
-            parallel_tasks,
-            threads,
-        }
+        let parallel_tasks = threads > 1 && tasks >= threads && (tasks.is_multiple_of(threads) || tasks >= 4 * threads);
+        Self { group, tasks, parallel_tasks, threads }
     }
 
     fn items(&self, task: usize, batch: usize) -> Range<usize> {
@@ -542,10 +483,7 @@ fn interleave<T: Element>(items: &[T], rows: usize, len: usize, out: &mut Vec<T>
 fn deinterleave<T: Element>(matrix: &[T], rows: usize, len: usize, items: &mut [T]) {
     let n = items.len() / (rows * len).max(1);
     for (r, src_row) in matrix.chunks_exact(n * len).enumerate().take(rows) {
-        for (item, src) in items
-            .chunks_exact_mut(rows * len)
-            .zip(src_row.chunks_exact(len))
-        {
+        for (item, src) in items.chunks_exact_mut(rows * len).zip(src_row.chunks_exact(len)) {
             item[r * len..][..len].copy_from_slice(src);
         }
     }
@@ -559,10 +497,7 @@ struct Scratch<T> {
 
 impl<T> Default for Scratch<T> {
     fn default() -> Self {
-        Self {
-            col: Vec::new(),
-            tmp: Vec::new(),
-        }
+        Self { col: Vec::new(), tmp: Vec::new() }
     }
 }
 
@@ -582,9 +517,7 @@ where
     if plan.parallel_tasks {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each_init(Scratch::default, |scratch, (t, o)| {
-                task(plan.items(t, batch), o, scratch, false)
-            });
+            .for_each_init(Scratch::default, |scratch, (t, o)| task(plan.items(t, batch), o, scratch, false));
     } else {
         let mut scratch = Scratch::default();
         for (t, o) in out.chunks_mut(chunk).enumerate() {
@@ -615,34 +548,28 @@ pub(crate) fn conv2d<T: Element>(
         return out;
     }
     let plan = Plan::new(batch, sl);
-    run_tasks(
-        plan,
-        batch,
-        &mut out,
-        c_out * sl,
-        |items, out, scratch, par| {
-            let x = &x[items.start * c_in * bl..items.end * c_in * bl];
-            let cols = items.len() * sl;
-            let col: &[T] = if g.is_pointwise() && items.len() == 1 {
-                x
-            } else {
-                let col = sized(&mut scratch.col, k * cols);
-                for (idx, item) in x.chunks_exact(c_in * bl).enumerate() {
-                    im2col(item, g, col, cols, idx * sl, par);
-                }
-                col
-            };
-            let w = Mat::row_major(w, k);
-            let col = Mat::row_major(col, cols);
-            if items.len() == 1 {
-                matmul((c_out, cols, k), out, cols, false, w, col, par);
-            } else {
-                let tmp = sized(&mut scratch.tmp, c_out * cols);
-                matmul((c_out, cols, k), tmp, cols, false, w, col, par);
-                deinterleave(tmp, c_out, sl, out);
+    run_tasks(plan, batch, &mut out, c_out * sl, |items, out, scratch, par| {
+        let x = &x[items.start * c_in * bl..items.end * c_in * bl];
+        let cols = items.len() * sl;
+        let col: &[T] = if g.is_pointwise() && items.len() == 1 {
+            x
+        } else {
+            let col = sized(&mut scratch.col, k * cols);
+            for (idx, item) in x.chunks_exact(c_in * bl).enumerate() {
+                im2col(item, g, col, cols, idx * sl, par);
             }
-        },
-    );
+            col
+        };
+        let w = Mat::row_major(w, k);
+        let col = Mat::row_major(col, cols);
+        if items.len() == 1 {
+            matmul((c_out, cols, k), out, cols, false, w, col, par);
+        } else {
+            let tmp = sized(&mut scratch.tmp, c_out * cols);
+            matmul((c_out, cols, k), tmp, cols, false, w, col, par);
+            deinterleave(tmp, c_out, sl, out);
+        }
+    });
     out
 }
 
@@ -671,33 +598,27 @@ pub(crate) fn conv_transpose2d<T: Element>(
     let plan = Plan::new(batch, sl);
     // `gemm` packs the weight once per task; packing it is faster from a row-major Wᵀ.
     let w_t = transpose(w, c_in, m);
-    run_tasks(
-        plan,
-        batch,
-        &mut out,
-        c_out * bl,
-        |items, out, scratch, par| {
-            let x = &x[items.start * c_in * sl..items.end * c_in * sl];
-            let cols = items.len() * sl;
-            let rhs = if items.len() == 1 {
-                x
-            } else {
-                interleave(x, c_in, sl, &mut scratch.tmp);
-                &scratch.tmp[..]
-            };
-            let w = Mat::row_major(&w_t, c_in);
-            let rhs = Mat::row_major(rhs, cols);
-            if g.is_pointwise() && items.len() == 1 {
-                matmul((m, cols, c_in), out, cols, false, w, rhs, par);
-                return;
-            }
-            let col = sized(&mut scratch.col, m * cols);
-            matmul((m, cols, c_in), col, cols, false, w, rhs, par);
-            for (idx, item) in out.chunks_exact_mut(c_out * bl).enumerate() {
-                col2im(col, cols, idx * sl, g, item, par);
-            }
-        },
-    );
+    run_tasks(plan, batch, &mut out, c_out * bl, |items, out, scratch, par| {
+        let x = &x[items.start * c_in * sl..items.end * c_in * sl];
+        let cols = items.len() * sl;
+        let rhs = if items.len() == 1 {
+            x
+        } else {
+            interleave(x, c_in, sl, &mut scratch.tmp);
+            &scratch.tmp[..]
+        };
+        let w = Mat::row_major(&w_t, c_in);
+        let rhs = Mat::row_major(rhs, cols);
+        if g.is_pointwise() && items.len() == 1 {
+            matmul((m, cols, c_in), out, cols, false, w, rhs, par);
+            return;
+        }
+        let col = sized(&mut scratch.col, m * cols);
+        matmul((m, cols, c_in), col, cols, false, w, rhs, par);
+        for (idx, item) in out.chunks_exact_mut(c_out * bl).enumerate() {
+            col2im(col, cols, idx * sl, g, item, par);
+        }
+    });
     out
 }
 
@@ -712,16 +633,8 @@ pub(crate) fn weight_grad<T: Element>(
 ) -> Vec<T> {
     let (bl, sl) = (g.big_len(), g.small_len());
     let k = c_big * g.taps();
-    assert_eq!(
-        big.len(),
-        batch * c_big * bl,
-        "weight gradient big input size"
-    );
-    assert_eq!(
-        small.len(),
-        batch * c_small * sl,
-        "weight gradient small input size"
-    );
+    assert_eq!(big.len(), batch * c_big * bl, "weight gradient big input size");
+    assert_eq!(small.len(), batch * c_small * sl, "weight gradient small input size");
     let len = c_small * k;
     if batch == 0 || len == 0 {
         return vec![T::zero(); len];
@@ -794,13 +707,7 @@ mod tests {
     use super::*;
 
     fn geometry(big: usize, small: usize, k: usize, stride: usize, padding: usize) -> Geometry {
-        Geometry {
-            big: (big, big),
-            small: (small, small),
-            kernel: (k, k),
-            stride,
-            padding,
-        }
+        Geometry { big: (big, big), small: (small, small), kernel: (k, k), stride, padding }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! Weights use PyTorch's layouts: `(C_out, C_in, KH, KW)` for [`conv2d`] and
 //! `(C_in, C_out, KH, KW)` for [`conv_transpose2d`].
 
+pub mod channel;
 mod cpu;
 mod kernels;
 #[cfg(test)]
@@ -16,12 +17,14 @@ mod tests;
 
 use candle_core::{bail, DType, Result, Tensor};
 
+/// Whether our CPU kernels handle this tensor (f32 or f64 on the CPU).
+pub(crate) fn is_fast_cpu(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
 /// Whether the fast CPU kernels handle these arguments.
 fn use_cpu_kernels(a: &Tensor, b: &Tensor) -> bool {
-    a.device().is_cpu()
-        && b.device().is_cpu()
-        && a.dtype() == b.dtype()
-        && matches!(a.dtype(), DType::F32 | DType::F64)
+    a.device().is_cpu() && b.device().is_cpu() && a.dtype() == b.dtype() && matches!(a.dtype(), DType::F32 | DType::F64)
 }
 
 /// 2-D convolution, NCHW input `x` (N, C_in, H, W), weight `w` (C_out, C_in, K, K).
@@ -65,21 +68,13 @@ pub fn conv_transpose2d_padded(
         bail!("conv_transpose2d: output padding {output_padding:?} must be smaller than stride {stride}");
     }
     if use_cpu_kernels(x, w) {
-        return x.apply_op2(
-            w,
-            cpu::ConvTranspose2d {
-                stride,
-                padding,
-                output_padding,
-            },
-        );
+        return x.apply_op2(w, cpu::ConvTranspose2d { stride, padding, output_padding });
     }
     // Candle has a single output padding: use the larger one and crop the other axis. This is
     // exact because an output pixel does not depend on the output size.
     let y = x.conv_transpose2d(w, padding, oph.max(opw), stride, 1)?;
     let (_, _, h, wd) = y.dims4()?;
-    y.narrow(2, 0, h + oph - oph.max(opw))?
-        .narrow(3, 0, wd + opw - oph.max(opw))
+    y.narrow(2, 0, h + oph - oph.max(opw))?.narrow(3, 0, wd + opw - oph.max(opw))
 }
 
 /// The gradient of a convolution with respect to its weight, as a differentiable op.
@@ -99,19 +94,9 @@ pub fn conv2d_weight_grad(
     padding: usize,
 ) -> Result<Tensor> {
     if use_cpu_kernels(big, small) {
-        return big.apply_op2(
-            small,
-            cpu::WeightGrad {
-                kernel,
-                stride,
-                padding,
-            },
-        );
+        return big.apply_op2(small, cpu::WeightGrad { kernel, stride, padding });
     }
     // Candle's formulation: a convolution over the batch dimension, dilated by the stride.
-    let out = big
-        .transpose(0, 1)?
-        .conv2d(&small.transpose(0, 1)?, padding, 1, stride, 1)?
-        .transpose(0, 1)?;
+    let out = big.transpose(0, 1)?.conv2d(&small.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
     out.narrow(2, 0, kernel.0)?.narrow(3, 0, kernel.1)
 }

@@ -27,9 +27,7 @@ impl Rng {
     fn tensor<S: Into<candle_core::Shape>>(&mut self, shape: S, dtype: DType) -> Tensor {
         let shape = shape.into();
         let data: Vec<f64> = (0..shape.elem_count()).map(|_| self.uniform()).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu)
-            .and_then(|t| t.to_dtype(dtype))
-            .unwrap()
+        Tensor::from_vec(data, shape, &Device::Cpu).and_then(|t| t.to_dtype(dtype)).unwrap()
     }
 }
 
@@ -37,18 +35,11 @@ impl Rng {
 fn rel_diff(actual: &Tensor, reference: &Tensor) -> f64 {
     assert_eq!(actual.dims(), reference.dims(), "shape mismatch");
     let a = actual.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = reference
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap();
+    let b = reference.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
     let a = a.to_vec1::<f64>().unwrap();
     let b = b.to_vec1::<f64>().unwrap();
     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 
@@ -70,25 +61,8 @@ struct ConvCase {
     p: usize,
 }
 
-const fn conv(
-    n: usize,
-    c_in: usize,
-    c_out: usize,
-    (h, w): (usize, usize),
-    k: usize,
-    s: usize,
-    p: usize,
-) -> ConvCase {
-    ConvCase {
-        n,
-        c_in,
-        c_out,
-        h,
-        w,
-        k,
-        s,
-        p,
-    }
+const fn conv(n: usize, c_in: usize, c_out: usize, (h, w): (usize, usize), k: usize, s: usize, p: usize) -> ConvCase {
+    ConvCase { n, c_in, c_out, h, w, k, s, p }
 }
 
 const CONV_CASES: &[ConvCase] = &[
@@ -121,21 +95,18 @@ const fn convt(
     hw: (usize, usize),
     (k, s, p, op): (usize, usize, usize, usize),
 ) -> ConvTCase {
-    ConvTCase {
-        conv: conv(n, c_in, c_out, hw, k, s, p),
-        op,
-    }
+    ConvTCase { conv: conv(n, c_in, c_out, hw, k, s, p), op }
 }
 
 const CONVT_CASES: &[ConvTCase] = &[
-    convt(2, 3, 4, (4, 5), (4, 2, 1, 0)), // DCGAN up-sampling, non-square
-    convt(1, 4, 3, (5, 3), (3, 2, 1, 1)), // batch 1, output padding 1
-    convt(3, 2, 5, (1, 1), (4, 1, 0, 0)), // DCGAN first layer (1x1 -> 4x4), grouped
-    convt(2, 5, 2, (3, 4), (5, 3, 2, 2)), // stride 3, output padding 2
-    convt(2, 3, 3, (6, 6), (1, 1, 0, 0)), // pointwise
-    convt(2, 3, 2, (5, 5), (1, 2, 0, 1)), // 1x1 kernel, stride 2
-    convt(4, 2, 2, (3, 3), (3, 1, 2, 0)), // padding crops most of the output
-    convt(7, 3, 4, (2, 3), (3, 2, 0, 1)), // grouped, odd batch
+    convt(2, 3, 4, (4, 5), (4, 2, 1, 0)),  // DCGAN up-sampling, non-square
+    convt(1, 4, 3, (5, 3), (3, 2, 1, 1)),  // batch 1, output padding 1
+    convt(3, 2, 5, (1, 1), (4, 1, 0, 0)),  // DCGAN first layer (1x1 -> 4x4), grouped
+    convt(2, 5, 2, (3, 4), (5, 3, 2, 2)),  // stride 3, output padding 2
+    convt(2, 3, 3, (6, 6), (1, 1, 0, 0)),  // pointwise
+    convt(2, 3, 2, (5, 5), (1, 2, 0, 1)),  // 1x1 kernel, stride 2
+    convt(4, 2, 2, (3, 3), (3, 1, 2, 0)),  // padding crops most of the output
+    convt(7, 3, 4, (2, 3), (3, 2, 0, 1)),  // grouped, odd batch
     convt(2, 16, 8, (8, 8), (4, 2, 1, 0)), // wide enough for several parallel tasks
 ];
 
@@ -177,11 +148,7 @@ impl ConvTCase {
 /// GEMM-parallel schedules.
 fn with_thread_counts(f: impl Fn() + Sync) {
     for threads in [1, 2, 3] {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(&f);
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(&f);
     }
 }
 
@@ -233,12 +200,7 @@ fn non_contiguous_inputs() -> Result<()> {
 
         let wt_c = wt.contiguous()?;
         let reference = x_c.conv_transpose2d(&wt_c, 1, 1, 2, 1)?;
-        assert_close(
-            &conv_transpose2d(x, &wt, 2, 1, 1)?,
-            &reference,
-            1e-4,
-            "conv_t",
-        );
+        assert_close(&conv_transpose2d(x, &wt, 2, 1, 1)?, &reference, 1e-4, "conv_t");
     }
     Ok(())
 }
@@ -253,12 +215,7 @@ fn other_dtypes_use_candle() -> Result<()> {
     assert_close(&ours, &x.conv2d(&w, 1, 1, 1, 1)?, 0.0, "f16 conv2d");
     let wt = rng.tensor((3, 4, 4, 4), DType::F16);
     let ours = conv_transpose2d(&x, &wt, 2, 1, 0)?;
-    assert_close(
-        &ours,
-        &x.conv_transpose2d(&wt, 1, 0, 2, 1)?,
-        0.0,
-        "f16 conv_t",
-    );
+    assert_close(&ours, &x.conv_transpose2d(&wt, 1, 0, 2, 1)?, 0.0, "f16 conv_t");
     Ok(())
 }
 
@@ -268,12 +225,7 @@ fn f32_matches_f64() -> Result<()> {
     for case in CONV_CASES {
         let (x, w) = case.inputs(&mut rng, DType::F64);
         let f64_out = conv2d(&x, &w, case.s, case.p)?;
-        let f32_out = conv2d(
-            &x.to_dtype(DType::F32)?,
-            &w.to_dtype(DType::F32)?,
-            case.s,
-            case.p,
-        )?;
+        let f32_out = conv2d(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?, case.s, case.p)?;
         assert_eq!(f64_out.dtype(), DType::F64);
         assert_close(&f32_out, &f64_out, 1e-5, &format!("{case:?}"));
     }
@@ -287,21 +239,12 @@ fn invalid_arguments_are_errors() {
     let w = rng.tensor((2, 4, 3, 3), DType::F32);
     assert!(conv2d(&x, &w, 1, 0).is_err(), "channel mismatch");
     let w = rng.tensor((2, 3, 7, 7), DType::F32);
-    assert!(
-        conv2d(&x, &w, 1, 1).is_err(),
-        "kernel larger than padded input"
-    );
+    assert!(conv2d(&x, &w, 1, 1).is_err(), "kernel larger than padded input");
     let w = rng.tensor((2, 3, 3, 3), DType::F32);
     assert!(conv2d(&x, &w, 0, 1).is_err(), "zero stride");
     let wt = rng.tensor((3, 2, 4, 4), DType::F32);
-    assert!(
-        conv_transpose2d(&x, &wt, 2, 1, 2).is_err(),
-        "output padding >= stride"
-    );
-    assert!(
-        conv_transpose2d(&x, &wt, 1, 5, 0).is_err(),
-        "padding too large"
-    );
+    assert!(conv_transpose2d(&x, &wt, 2, 1, 2).is_err(), "output padding >= stride");
+    assert!(conv_transpose2d(&x, &wt, 1, 5, 0).is_err(), "padding too large");
 }
 
 #[test]
@@ -318,11 +261,7 @@ fn weight_grad_matches_candle_formulation() {
             let reference = x
                 .transpose(0, 1)
                 .and_then(|xt| xt.conv2d(&gy.transpose(0, 1)?, case.p, 1, case.s, 1))
-                .and_then(|r| {
-                    r.transpose(0, 1)?
-                        .narrow(2, 0, case.k)?
-                        .narrow(3, 0, case.k)
-                })
+                .and_then(|r| r.transpose(0, 1)?.narrow(2, 0, case.k)?.narrow(3, 0, case.k))
                 .unwrap();
             assert_close(&ours, &reference, 1e-4, &format!("{case:?}"));
         }
@@ -392,11 +331,7 @@ fn check_finite_differences(
 ) -> Result<()> {
     const EPS: f64 = 1e-4;
     for (i, (arg, grad)) in args.iter().zip(grads).enumerate() {
-        assert_eq!(
-            arg.dims(),
-            grad.dims(),
-            "{what}: gradient shape of argument {i}"
-        );
+        assert_eq!(arg.dims(), grad.dims(), "{what}: gradient shape of argument {i}");
         let grad = grad.flatten_all()?.to_vec1::<f64>()?;
         let scale = grad.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
         for _ in 0..samples {
@@ -421,16 +356,10 @@ fn check_finite_differences(
 
 /// Gradients of the scalar `f(args)` with respect to every argument.
 fn gradients(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, args: &[Tensor]) -> Result<Vec<Tensor>> {
-    let vars = args
-        .iter()
-        .map(Var::from_tensor)
-        .collect::<Result<Vec<_>>>()?;
+    let vars = args.iter().map(Var::from_tensor).collect::<Result<Vec<_>>>()?;
     let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let grads = f(&tensors)?.backward()?;
-    Ok(tensors
-        .iter()
-        .map(|t| grads.get(t).expect("missing gradient").clone())
-        .collect())
+    Ok(tensors.iter().map(|t| grads.get(t).expect("missing gradient").clone()).collect())
 }
 
 #[test]
@@ -502,10 +431,7 @@ fn check_gradient_penalty(
     let penalty = |w: &[Tensor]| gradient_penalty(critic, x, w);
     let grads = gradients(&penalty, weights)?;
     for g in &grads {
-        assert!(
-            g.abs()?.max_all()?.to_scalar::<f64>()? > 0.0,
-            "{what}: zero gradient"
-        );
+        assert!(g.abs()?.max_all()?.to_scalar::<f64>()? > 0.0, "{what}: zero gradient");
     }
     check_finite_differences(&penalty, weights, &grads, rng, 6, 1e-6, what)?;
 
@@ -526,8 +452,7 @@ fn gradient_penalty_through_conv2d() -> Result<()> {
     let x = rng.tensor((2, 3, 7, 8), DType::F64);
     let w1 = rng.tensor((4, 3, 4, 4), DType::F64);
     let v = rng.tensor((2, 4, 3, 4), DType::F64);
-    let critic =
-        |x: &Tensor, w: &[Tensor]| weighted_sum(&leaky_relu(&conv2d(x, &w[0], 2, 1)?)?, &v);
+    let critic = |x: &Tensor, w: &[Tensor]| weighted_sum(&leaky_relu(&conv2d(x, &w[0], 2, 1)?)?, &v);
     check_gradient_penalty(&critic, &x, &[w1], &mut rng, "conv2d critic")
 }
 
@@ -537,9 +462,7 @@ fn gradient_penalty_through_conv_transpose2d() -> Result<()> {
     let x = rng.tensor((2, 3, 3, 4), DType::F64);
     let w1 = rng.tensor((3, 4, 3, 3), DType::F64);
     let v = rng.tensor((2, 4, 6, 8), DType::F64);
-    let critic = |x: &Tensor, w: &[Tensor]| {
-        weighted_sum(&leaky_relu(&conv_transpose2d(x, &w[0], 2, 1, 1)?)?, &v)
-    };
+    let critic = |x: &Tensor, w: &[Tensor]| weighted_sum(&leaky_relu(&conv_transpose2d(x, &w[0], 2, 1, 1)?)?, &v);
     check_gradient_penalty(&critic, &x, &[w1], &mut rng, "conv_transpose2d critic")
 }
 
