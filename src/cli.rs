@@ -354,9 +354,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect { path } => inspect(&path)?,
         Command::Presets => {
-            for (name, about) in PRESETS {
-                println!("{name:12} {about}");
-            }
+            let text: String = PRESETS.iter().map(|(name, about)| format!("{name:12} {about}\n")).collect();
+            print_out(&text)?;
         }
     }
     Ok(())
@@ -376,14 +375,22 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     }
     let ck = checkpoint::read(path, &candle_core::Device::Cpu)?;
     let params: usize = ck.tensors.values().map(|t| t.elem_count()).sum();
-    println!(
-        "checkpoint {}: kind {}, step {}, {} tensors, {} values",
+    print_out(&format!(
+        "checkpoint {}: kind {}, step {}, {} tensors, {} values\n{}",
         path.display(),
         ck.kind(),
         ck.step(),
         ck.tensors.len(),
-        params
-    );
-    println!("{}", ck.config.to_toml());
-    Ok(())
+        params,
+        ck.config.to_toml()
+    ))
+}
+
+/// Writes to standard output; a closed pipe (`facegan presets | head`) is not an error.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
