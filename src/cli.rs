@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use facegan::bench::{run_bench, BenchOptions};
 use facegan::config::{RunConfig, PRESETS};
 use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
@@ -45,6 +46,9 @@ pub enum Command {
     Inspect { path: PathBuf },
     /// List the presets.
     Presets,
+    /// Time dcgan-64's building blocks on the CPU: layer operations (beside candle's own),
+    /// a 2048³ matmul, G and D passes, a training step and a WGAN-GP critic step.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -178,6 +182,27 @@ pub struct GenerateArgs {
     columns: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Timed iterations per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Untimed iterations before them.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Also write the numbers as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Comma-separated name prefixes of the measurements to take (default: all), e.g.
+    /// `conv2d,candle_conv2d`, `train_step` or `matmul,g_`. Names: matmul_2048, g_fwd_eval,
+    /// g_fwd_train, d_fwd_bwd, train_step, wgan_gp_critic_step, and conv2d_fwd[_bwd],
+    /// conv_transpose2d_fwd[_bwd], each also with a candle_ prefix.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// Deep-merges TOML `over` into `base`.
@@ -353,6 +378,22 @@ pub fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} (EMA generator at step {})", out.display(), s.step);
         }
         Command::Inspect { path } => inspect(&path)?,
+        Command::Bench(a) => {
+            let opts = BenchOptions {
+                batch_size: a.batch_size,
+                iters: a.iters,
+                warmup: a.warmup,
+                only: a.only.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                progress: true,
+            };
+            let report = run_bench(&opts)?;
+            print!("{}", report.table());
+            if let Some(path) = a.json {
+                let text = serde_json::to_string_pretty(&report)? + "\n";
+                facegan::fsutil::write_atomic(&path, text.as_bytes())?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
         Command::Presets => {
             let text: String = PRESETS.iter().map(|(name, about)| format!("{name:12} {about}\n")).collect();
             print_out(&text)?;

@@ -5,6 +5,7 @@
 //! `.cargo/config.toml` sets it for `cargo run` and `cargo test`. Call
 //! [`enable_second_order_gradients`] at the start of a program that uses the library.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

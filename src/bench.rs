@@ -1,0 +1,370 @@
+//! `facegan bench`: CPU timings of the building blocks of dcgan-64 training, to compare
+//! with candle's own convolutions and with PyTorch (`scripts/bench_torch.py` takes the same
+//! measurements under the same names; `scripts/bench_compare.sh` runs both).
+//!
+//! Each measurement is the median wall time of `iters` calls after `warmup` untimed ones,
+//! with the median CPU time of the process over the same calls (all threads; on a busy
+//! machine the steadier number, and CPU / wall shows how well the threads are used). In
+//! the order they are taken:
+//!
+//! | name                        | what one call does                                             |
+//! |-----------------------------|----------------------------------------------------------------|
+//! | `matmul_2048`               | a 2048×2048 by 2048×2048 candle matmul: a yardstick of the machine |
+//! | `g_fwd_eval`                | G(z), batch-norm running statistics, no graph                  |
+//! | `g_fwd_train`               | G(z), batch statistics, graph kept (no backward)               |
+//! | `d_fwd_bwd`                 | mean D(x) on a real batch, backward to D's weights             |
+//! | `train_step`                | [`Session::train_step`] of dcgan-64 on a fixed real batch       |
+//! | `wgan_gp_critic_step`       | wgan-gp-64's layer-norm critic: G(z) without graph, WGAN D loss + 10 × gradient penalty (a double backward), backward, Adam step |
+//! | `conv2d_fwd[_bwd]`          | [`ops::conv2d`] of x (N,128,32,32) by w (256,128,4,4), stride 2, padding 1 (`_bwd`: backward to x and w from a gradient of ones) |
+//! | `conv_transpose2d_fwd[_bwd]`| [`ops::conv_transpose2d`] of x (N,256,16,16) by w (256,128,4,4), stride 2, padding 1 |
+//! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
+//!
+//! N is the batch size (64 by default). The peak resident set (VmHWM) is read right after
+//! `train_step`, so it covers everything measured before it, but not the critic step or the
+//! layer operations.
+//!
+//! The double backward needs second-order gradients ([`crate::enable_second_order_gradients`]
+//! or [`crate::init`] at the start of the program); [`run_bench`] refuses to run without them,
+//! as the critic step would silently skip the penalty's gradient.
+
+use crate::config::RunConfig;
+use crate::loss::AdversarialLoss;
+use crate::nn::Mode;
+use crate::ops;
+use crate::penalty::penalty;
+use crate::rng::Rng;
+use crate::train::trainer::Session;
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor, Var};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Every measurement, in the order they are taken.
+pub const BENCH_NAMES: &[&str] = &[
+    "matmul_2048",
+    "g_fwd_eval",
+    "g_fwd_train",
+    "d_fwd_bwd",
+    "train_step",
+    "wgan_gp_critic_step",
+    "conv2d_fwd",
+    "conv2d_fwd_bwd",
+    "candle_conv2d_fwd",
+    "candle_conv2d_fwd_bwd",
+    "conv_transpose2d_fwd",
+    "conv_transpose2d_fwd_bwd",
+    "candle_conv_transpose2d_fwd",
+    "candle_conv_transpose2d_fwd_bwd",
+];
+
+/// The prefix of candle's reference measurements of the layer operations.
+pub const CANDLE_PREFIX: &str = "candle_";
+
+/// Side of the square matrices of the `matmul_2048` yardstick.
+const MATMUL_SIZE: usize = 2048;
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Batch size of every measurement (the N of the layer shapes too).
+    pub batch_size: usize,
+    /// Timed calls per measurement; the median is reported.
+    pub iters: usize,
+    /// Untimed calls before them.
+    pub warmup: usize,
+    /// Take only the measurements whose name starts with one of these (all when empty),
+    /// e.g. `conv2d` (its two facegan measurements), `candle` or `train_step`.
+    pub only: Vec<String>,
+    /// Print each measurement to stderr as it is taken.
+    pub progress: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self { batch_size: 64, iters: 5, warmup: 1, only: Vec::new(), progress: false }
+    }
+}
+
+/// One measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchEntry {
+    pub name: String,
+    /// Median wall time of one call, in milliseconds.
+    pub ms: f64,
+    /// Median CPU time of the process (all threads) during one call, in milliseconds;
+    /// `None` where `/proc/self/task/*/schedstat` cannot be read.
+    pub cpu_ms: Option<f64>,
+    /// Images per second (batch size / median wall time), for the network measurements.
+    pub images_per_s: Option<f64>,
+}
+
+/// All measurements, as written by `facegan bench --json` (and, with `implementation`
+/// "pytorch", by `scripts/bench_torch.py`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub implementation: String,
+    pub preset: String,
+    pub device: String,
+    /// Threads of the rayon pool that the convolutions and candle's matmul use.
+    pub threads: usize,
+    pub batch_size: usize,
+    pub iters: usize,
+    pub warmup: usize,
+    pub entries: Vec<BenchEntry>,
+    /// Peak resident set size (VmHWM) in MiB, read after `peak_rss_after`; `None` where
+    /// `/proc/self/status` cannot be read.
+    pub peak_rss_mib: Option<f64>,
+    /// The measurement after which the peak resident set was read: `train_step`, or `end`
+    /// (after the last one) when `train_step` was not taken.
+    pub peak_rss_after: String,
+}
+
+impl BenchReport {
+    pub fn get(&self, name: &str) -> Option<&BenchEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The measurements as a text table; candle's layer timings sit beside ours, with the
+    /// ratio candle / facegan (above 1: ours is faster).
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "facegan bench: {} on the {}, batch {}, median of {} calls after {} warm-up, {} threads\n",
+            self.preset, self.device, self.batch_size, self.iters, self.warmup, self.threads
+        );
+        out += &format!(
+            "{:<28} {:>10} {:>10} {:>10} {:>11} {:>12}\n",
+            "measurement", "wall ms", "cpu ms", "images/s", "candle ms", "candle/ours"
+        );
+        let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+        for e in &self.entries {
+            if let Some(ours) = e.name.strip_prefix(CANDLE_PREFIX) {
+                if self.get(ours).is_some() {
+                    continue; // shown in the row of our measurement
+                }
+            }
+            let candle = self.get(&format!("{CANDLE_PREFIX}{}", e.name));
+            out += &format!(
+                "{:<28} {:>10.1} {:>10} {:>10} {:>11} {:>12}\n",
+                e.name,
+                e.ms,
+                opt(e.cpu_ms, 1),
+                opt(e.images_per_s, 1),
+                opt(candle.map(|c| c.ms), 1),
+                candle.map_or("-".to_string(), |c| format!("{:.2}x", c.ms / e.ms)),
+            );
+        }
+        out += &format!("peak RSS after {}: {} MiB\n", self.peak_rss_after, opt(self.peak_rss_mib, 0));
+        out
+    }
+}
+
+/// CPU time used so far by the live threads of this process, in ms (Linux only).
+fn cpu_time_ms() -> Option<f64> {
+    let mut total_ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
+        total_ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total_ns as f64 / 1e6)
+}
+
+/// The peak resident set size of this process (VmHWM), in MiB (Linux only).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Takes the selected measurements and collects them.
+struct Bencher<'a> {
+    opts: &'a BenchOptions,
+    entries: Vec<BenchEntry>,
+}
+
+impl Bencher<'_> {
+    fn selected(&self, name: &str) -> bool {
+        self.opts.only.is_empty() || self.opts.only.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    fn any_selected(&self, names: &[&str]) -> bool {
+        names.iter().any(|n| self.selected(n))
+    }
+
+    /// Times `f` under `name` if selected; `images` is the batch size for images/s.
+    fn run(&mut self, name: &str, images: Option<usize>, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+        debug_assert!(BENCH_NAMES.contains(&name), "{name} missing from BENCH_NAMES");
+        if !self.selected(name) {
+            return Ok(());
+        }
+        for _ in 0..self.opts.warmup {
+            f().with_context(|| format!("bench {name}"))?;
+        }
+        let (mut walls, mut cpus) = (Vec::new(), Vec::new());
+        for _ in 0..self.opts.iters {
+            let cpu = cpu_time_ms();
+            let start = Instant::now();
+            f().with_context(|| format!("bench {name}"))?;
+            walls.push(start.elapsed().as_secs_f64() * 1e3);
+            cpus.extend(cpu.zip(cpu_time_ms()).map(|(a, b)| b - a));
+        }
+        let ms = median(walls);
+        let cpu_ms = (cpus.len() == self.opts.iters).then(|| median(cpus));
+        let images_per_s = images.map(|n| n as f64 / (ms / 1e3));
+        if self.opts.progress {
+            eprintln!("{name:<32} {ms:10.1} ms");
+        }
+        self.entries.push(BenchEntry { name: name.to_string(), ms, cpu_ms, images_per_s });
+        Ok(())
+    }
+}
+
+type LayerOp = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
+
+/// Takes the measurements selected by `opts` (see the module documentation).
+pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
+    ensure!(opts.batch_size >= 1, "the batch size must be at least 1");
+    ensure!(opts.iters >= 1, "the number of timed iterations must be at least 1");
+    for p in &opts.only {
+        if !BENCH_NAMES.iter().any(|n| n.starts_with(p.as_str())) {
+            bail!("'{p}' starts the name of no measurement; the measurements are {}", BENCH_NAMES.join(", "));
+        }
+    }
+    if std::env::var("CANDLE_GRAD_DO_NOT_DETACH").as_deref() != Ok("1") {
+        bail!("second-order gradients are off: call facegan::init() (or set CANDLE_GRAD_DO_NOT_DETACH=1) before any tensor work");
+    }
+    let n = opts.batch_size;
+    let dev = Device::Cpu;
+    let mut rng = Rng::new(0);
+    let mut b = Bencher { opts, entries: Vec::new() };
+
+    if b.selected("matmul_2048") {
+        let a = rng.normal_tensor((MATMUL_SIZE, MATMUL_SIZE), 0.0, 1.0, &dev)?;
+        b.run("matmul_2048", None, || Ok(a.matmul(&a).map(drop)?))?;
+    }
+
+    let mut cfg = RunConfig::preset("dcgan-64")?;
+    cfg.train.batch_size = n;
+    let size = cfg.model.image_size;
+    let mut peak_rss_after = "end";
+    let mut peak = None;
+    if b.any_selected(&["g_fwd_eval", "g_fwd_train", "d_fwd_bwd", "train_step"]) {
+        let mut s = Session::new(&cfg, &dev)?;
+        let z = rng.normal_tensor((n, cfg.model.nz), 0.0, 1.0, &dev)?;
+        let real = rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev)?;
+        b.run("g_fwd_eval", Some(n), || Ok(s.g.forward(&z, None, Mode::EVAL).map(drop)?))?;
+        b.run("g_fwd_train", Some(n), || Ok(s.g.forward(&z, None, Mode::TRAIN).map(drop)?))?;
+        b.run("d_fwd_bwd", Some(n), || Ok(s.d.forward(&real, None, Mode::TRAIN)?.mean_all()?.backward().map(drop)?))?;
+        if b.selected("train_step") {
+            b.run("train_step", Some(n), || s.train_step(std::slice::from_ref(&real)).map(drop))?;
+            peak_rss_after = "train_step";
+            peak = peak_rss_mib();
+        }
+    }
+
+    if b.selected("wgan_gp_critic_step") {
+        let mut cfg = RunConfig::preset("wgan-gp-64")?;
+        cfg.train.batch_size = n;
+        let loss = AdversarialLoss::parse(&cfg.train.loss)?;
+        let gp = cfg.train.penalties.first().context("wgan-gp-64 has a penalty")?;
+        let (kind, weight) = (gp.kind(), gp.weight);
+        let mut s = Session::new(&cfg, &dev)?;
+        let z = rng.normal_tensor((n, cfg.model.nz), 0.0, 1.0, &dev)?;
+        let real = rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev)?;
+        let mut gp_rng = Rng::new(1);
+        b.run("wgan_gp_critic_step", Some(n), || {
+            // G without a graph (its weights detached, no input variable): torch.no_grad().
+            let fake = s.g.forward(&z, None, Mode::FROZEN)?;
+            let d = &s.d;
+            let critic = |x: &Tensor| d.forward(x, None, Mode::TRAIN);
+            let adv = loss.d_loss(&critic(&real)?, &critic(&fake)?)?;
+            let total = (adv + (penalty(kind, &critic, &real, &fake, &mut gp_rng)? * weight)?)?;
+            let grads = total.backward()?;
+            s.opt_d.step(s.d.params(), &grads)?;
+            Ok(())
+        })?;
+    }
+
+    let layer_names: Vec<&str> = BENCH_NAMES.iter().copied().filter(|n| n.contains("conv")).collect();
+    if b.any_selected(&layer_names) {
+        let x = rng.normal_tensor((n, 128, 32, 32), 0.0, 1.0, &dev)?;
+        let xt = rng.normal_tensor((n, 256, 16, 16), 0.0, 1.0, &dev)?;
+        let w = rng.normal_tensor((256, 128, 4, 4), 0.0, 0.05, &dev)?;
+        let layer_ops: [(&str, &Tensor, LayerOp); 4] = [
+            ("conv2d", &x, |x, w| ops::conv2d(x, w, 2, 1)),
+            ("candle_conv2d", &x, |x, w| x.conv2d(w, 1, 2, 1, 1)),
+            ("conv_transpose2d", &xt, |x, w| ops::conv_transpose2d(x, w, 2, 1, 0)),
+            ("candle_conv_transpose2d", &xt, |x, w| x.conv_transpose2d(w, 1, 0, 2, 1)),
+        ];
+        for (name, x, op) in layer_ops {
+            b.run(&format!("{name}_fwd"), None, || Ok(op(x, &w).map(drop)?))?;
+            let bwd = format!("{name}_fwd_bwd");
+            if b.selected(&bwd) {
+                let (xv, wv) = (Var::from_tensor(x)?, Var::from_tensor(&w)?);
+                b.run(&bwd, None, || {
+                    let grads = op(&xv, &wv)?.backward()?;
+                    ensure!(grads.get(&xv).is_some() && grads.get(&wv).is_some(), "{name}: a gradient is missing");
+                    Ok(())
+                })?;
+            }
+        }
+    }
+
+    if peak.is_none() {
+        peak = peak_rss_mib();
+    }
+    Ok(BenchReport {
+        implementation: "facegan".into(),
+        preset: cfg.preset.clone(),
+        device: "cpu".into(),
+        threads: rayon::current_num_threads(),
+        batch_size: n,
+        iters: opts.iters,
+        warmup: opts.warmup,
+        entries: b.entries,
+        peak_rss_mib: peak,
+        peak_rss_after: peak_rss_after.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_measurement_runs_and_is_a_positive_finite_number() {
+        crate::enable_second_order_gradients();
+        let opts = BenchOptions { batch_size: 2, iters: 1, warmup: 0, ..Default::default() };
+        let r = run_bench(&opts).unwrap();
+        let names: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, BENCH_NAMES);
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        for e in &r.entries {
+            assert!(positive(e.ms), "{e:?}");
+            assert!(e.cpu_ms.is_none_or(positive), "{e:?}");
+            assert_eq!(e.images_per_s.is_some(), !e.name.contains("conv") && !e.name.starts_with("matmul"), "{e:?}");
+            assert!(e.images_per_s.is_none_or(positive), "{e:?}");
+        }
+        assert!(r.peak_rss_mib.is_some_and(positive) && r.peak_rss_after == "train_step", "{r:?}");
+        let table = r.table();
+        assert!(table.contains("conv_transpose2d_fwd_bwd") && table.contains("x\n"), "{table}");
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["entries"].as_array().unwrap().len(), BENCH_NAMES.len());
+    }
+
+    #[test]
+    fn only_selects_by_prefix_and_rejects_unknown_names() {
+        crate::enable_second_order_gradients();
+        let opts = BenchOptions { batch_size: 1, iters: 1, warmup: 0, only: vec!["conv2d".into()], progress: false };
+        let r = run_bench(&opts).unwrap();
+        let names: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["conv2d_fwd", "conv2d_fwd_bwd"]);
+        assert_eq!(r.peak_rss_after, "end");
+        let e = run_bench(&BenchOptions { only: vec!["conv3d".into()], ..opts }).unwrap_err().to_string();
+        assert!(e.contains("conv3d") && e.contains("train_step"), "{e}");
+    }
+}
