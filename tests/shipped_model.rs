@@ -8,7 +8,11 @@ use common::*;
 fn generate_with_no_arguments_uses_the_shipped_model() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("faces.png");
-    let o = bin().current_dir(env!("CARGO_MANIFEST_DIR")).args(["generate", "--out", out.to_str().unwrap()]).output().unwrap();
+    let o = bin()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["generate", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let img = image::open(&out).unwrap().to_rgb8();
     // 8 columns of 64 px with 2 px padding around and between them.
@@ -32,8 +36,16 @@ fn generate_with_no_arguments_uses_the_shipped_model() {
 
     // The same seed gives the same faces; the shipped file is small enough to commit.
     let again = t.path().join("again.png");
-    assert!(bin().current_dir(env!("CARGO_MANIFEST_DIR")).args(["generate", "--out", again.to_str().unwrap()]).status().unwrap().success());
+    assert!(bin()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["generate", "--out", again.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
-    let size = std::fs::metadata(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/dcgan64-celeba.safetensors")).unwrap().len();
+    let size =
+        std::fs::metadata(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/dcgan64-celeba.safetensors"))
+            .unwrap()
+            .len();
     assert!(size < 20_000_000);
 }
