@@ -5,4 +5,5 @@ pub mod inception;
 pub mod kid;
 pub mod linalg;
 pub mod precision_recall;
+pub mod swd;
 pub mod torchscript;
