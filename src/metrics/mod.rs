@@ -871,4 +871,53 @@ mod tests {
         assert!(r.swd.unwrap().mean.abs() < 1e-9, "identical folders");
         assert!(r.fid.is_none());
     }
+
+    #[test]
+    fn checkpoint_faces_are_the_generate_command_faces() {
+        use crate::sample::generate::generate;
+        use crate::train::checkpoint;
+        let mut cfg = RunConfig::default();
+        cfg.model.image_size = 32;
+        cfg.model.ngf = 8;
+        cfg.model.nz = 16;
+        let dev = Device::Cpu;
+        let g =
+            crate::models::build_generator(&cfg.model, &dev, &mut crate::rng::Rng::new(3)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("g.safetensors");
+        let mut tensors = std::collections::HashMap::new();
+        g.params().to_tensors("G_ema", &mut tensors);
+        checkpoint::write(
+            &ckpt,
+            &tensors,
+            checkpoint::base_meta(checkpoint::KIND_GENERATOR, 7, &cfg),
+            false,
+        )
+        .unwrap();
+        let (g2, cfg2) = load_generator(&ckpt, &dev).unwrap();
+        let ours = generate_images(g2.as_ref(), &cfg2, 5, 11, 2, &dev).unwrap();
+        let theirs =
+            ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev).unwrap()).unwrap();
+        assert_eq!(ours.pixels, theirs.pixels);
+
+        // A whole evaluation from the checkpoint (SWD: no network needed).
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        crate::data::cache::tests::synthetic_folder(&real, 4);
+        let mut opts = EvalOptions::new(Source::from_path(&ckpt), Source::from_path(&real));
+        opts.metrics = parse_metrics("swd").unwrap();
+        opts.num = 6;
+        opts.swd.nhoods_per_image = 8;
+        opts.use_cache = false;
+        let r = evaluate(&opts).unwrap();
+        assert_eq!((r.num_fake, r.num_real, r.image_size), (6, 4, 32));
+        let swd = r.swd.clone().unwrap();
+        assert_eq!(swd.images, 4);
+        assert!(swd.mean > 0.0);
+        assert!(r.table().contains("SWD 16px"));
+        // A size that does not match the checkpoint is refused.
+        opts.size = Some(64);
+        let e = evaluate(&opts).unwrap_err().to_string();
+        assert!(e.contains("32x32"), "{e}");
+    }
 }
