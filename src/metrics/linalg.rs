@@ -228,13 +228,21 @@ fn transpose(a: &[f64], n: usize) -> Vec<f64> {
 fn tridiagonal_ql(d: &mut [f64], e: &mut [f64], mut zt: Option<&mut [f64]>) -> Result<()> {
     let n = d.len();
     let mut rotations: Vec<(usize, f64, f64)> = Vec::new();
+    // Off-diagonal entries below eps * ||T|| count as zero: without this absolute
+    // floor, the many (numerically) zero eigenvalues of a rank-deficient covariance
+    // never meet the purely relative test.
+    let anorm = d
+        .iter()
+        .zip(e.iter())
+        .map(|(d, e)| d.abs() + e.abs())
+        .fold(0.0, f64::max);
     for l in 0..n {
         let mut iter = 0;
         loop {
             let mut m = l;
             while m + 1 < n {
                 let dd = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= f64::EPSILON * dd {
+                if e[m].abs() <= f64::EPSILON * dd.max(anorm) {
                     break;
                 }
                 m += 1;
@@ -505,6 +513,15 @@ mod tests {
         let top = vals[39];
         assert!(vals[..35].iter().all(|v| v.abs() < 1e-10 * top), "{vals:?}");
         assert!(vals[35..].iter().all(|&v| v > 1e-3 * top));
+        // Many zero eigenvalues, as in the covariance of fewer samples than features.
+        for (n, rank, seed) in [(200, 20, 11), (300, 299, 12), (256, 1, 13)] {
+            let p = random_psd(n, rank, seed);
+            let e = sym_eigen(&p, n).unwrap();
+            let tr: f64 = (0..n).map(|i| p[i * n + i]).sum();
+            assert!((e.values.iter().sum::<f64>() - tr).abs() < 1e-9 * tr);
+            let got = trace_sqrt_product(&p, &p, n).unwrap();
+            assert!((got - tr).abs() < 1e-6 * tr, "n={n} rank={rank}: {got} vs {tr}");
+        }
         let zero = vec![0.0; 9];
         assert_eq!(sym_eigenvalues(&zero, 3).unwrap(), vec![0.0; 3]);
     }
