@@ -15,7 +15,9 @@ Usage:
   python scripts/reference_fid.py --bench 100 [--batch-size 50] [--threads 2]
 Prints, for each folder after the first, FID against the first:
 |mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b)) (real part) and the
-Inception throughput. --save-features FILE.npz keeps the features.
+Inception throughput, with KID (stylegan2-ada's estimator, numpy's random subsets)
+and precision/recall (k=3) on the same features. --save-features FILE.npz keeps the
+features; --from-features FILE.npz recomputes the metrics from them.
 """
 import argparse
 import os
@@ -72,6 +74,45 @@ def fid(fa, fb):
     return float(np.real(np.square(mu_a - mu_b).sum() + np.trace(s_a + s_b - 2 * covmean)))
 
 
+def kid(fr, ff, subsets=100, subset_size=1000, seed=0):
+    """stylegan2-ada's KID (mean and std over subsets; numpy's own random subsets)."""
+    n = fr.shape[1]
+    m = min(min(len(fr), len(ff)), subset_size)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(subsets):
+        x = ff[rng.choice(len(ff), m, replace=False)]
+        y = fr[rng.choice(len(fr), m, replace=False)]
+        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
+        b = (x @ y.T / n + 1) ** 3
+        t = (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+        vals.append(t / m)
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def precision_recall(fr, ff, k=3):
+    """Kynkaanniemi et al. 2019: k-NN balls (self excluded), exact distances."""
+    def sqdist(a, b):
+        return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0)
+    def radii(x):
+        d = sqdist(x, x)
+        np.fill_diagonal(d, 0)
+        return np.partition(d, k, axis=1)[:, k]
+    rr, rf = radii(fr), radii(ff)
+    d = sqdist(fr, ff)  # (real, fake)
+    precision = float((d <= rr[:, None]).any(0).mean())
+    recall = float((d <= rf[None, :]).any(1).mean())
+    return precision, recall
+
+
+def report(names, feats):
+    for d, f in zip(names[1:], feats[1:]):
+        p, r = precision_recall(feats[0], f)
+        km, ks = kid(feats[0], f)
+        print(f"{names[0]} vs {d}: FID {fid(feats[0], f):.6f}  KID {km:.6f} +- {ks:.6f}  "
+              f"precision {p:.4f} recall {r:.4f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="*")
@@ -82,8 +123,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bench", type=int, default=0, help="time N synthetic 64x64 images")
     ap.add_argument("--save-features", default=None)
+    ap.add_argument("--from-features", default=None,
+                    help="metrics of a --save-features file, no network")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.from_features:
+        z = np.load(args.from_features)
+        keys = sorted(z.files, key=lambda k: int(k[1:]))
+        report(args.dirs or keys, [z[k] for k in keys])
+        return
     net = load_net(args.weights)
     if args.bench:
         rng = np.random.default_rng(0)
@@ -107,8 +155,7 @@ def main():
         feats.append(f)
     if args.save_features:
         np.savez(args.save_features, **{f"f{i}": f for i, f in enumerate(feats)})
-    for d, f in zip(args.dirs[1:], feats[1:]):
-        print(f"FID {args.dirs[0]} vs {d}: {fid(feats[0], f):.6f}")
+    report(args.dirs, feats)
 
 
 if __name__ == "__main__":

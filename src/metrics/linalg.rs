@@ -520,7 +520,10 @@ mod tests {
             let tr: f64 = (0..n).map(|i| p[i * n + i]).sum();
             assert!((e.values.iter().sum::<f64>() - tr).abs() < 1e-9 * tr);
             let got = trace_sqrt_product(&p, &p, n).unwrap();
-            assert!((got - tr).abs() < 1e-6 * tr, "n={n} rank={rank}: {got} vs {tr}");
+            assert!(
+                (got - tr).abs() < 1e-6 * tr,
+                "n={n} rank={rank}: {got} vs {tr}"
+            );
         }
         let zero = vec![0.0; 9];
         assert_eq!(sym_eigenvalues(&zero, 3).unwrap(), vec![0.0; 3]);

@@ -304,12 +304,10 @@ pub struct ImageSet {
 
 impl ImageSet {
     pub fn len(&self) -> usize {
-        let n = self.size * self.size * 3;
-        if n == 0 {
-            0
-        } else {
-            self.pixels.len() / n
-        }
+        self.pixels
+            .len()
+            .checked_div(self.size * self.size * 3)
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -676,7 +674,10 @@ impl Evaluator {
 }
 
 /// The image side an evaluation uses: `opts.size`, else the checkpoint's or cache's.
-fn resolve_size(opts: &EvalOptions) -> Result<(usize, Option<(Box<dyn Generator>, RunConfig)>)> {
+/// A checkpoint's generator and configuration.
+type LoadedGenerator = (Box<dyn Generator>, RunConfig);
+
+fn resolve_size(opts: &EvalOptions) -> Result<(usize, Option<LoadedGenerator>)> {
     let mut gen = None;
     let mut size = opts.size.map(|s| s as usize);
     if let Source::Checkpoint(p) = &opts.fake {
