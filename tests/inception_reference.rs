@@ -112,3 +112,60 @@ fn features_match_pytorch_within_1e3() {
         eprintln!("image {k}: norm {norm:.5} (torch {want_norm:.5}, rel {rel:.1e})");
     }
 }
+
+/// A whole evaluation through the library: Inception features of two folders, KID
+/// and precision/recall, and the real features read back from the cache folder.
+#[test]
+fn evaluate_folders_and_reuse_cached_real_features() {
+    use facegan::metrics::{evaluate, parse_metrics, EvalOptions, Source};
+    if weights_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (real, fake, cache) = (
+        dir.path().join("real"),
+        dir.path().join("fake"),
+        dir.path().join("cache"),
+    );
+    for d in [&real, &fake] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for k in 0..5 {
+        let save = |d: &std::path::Path, img: Vec<u8>| {
+            image::RgbImage::from_raw(64, 64, img)
+                .unwrap()
+                .save(d.join(format!("{k}.png")))
+                .unwrap()
+        };
+        save(&real, synthetic_image(k, 64));
+        // The fakes: the same pictures upside down.
+        let rows: Vec<Vec<u8>> = synthetic_image(k, 64)
+            .chunks(64 * 3)
+            .rev()
+            .map(|r| r.to_vec())
+            .collect();
+        save(&fake, rows.concat());
+    }
+    let mut opts = EvalOptions::new(Source::from_path(&fake), Source::from_path(&real));
+    opts.metrics = parse_metrics("kid,pr").unwrap();
+    opts.cache_dir = Some(cache.clone());
+    opts.batch_size = 5;
+    opts.kid.subsets = 10;
+    let first = evaluate(&opts).unwrap();
+    assert!(!first.real_features_cached);
+    assert_eq!(
+        (first.num_fake, first.num_real, first.image_size),
+        (5, 5, 64)
+    );
+    assert!(first.kid.as_ref().unwrap().mean.is_finite());
+    let p = first.precision.unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    let second = evaluate(&opts).unwrap();
+    assert!(second.real_features_cached, "the real features are reused");
+    assert_eq!(first.kid, second.kid);
+    assert_eq!(first.precision, second.precision);
+    // The same folder on both sides: every sample lies in the other's manifold.
+    opts.fake = Source::from_path(&real);
+    let same = evaluate(&opts).unwrap();
+    assert_eq!((same.precision, same.recall), (Some(1.0), Some(1.0)));
+}
