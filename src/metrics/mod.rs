@@ -457,7 +457,9 @@ pub fn extract_features(
 /// The real side of an evaluation, kept in memory.
 struct RealSet {
     description: String,
-    images: ImageSet,
+    count: usize,
+    /// Decoded only when needed: for SWD, or when the features are not cached.
+    images: Option<ImageSet>,
     features: Option<Vec<f32>>,
     stats: Option<FeatureStats>,
     from_cache: bool,
@@ -488,14 +490,14 @@ impl Evaluator {
             size: size as u32,
             crop: opts.crop,
         };
-        let (images, key) = match &opts.real {
+        let (files, images, key) = match &opts.real {
             Source::Folder(dir) => {
                 let mut files = scan_images(dir)?;
                 if let Some(l) = opts.num_real {
                     files.truncate(l);
                 }
                 let key = content_key(dir, &files, spec)?;
-                (load_files(&files, spec)?, key)
+                (files, None, key)
             }
             Source::Cache(p) => {
                 let ds = Dataset::open(p)?;
@@ -510,42 +512,56 @@ impl Evaluator {
                 }
                 let set = load_cache(&ds, opts.num_real);
                 let key = format!("{}-{}", ds.header.key, set.len());
-                (set, key)
+                (Vec::new(), Some(set), key)
             }
             Source::Checkpoint(p) => bail!(
                 "the reference images must be a folder or a prepared cache, not {}",
                 p.display()
             ),
         };
-        if images.len() < 2 {
+        let count = images.as_ref().map_or(files.len(), |s| s.len());
+        if count < 2 {
             bail!("{}: need at least 2 reference images", opts.real.describe());
         }
         let mut real = RealSet {
             description: opts.real.describe(),
+            count,
             images,
             features: None,
             stats: None,
             from_cache: false,
             feature_seconds: 0.0,
         };
+        let load = |real: &mut RealSet| -> Result<()> {
+            if real.images.is_none() {
+                real.images = Some(load_files(&files, spec)?);
+            }
+            Ok(())
+        };
+        if opts.metrics.contains(&Metric::Swd) {
+            load(&mut real)?;
+        }
         if let Some(net) = &net {
             let t = Instant::now();
             let cache_file = opts.use_cache.then(|| {
                 let dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
                 feature_cache_path(&dir, &key, &net.weights_sha256)
             });
-            let cached = cache_file
-                .as_deref()
-                .and_then(|p| read_features(p, real.images.len()));
+            let cached = cache_file.as_deref().and_then(|p| read_features(p, count));
             let feats = match cached {
                 Some(f) => {
                     real.from_cache = true;
                     f
                 }
                 None => {
-                    let f = extract_features(net, &real.images, opts.batch_size, opts.progress)?;
+                    load(&mut real)?;
+                    let images = real.images.as_ref().unwrap();
+                    let f = extract_features(net, images, opts.batch_size, opts.progress)?;
+                    if !opts.metrics.contains(&Metric::Swd) {
+                        real.images = None; // not needed any more
+                    }
                     if let Some(p) = &cache_file {
-                        if let Err(e) = write_features(p, &f, real.images.len()) {
+                        if let Err(e) = write_features(p, &f, count) {
                             eprintln!("warning: cannot cache the real-image features: {e:#}");
                         }
                     }
@@ -554,11 +570,7 @@ impl Evaluator {
             };
             real.feature_seconds = t.elapsed().as_secs_f64();
             if opts.metrics.contains(&Metric::Fid) {
-                real.stats = Some(FeatureStats::from_features(
-                    &feats,
-                    real.images.len(),
-                    FEATURE_DIM,
-                )?);
+                real.stats = Some(FeatureStats::from_features(&feats, count, FEATURE_DIM)?);
             }
             real.features = Some(feats);
         }
@@ -610,7 +622,7 @@ impl Evaluator {
             fake: label.to_string(),
             real: self.real.description.clone(),
             num_fake: fake.len(),
-            num_real: self.real.images.len(),
+            num_real: self.real.count,
             image_size: self.size,
             real_features_cached: self.real.from_cache,
             seed: opts.seed,
@@ -627,7 +639,7 @@ impl Evaluator {
             report.inception_sha256 = Some(net.weights_sha256.clone());
         }
         let t = Instant::now();
-        let (nr, nf) = (self.real.images.len(), fake.len());
+        let (nr, nf) = (self.real.count, fake.len());
         for m in &opts.metrics {
             match m {
                 Metric::Fid => {
@@ -660,7 +672,7 @@ impl Evaluator {
                         ..opts.swd.clone()
                     };
                     report.swd = Some(swd::swd(
-                        &self.real.images.images(),
+                        &self.real.images.as_ref().unwrap().images(),
                         &fake.images(),
                         self.size,
                         &so,
