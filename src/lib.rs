@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod fsutil;
 pub mod loss;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;
