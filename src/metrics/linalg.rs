@@ -33,15 +33,7 @@ impl Scalar for f64 {
 /// (k, n). `a` is stored row-major as (m, k), or as (k, m) when `a_t` (then op(A) is
 /// its transpose); likewise `b` is (k, n), or (n, k) when `b_t`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul<T: Scalar>(
-    a: &[T],
-    a_t: bool,
-    b: &[T],
-    b_t: bool,
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Vec<T> {
+pub fn matmul<T: Scalar>(a: &[T], a_t: bool, b: &[T], b_t: bool, m: usize, k: usize, n: usize) -> Vec<T> {
     assert_eq!(a.len(), m * k, "lhs size");
     assert_eq!(b.len(), k * n, "rhs size");
     let mut c = vec![T::zero(); m * n];
@@ -52,22 +44,11 @@ pub fn matmul<T: Scalar>(
         return c;
     }
     // (row stride, column stride) of op(A) and op(B).
-    let (a_rs, a_cs) = if a_t {
-        (1, m as isize)
-    } else {
-        (k as isize, 1)
-    };
-    let (b_rs, b_cs) = if b_t {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
+    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
     let threads = rayon::current_num_threads();
-    let par = if m * n * k > 1 << 15 && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par =
+        if m * n * k > 1 << 15 && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers cover m*k, k*n and m*n elements with the strides above
     // (checked by the asserts), and `c` is not aliased.
     unsafe {
@@ -122,11 +103,7 @@ fn tridiagonalize(a: &mut [f64], n: usize, want_q: bool) -> (Vec<f64>, Vec<f64>,
             e[k] = a[k * n + off];
             continue;
         }
-        let norm = a[k * n + off..(k + 1) * n]
-            .iter()
-            .map(|v| v * v)
-            .sum::<f64>()
-            .sqrt();
+        let norm = a[k * n + off..(k + 1) * n].iter().map(|v| v * v).sum::<f64>().sqrt();
         if norm == 0.0 {
             e[k] = 0.0;
             continue;
@@ -142,22 +119,17 @@ fn tridiagonalize(a: &mut [f64], n: usize, want_q: bool) -> (Vec<f64>, Vec<f64>,
         let (head, rest) = a.split_at_mut(off * n);
         let v = &head[k * n + off..(k + 1) * n];
         // p = beta S v over the trailing block S = a[off.., off..].
-        p[..m]
-            .par_iter_mut()
-            .zip(rest.par_chunks(n))
-            .for_each(|(pi, row)| {
-                *pi = beta * row[off..].iter().zip(v).map(|(s, v)| s * v).sum::<f64>();
-            });
+        p[..m].par_iter_mut().zip(rest.par_chunks(n)).for_each(|(pi, row)| {
+            *pi = beta * row[off..].iter().zip(v).map(|(s, v)| s * v).sum::<f64>();
+        });
         let kk = 0.5 * beta * p[..m].iter().zip(v).map(|(p, v)| p * v).sum::<f64>();
         // w = p - kk v; S -= v wᵀ + w vᵀ.
         let w: Vec<f64> = p[..m].iter().zip(v).map(|(p, v)| p - kk * v).collect();
-        rest.par_chunks_mut(n)
-            .zip(v.par_iter().zip(w.par_iter()))
-            .for_each(|(row, (&vi, &wi))| {
-                for ((s, &vj), &wj) in row[off..].iter_mut().zip(v).zip(&w) {
-                    *s -= vi * wj + wi * vj;
-                }
-            });
+        rest.par_chunks_mut(n).zip(v.par_iter().zip(w.par_iter())).for_each(|(row, (&vi, &wi))| {
+            for ((s, &vj), &wj) in row[off..].iter_mut().zip(v).zip(&w) {
+                *s -= vi * wj + wi * vj;
+            }
+        });
     }
     if n > 0 {
         d[n - 1] = a[(n - 1) * n + n - 1];
@@ -199,14 +171,12 @@ fn tridiagonalize(a: &mut [f64], n: usize, want_q: bool) -> (Vec<f64>, Vec<f64>,
                         a
                     },
                 );
-            sub.par_chunks_mut(n)
-                .zip(v.par_iter())
-                .for_each(|(row, &vi)| {
-                    let f = beta * vi;
-                    for (x, &rj) in row[off..].iter_mut().zip(&r) {
-                        *x -= f * rj;
-                    }
-                });
+            sub.par_chunks_mut(n).zip(v.par_iter()).for_each(|(row, &vi)| {
+                let f = beta * vi;
+                for (x, &rj) in row[off..].iter_mut().zip(&r) {
+                    *x -= f * rj;
+                }
+            });
         }
         transpose(&q, n)
     });
@@ -231,11 +201,7 @@ fn tridiagonal_ql(d: &mut [f64], e: &mut [f64], mut zt: Option<&mut [f64]>) -> R
     // Off-diagonal entries below eps * ||T|| count as zero: without this absolute
     // floor, the many (numerically) zero eigenvalues of a rank-deficient covariance
     // never meet the purely relative test.
-    let anorm = d
-        .iter()
-        .zip(e.iter())
-        .map(|(d, e)| d.abs() + e.abs())
-        .fold(0.0, f64::max);
+    let anorm = d.iter().zip(e.iter()).map(|(d, e)| d.abs() + e.abs()).fold(0.0, f64::max);
     for l in 0..n {
         let mut iter = 0;
         loop {
@@ -340,11 +306,7 @@ fn check_square(a: &[f64], n: usize) -> Result<()> {
 }
 
 /// Sorts eigenpairs ascending.
-fn sort_pairs(
-    values: Vec<f64>,
-    vectors: Option<Vec<f64>>,
-    n: usize,
-) -> (Vec<f64>, Option<Vec<f64>>) {
+fn sort_pairs(values: Vec<f64>, vectors: Option<Vec<f64>>, n: usize) -> (Vec<f64>, Option<Vec<f64>>) {
     let mut idx: Vec<usize> = (0..n).collect();
     idx.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
     let vals = idx.iter().map(|&i| values[i]).collect();
@@ -367,11 +329,7 @@ pub fn sym_eigen(a: &[f64], n: usize) -> Result<SymEigen> {
     let mut zt = qt.unwrap();
     tridiagonal_ql(&mut d, &mut e, Some(&mut zt))?;
     let (values, vectors) = sort_pairs(d, Some(zt), n);
-    Ok(SymEigen {
-        n,
-        values,
-        vectors: vectors.unwrap(),
-    })
+    Ok(SymEigen { n, values, vectors: vectors.unwrap() })
 }
 
 /// Eigenvalues (ascending) of the symmetric (n, n) row-major matrix `a`.
@@ -403,12 +361,10 @@ pub fn trace_sqrt_product(s1: &[f64], s2: &[f64], n: usize) -> Result<f64> {
     let eig = sym_eigen(s1, n)?;
     // Aᵀ = diag(sqrt λ) Vᵀ: row i of the eigenvector matrix scaled by sqrt(λ_i).
     let mut at = eig.vectors;
-    at.par_chunks_mut(n.max(1))
-        .zip(eig.values.par_iter())
-        .for_each(|(row, &l)| {
-            let f = l.max(0.0).sqrt();
-            row.iter_mut().for_each(|x| *x *= f);
-        });
+    at.par_chunks_mut(n.max(1)).zip(eig.values.par_iter()).for_each(|(row, &l)| {
+        let f = l.max(0.0).sqrt();
+        row.iter_mut().for_each(|x| *x *= f);
+    });
     let t = matmul(&at, false, s2, false, n, n, n); // Aᵀ s2
     let m = matmul(&t, false, &at, true, n, n, n); // Aᵀ s2 A
     let mu = sym_eigenvalues(&m, n)?;
@@ -444,26 +400,14 @@ mod tests {
         // A = [[1,2,3],[4,5,6]] (2x3), B = [[1,0],[0,1],[1,1]] (3x2).
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        assert_eq!(
-            matmul(&a, false, &b, false, 2, 3, 2),
-            vec![4.0, 5.0, 10.0, 11.0]
-        );
+        assert_eq!(matmul(&a, false, &b, false, 2, 3, 2), vec![4.0, 5.0, 10.0, 11.0]);
         // Aᵀ stored as (3, 2).
         let at = [1.0, 4.0, 2.0, 5.0, 3.0, 6.0];
-        assert_eq!(
-            matmul(&at, true, &b, false, 2, 3, 2),
-            vec![4.0, 5.0, 10.0, 11.0]
-        );
+        assert_eq!(matmul(&at, true, &b, false, 2, 3, 2), vec![4.0, 5.0, 10.0, 11.0]);
         // A Aᵀ with the second operand marked transposed.
-        assert_eq!(
-            matmul(&a, false, &a, true, 2, 3, 2),
-            vec![14.0, 32.0, 32.0, 77.0]
-        );
+        assert_eq!(matmul(&a, false, &a, true, 2, 3, 2), vec![14.0, 32.0, 32.0, 77.0]);
         let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
-        assert_eq!(
-            matmul(&a32, false, &a32, true, 2, 3, 2),
-            vec![14.0, 32.0, 32.0, 77.0]
-        );
+        assert_eq!(matmul(&a32, false, &a32, true, 2, 3, 2), vec![14.0, 32.0, 32.0, 77.0]);
     }
 
     #[test]
@@ -477,13 +421,8 @@ mod tests {
             for i in 0..n {
                 for j in 0..n {
                     // (V Λ Vᵀ)_ij with rows of `v` the eigenvectors.
-                    let rec: f64 = (0..n)
-                        .map(|k| v[k * n + i] * eig.values[k] * v[k * n + j])
-                        .sum();
-                    assert!(
-                        (rec - a[i * n + j]).abs() < 1e-10 * scale * n as f64,
-                        "n={n} ({i},{j})"
-                    );
+                    let rec: f64 = (0..n).map(|k| v[k * n + i] * eig.values[k] * v[k * n + j]).sum();
+                    assert!((rec - a[i * n + j]).abs() < 1e-10 * scale * n as f64, "n={n} ({i},{j})");
                     let dot: f64 = (0..n).map(|k| v[i * n + k] * v[j * n + k]).sum();
                     let want = if i == j { 1.0 } else { 0.0 };
                     assert!((dot - want).abs() < 1e-10, "n={n} orthonormality ({i},{j})");
@@ -520,10 +459,7 @@ mod tests {
             let tr: f64 = (0..n).map(|i| p[i * n + i]).sum();
             assert!((e.values.iter().sum::<f64>() - tr).abs() < 1e-9 * tr);
             let got = trace_sqrt_product(&p, &p, n).unwrap();
-            assert!(
-                (got - tr).abs() < 1e-6 * tr,
-                "n={n} rank={rank}: {got} vs {tr}"
-            );
+            assert!((got - tr).abs() < 1e-6 * tr, "n={n} rank={rank}: {got} vs {tr}");
         }
         let zero = vec![0.0; 9];
         assert_eq!(sym_eigenvalues(&zero, 3).unwrap(), vec![0.0; 3]);
@@ -573,10 +509,6 @@ mod bench {
         eprintln!("sym_eigenvalues {n}: {:.2?}", t.elapsed());
         let t = std::time::Instant::now();
         let v = trace_sqrt_product(&s1, &s2, n).unwrap();
-        eprintln!(
-            "trace_sqrt_product {n}: {:.2?} -> {v} (min eig {})",
-            t.elapsed(),
-            e.values[0]
-        );
+        eprintln!("trace_sqrt_product {n}: {:.2?} -> {v} (min eig {})", t.elapsed(), e.values[0]);
     }
 }

@@ -123,10 +123,7 @@ impl Source {
         let p = p.into();
         if p.is_dir() {
             Source::Folder(p)
-        } else if p
-            .extension()
-            .is_some_and(|e| e == crate::data::cache::CACHE_EXTENSION)
-        {
+        } else if p.extension().is_some_and(|e| e == crate::data::cache::CACHE_EXTENSION) {
             Source::Cache(p)
         } else {
             Source::Checkpoint(p)
@@ -254,10 +251,7 @@ impl EvalReport {
         if let Some(k) = &self.kid {
             rows.push((
                 "KID".into(),
-                format!(
-                    "{:.6} ± {:.6}  ({} subsets of {})",
-                    k.mean, k.std, k.subsets, k.subset_size
-                ),
+                format!("{:.6} ± {:.6}  ({} subsets of {})", k.mean, k.std, k.subsets, k.subset_size),
             ));
         }
         if let (Some(p), Some(r)) = (self.precision, self.recall) {
@@ -267,15 +261,9 @@ impl EvalReport {
         }
         if let Some(s) = &self.swd {
             for l in &s.levels {
-                rows.push((
-                    format!("SWD {}px (x1e3)", l.resolution),
-                    format!("{:.3}", l.value),
-                ));
+                rows.push((format!("SWD {}px (x1e3)", l.resolution), format!("{:.3}", l.value)));
             }
-            rows.push((
-                "SWD mean (x1e3)".into(),
-                format!("{:.3}  ({} images)", s.mean, s.images),
-            ));
+            rows.push(("SWD mean (x1e3)".into(), format!("{:.3}  ({} images)", s.mean, s.images)));
         }
         let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         let mut out = format!(
@@ -304,10 +292,7 @@ pub struct ImageSet {
 
 impl ImageSet {
     pub fn len(&self) -> usize {
-        self.pixels
-            .len()
-            .checked_div(self.size * self.size * 3)
-            .unwrap_or(0)
+        self.pixels.len().checked_div(self.size * self.size * 3).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -329,24 +314,17 @@ impl ImageSet {
         if c != 3 || h != w {
             bail!("expected (N, 3, S, S) images, got {:?}", x.dims());
         }
-        let v = x
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let v = x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let plane = h * w;
         let mut pixels = vec![0u8; n * plane * 3];
-        pixels
-            .par_chunks_mut(plane * 3)
-            .enumerate()
-            .for_each(|(i, dst)| {
-                let src = &v[i * 3 * plane..(i + 1) * 3 * plane];
-                for p in 0..plane {
-                    for ch in 0..3 {
-                        dst[p * 3 + ch] = from_unit_range(src[ch * plane + p]);
-                    }
+        pixels.par_chunks_mut(plane * 3).enumerate().for_each(|(i, dst)| {
+            let src = &v[i * 3 * plane..(i + 1) * 3 * plane];
+            for p in 0..plane {
+                for ch in 0..3 {
+                    dst[p * 3 + ch] = from_unit_range(src[ch * plane + p]);
                 }
-            });
+            }
+        });
         Ok(Self { size: h, pixels })
     }
 }
@@ -365,21 +343,14 @@ pub fn generate_images(
         bail!("need at least one image to generate");
     }
     let z = latents(seed, GENERATE_TAG, num, cfg.model.nz, device)?;
-    let mut set = ImageSet {
-        size: cfg.model.image_size,
-        pixels: Vec::with_capacity(num * cfg.model.image_size.pow(2) * 3),
-    };
+    let mut set =
+        ImageSet { size: cfg.model.image_size, pixels: Vec::with_capacity(num * cfg.model.image_size.pow(2) * 3) };
     for start in (0..num).step_by(batch_size.max(1)) {
         let n = batch_size.max(1).min(num - start);
         let x = g.forward(&z.narrow(0, start, n)?, None, Mode::EVAL)?;
         let part = ImageSet::from_tensor(&x)?;
         if part.size != set.size {
-            bail!(
-                "the generator makes {}x{} images, its config says {}",
-                part.size,
-                part.size,
-                set.size
-            );
+            bail!("the generator makes {}x{} images, its config says {}", part.size, part.size, set.size);
         }
         set.pixels.extend_from_slice(&part.pixels);
     }
@@ -397,14 +368,9 @@ pub fn load_folder(dir: &Path, spec: CropResize, limit: Option<usize>) -> Result
 }
 
 fn load_files(files: &[PathBuf], spec: CropResize) -> Result<ImageSet> {
-    let images: Vec<Vec<u8>> = files
-        .par_iter()
-        .map(|f| load_face(f, spec).map(|im| im.into_raw()))
-        .collect::<Result<_>>()?;
-    Ok(ImageSet {
-        size: spec.size as usize,
-        pixels: images.concat(),
-    })
+    let images: Vec<Vec<u8>> =
+        files.par_iter().map(|f| load_face(f, spec).map(|im| im.into_raw())).collect::<Result<_>>()?;
+    Ok(ImageSet { size: spec.size as usize, pixels: images.concat() })
 }
 
 /// The first `limit` images of a prepared cache.
@@ -414,28 +380,15 @@ pub fn load_cache(ds: &Dataset, limit: Option<usize>) -> ImageSet {
     for i in 0..n {
         pixels.extend_from_slice(ds.image(i));
     }
-    ImageSet {
-        size: ds.size(),
-        pixels,
-    }
+    ImageSet { size: ds.size(), pixels }
 }
 
 /// Inception features (N, 2048) of an image set, row-major, in batches.
-pub fn extract_features(
-    net: &Inception,
-    images: &ImageSet,
-    batch_size: usize,
-    progress: bool,
-) -> Result<Vec<f32>> {
+pub fn extract_features(net: &Inception, images: &ImageSet, batch_size: usize, progress: bool) -> Result<Vec<f32>> {
     let n = images.len();
     let bar = if progress {
         let b = ProgressBar::new(n as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "inception {bar:40} {pos}/{len} images {per_sec} eta {eta}",
-            )
-            .unwrap(),
-        );
+        b.set_style(ProgressStyle::with_template("inception {bar:40} {pos}/{len} images {per_sec} eta {eta}").unwrap());
         b
     } else {
         ProgressBar::hidden()
@@ -443,9 +396,7 @@ pub fn extract_features(
     let mut out = Vec::with_capacity(n * FEATURE_DIM);
     let bs = batch_size.max(1);
     for start in (0..n).step_by(bs) {
-        let idx: Vec<&[u8]> = (start..(start + bs).min(n))
-            .map(|i| images.image(i))
-            .collect();
+        let idx: Vec<&[u8]> = (start..(start + bs).min(n)).map(|i| images.image(i)).collect();
         let f = net.features_u8(&idx, images.size)?;
         out.extend(f.flatten_all()?.to_vec1::<f32>()?);
         bar.inc(idx.len() as u64);
@@ -481,15 +432,8 @@ impl Evaluator {
     /// the cache folder.
     pub fn new(opts: &EvalOptions, size: usize) -> Result<Self> {
         let needs_net = opts.metrics.iter().any(|m| m.needs_inception());
-        let net = if needs_net {
-            Some(Inception::load_default(&opts.device)?)
-        } else {
-            None
-        };
-        let spec = CropResize {
-            size: size as u32,
-            crop: opts.crop,
-        };
+        let net = if needs_net { Some(Inception::load_default(&opts.device)?) } else { None };
+        let spec = CropResize { size: size as u32, crop: opts.crop };
         let (files, images, key) = match &opts.real {
             Source::Folder(dir) => {
                 let mut files = scan_images(dir)?;
@@ -514,10 +458,9 @@ impl Evaluator {
                 let key = format!("{}-{}", ds.header.key, set.len());
                 (Vec::new(), Some(set), key)
             }
-            Source::Checkpoint(p) => bail!(
-                "the reference images must be a folder or a prepared cache, not {}",
-                p.display()
-            ),
+            Source::Checkpoint(p) => {
+                bail!("the reference images must be a folder or a prepared cache, not {}", p.display())
+            }
         };
         let count = images.as_ref().map_or(files.len(), |s| s.len());
         if count < 2 {
@@ -574,12 +517,7 @@ impl Evaluator {
             }
             real.features = Some(feats);
         }
-        Ok(Self {
-            opts: opts.clone(),
-            net,
-            real,
-            size,
-        })
+        Ok(Self { opts: opts.clone(), net, real, size })
     }
 
     /// Side of the images compared.
@@ -606,13 +544,7 @@ impl Evaluator {
     /// Evaluates an image set against the reference.
     pub fn evaluate_images(&self, fake: &ImageSet, label: &str) -> Result<EvalReport> {
         if fake.size != self.size {
-            bail!(
-                "the images under test are {}x{}, the reference {}x{}",
-                fake.size,
-                fake.size,
-                self.size,
-                self.size
-            );
+            bail!("the images under test are {}x{}, the reference {}x{}", fake.size, fake.size, self.size, self.size);
         }
         if fake.len() < 2 {
             bail!("need at least 2 images to evaluate, got {}", fake.len());
@@ -649,10 +581,7 @@ impl Evaluator {
                     report.fid = Some(fid::frechet_distance(rs, &fs)?);
                 }
                 Metric::Kid => {
-                    let ko = KidOptions {
-                        seed: opts.seed,
-                        ..opts.kid.clone()
-                    };
+                    let ko = KidOptions { seed: opts.seed, ..opts.kid.clone() };
                     let rf = self.real.features.as_ref().unwrap();
                     let ff = fake_feats.as_ref().unwrap();
                     report.kid = Some(kid::kid(rf, nr, ff, nf, FEATURE_DIM, &ko)?);
@@ -660,23 +589,15 @@ impl Evaluator {
                 Metric::Pr => {
                     let rf = self.real.features.as_ref().unwrap();
                     let ff = fake_feats.as_ref().unwrap();
-                    let (p, r) =
-                        precision_recall::precision_recall(rf, nr, ff, nf, FEATURE_DIM, opts.pr_k)?;
+                    let (p, r) = precision_recall::precision_recall(rf, nr, ff, nf, FEATURE_DIM, opts.pr_k)?;
                     report.precision = Some(p);
                     report.recall = Some(r);
                     report.pr_k = Some(opts.pr_k);
                 }
                 Metric::Swd => {
-                    let so = SwdOptions {
-                        seed: opts.seed,
-                        ..opts.swd.clone()
-                    };
-                    report.swd = Some(swd::swd(
-                        &self.real.images.as_ref().unwrap().images(),
-                        &fake.images(),
-                        self.size,
-                        &so,
-                    )?);
+                    let so = SwdOptions { seed: opts.seed, ..opts.swd.clone() };
+                    report.swd =
+                        Some(swd::swd(&self.real.images.as_ref().unwrap().images(), &fake.images(), self.size, &so)?);
                 }
             }
         }
@@ -730,29 +651,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let (size, gen) = resolve_size(opts)?;
     let evaluator = Evaluator::new(opts, size)?;
     let t = Instant::now();
-    let spec = CropResize {
-        size: size as u32,
-        crop: opts.crop,
-    };
+    let spec = CropResize { size: size as u32, crop: opts.crop };
     let fake = match (&opts.fake, gen) {
-        (Source::Checkpoint(_), Some((g, cfg))) => generate_images(
-            g.as_ref(),
-            &cfg,
-            opts.num,
-            opts.seed,
-            opts.batch_size,
-            &opts.device,
-        )?,
+        (Source::Checkpoint(_), Some((g, cfg))) => {
+            generate_images(g.as_ref(), &cfg, opts.num, opts.seed, opts.batch_size, &opts.device)?
+        }
         (Source::Folder(dir), _) => load_folder(dir, spec, Some(opts.num))?,
         (Source::Cache(p), _) => {
             let ds = Dataset::open(p)?;
             if ds.size() != size {
-                bail!(
-                    "{} holds {}x{} images, the comparison is at {size}x{size}",
-                    p.display(),
-                    ds.size(),
-                    ds.size()
-                );
+                bail!("{} holds {}x{} images, the comparison is at {size}x{size}", p.display(), ds.size(), ds.size());
             }
             load_cache(&ds, Some(opts.num))
         }
@@ -774,15 +682,8 @@ fn feature_cache_path(cache_dir: &Path, data_key: &str, weights_sha: &str) -> Pa
     h.update(data_key);
     h.update([0]);
     h.update(weights_sha);
-    let key: String = h
-        .finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    cache_dir
-        .join("features")
-        .join(format!("inception-{key}.safetensors"))
+    let key: String = h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
+    cache_dir.join("features").join(format!("inception-{key}.safetensors"))
 }
 
 fn read_features(path: &Path, n: usize) -> Option<Vec<f32>> {
@@ -811,10 +712,7 @@ mod tests {
 
     #[test]
     fn metric_lists_parse_and_is_is_explained() {
-        assert_eq!(
-            parse_metrics("fid, KID,pr").unwrap(),
-            vec![Metric::Fid, Metric::Kid, Metric::Pr]
-        );
+        assert_eq!(parse_metrics("fid, KID,pr").unwrap(), vec![Metric::Fid, Metric::Kid, Metric::Pr]);
         assert_eq!(parse_metrics("all,fid").unwrap(), Metric::ALL.to_vec());
         let e = parse_metrics("fid,is").unwrap_err().to_string();
         assert!(e.contains("Inception Score") && e.contains("logits"), "{e}");
@@ -831,12 +729,7 @@ mod tests {
             num_real: 20,
             image_size: 64,
             fid: Some(12.5),
-            kid: Some(KidValue {
-                mean: 0.01,
-                std: 0.001,
-                subsets: 100,
-                subset_size: 10,
-            }),
+            kid: Some(KidValue { mean: 0.01, std: 0.001, subsets: 100, subset_size: 10 }),
             precision: Some(0.7),
             recall: Some(0.4),
             pr_k: Some(3),
@@ -844,18 +737,13 @@ mod tests {
         };
         assert_eq!(EvalReport::from_json(&r.to_json()).unwrap(), r);
         let t = r.table();
-        assert!(
-            t.contains("FID") && t.contains("12.5000") && t.contains("recall (k=3)"),
-            "{t}"
-        );
+        assert!(t.contains("FID") && t.contains("12.5000") && t.contains("recall (k=3)"), "{t}");
     }
 
     #[test]
     fn image_sets_quantise_like_saved_pngs() {
         let x = Tensor::from_vec(
-            vec![
-                -1f32, 1.0, 0.0, 0.5, -1.0, 1.0, 0.0, 0.5, -1.0, 1.0, 0.0, 0.5,
-            ],
+            vec![-1f32, 1.0, 0.0, 0.5, -1.0, 1.0, 0.0, 0.5, -1.0, 1.0, 0.0, 0.5],
             (1, 3, 2, 2),
             &Device::Cpu,
         )
@@ -894,23 +782,15 @@ mod tests {
         cfg.model.ngf = 8;
         cfg.model.nz = 16;
         let dev = Device::Cpu;
-        let g =
-            crate::models::build_generator(&cfg.model, &dev, &mut crate::rng::Rng::new(3)).unwrap();
+        let g = crate::models::build_generator(&cfg.model, &dev, &mut crate::rng::Rng::new(3)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ckpt = dir.path().join("g.safetensors");
         let mut tensors = std::collections::HashMap::new();
         g.params().to_tensors("G_ema", &mut tensors);
-        checkpoint::write(
-            &ckpt,
-            &tensors,
-            checkpoint::base_meta(checkpoint::KIND_GENERATOR, 7, &cfg),
-            false,
-        )
-        .unwrap();
+        checkpoint::write(&ckpt, &tensors, checkpoint::base_meta(checkpoint::KIND_GENERATOR, 7, &cfg), false).unwrap();
         let (g2, cfg2) = load_generator(&ckpt, &dev).unwrap();
         let ours = generate_images(g2.as_ref(), &cfg2, 5, 11, 2, &dev).unwrap();
-        let theirs =
-            ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev).unwrap()).unwrap();
+        let theirs = ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev).unwrap()).unwrap();
         assert_eq!(ours.pixels, theirs.pixels);
 
         // A whole evaluation from the checkpoint (SWD: no network needed).

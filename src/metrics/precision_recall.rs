@@ -12,21 +12,11 @@ use rayon::prelude::*;
 const BLOCK: usize = 1024;
 
 fn squared_norms(x: &[f32], dim: usize) -> Vec<f32> {
-    x.par_chunks(dim)
-        .map(|r| r.iter().map(|v| v * v).sum())
-        .collect()
+    x.par_chunks(dim).map(|r| r.iter().map(|v| v * v).sum()).collect()
 }
 
 /// Squared distances between rows `r0..r1` of `a` and every row of `b`, (r1-r0, nb).
-fn block_distances(
-    a: &[f32],
-    an: &[f32],
-    r0: usize,
-    r1: usize,
-    b: &[f32],
-    bn: &[f32],
-    dim: usize,
-) -> Vec<f32> {
+fn block_distances(a: &[f32], an: &[f32], r0: usize, r1: usize, b: &[f32], bn: &[f32], dim: usize) -> Vec<f32> {
     let nb = bn.len();
     let mut d = matmul(&a[r0 * dim..r1 * dim], false, b, true, r1 - r0, dim, nb);
     d.par_chunks_mut(nb).enumerate().for_each(|(i, row)| {
@@ -83,15 +73,10 @@ pub fn precision_recall(
     for r0 in (0..n_real).step_by(BLOCK) {
         let r1 = (r0 + BLOCK).min(n_real);
         let d = block_distances(real, &real_norms, r0, r1, fake, &fake_norms, dim);
-        let rows: Vec<bool> = d
-            .par_chunks(n_fake)
-            .map(|row| row.iter().zip(&r_fake).any(|(d, r)| d <= r))
-            .collect();
+        let rows: Vec<bool> = d.par_chunks(n_fake).map(|row| row.iter().zip(&r_fake).any(|(d, r)| d <= r)).collect();
         real_covered[r0..r1].copy_from_slice(&rows);
-        let cols: Vec<bool> = (0..n_fake)
-            .into_par_iter()
-            .map(|j| (r0..r1).any(|i| d[(i - r0) * n_fake + j] <= r_real[i]))
-            .collect();
+        let cols: Vec<bool> =
+            (0..n_fake).into_par_iter().map(|j| (r0..r1).any(|i| d[(i - r0) * n_fake + j] <= r_real[i])).collect();
         for (c, hit) in fake_covered.iter_mut().zip(cols) {
             *c |= hit;
         }
@@ -106,14 +91,7 @@ mod tests {
     use crate::rng::Rng;
 
     fn points(rng: &mut Rng, n: usize, cx: f64, cy: f64, s: f64) -> Vec<f32> {
-        (0..n)
-            .flat_map(|_| {
-                [
-                    (cx + s * rng.normal()) as f32,
-                    (cy + s * rng.normal()) as f32,
-                ]
-            })
-            .collect()
+        (0..n).flat_map(|_| [(cx + s * rng.normal()) as f32, (cy + s * rng.normal()) as f32]).collect()
     }
 
     #[test]

@@ -165,48 +165,39 @@ pub fn level_resolutions(s: usize, min_res: usize) -> Vec<usize> {
 
 /// Descriptors of one level for every image, (n * nhoods, 3 * k * k), normalised per
 /// channel over the whole set.
-fn descriptors(
-    images: &[&[u8]],
-    s: usize,
-    level: usize,
-    levels: usize,
-    opts: &SwdOptions,
-) -> Vec<f32> {
+fn descriptors(images: &[&[u8]], s: usize, level: usize, levels: usize, opts: &SwdOptions) -> Vec<f32> {
     let k = opts.nhood_size;
     let half = k / 2;
     let res = s >> level;
     let dlen = 3 * k * k;
     let per = opts.nhoods_per_image;
     let mut desc = vec![0f32; images.len() * per * dlen];
-    desc.par_chunks_mut(per * dlen)
-        .zip(images.par_iter())
-        .enumerate()
-        .for_each(|(i, (out, im))| {
-            let plane = s * s;
-            let mut chw = vec![0f32; 3 * plane];
-            for (p, px) in im.chunks(3).enumerate() {
-                for c in 0..3 {
-                    chw[c * plane + p] = px[c] as f32;
-                }
+    desc.par_chunks_mut(per * dlen).zip(images.par_iter()).enumerate().for_each(|(i, (out, im))| {
+        let plane = s * s;
+        let mut chw = vec![0f32; 3 * plane];
+        for (p, px) in im.chunks(3).enumerate() {
+            for c in 0..3 {
+                chw[c * plane + p] = px[c] as f32;
             }
-            let pyr = laplacian_pyramid(&chw, s, (level + 2).min(levels));
-            let lv = &pyr[level];
-            let mut rng = Rng::derived(opts.seed, ((level as u64) << 40) | i as u64);
-            let span = res - 2 * half; // positions half..res-half (exclusive)
-            for d in out.chunks_mut(dlen) {
-                let x = half + rng.below(span);
-                let y = half + rng.below(span);
-                let mut o = 0;
-                for c in 0..3 {
-                    for dy in 0..k {
-                        for dx in 0..k {
-                            d[o] = lv[c * res * res + (y + dy - half) * res + (x + dx - half)];
-                            o += 1;
-                        }
+        }
+        let pyr = laplacian_pyramid(&chw, s, (level + 2).min(levels));
+        let lv = &pyr[level];
+        let mut rng = Rng::derived(opts.seed, ((level as u64) << 40) | i as u64);
+        let span = res - 2 * half; // positions half..res-half (exclusive)
+        for d in out.chunks_mut(dlen) {
+            let x = half + rng.below(span);
+            let y = half + rng.below(span);
+            let mut o = 0;
+            for c in 0..3 {
+                for dy in 0..k {
+                    for dx in 0..k {
+                        d[o] = lv[c * res * res + (y + dy - half) * res + (x + dx - half)];
+                        o += 1;
                     }
                 }
             }
-        });
+        }
+    });
     // Per-channel normalisation over all descriptors and pixels.
     let per_c = k * k;
     for c in 0..3 {
@@ -231,14 +222,7 @@ fn descriptors(
 }
 
 /// Sliced Wasserstein distance between equal-size descriptor sets (n, dim).
-fn sliced_wasserstein(
-    a: &[f32],
-    b: &[f32],
-    n: usize,
-    dim: usize,
-    opts: &SwdOptions,
-    level: usize,
-) -> f64 {
+fn sliced_wasserstein(a: &[f32], b: &[f32], n: usize, dim: usize, opts: &SwdOptions, level: usize) -> f64 {
     let mut rng = Rng::derived(opts.seed, 0x5D_0000 + level as u64);
     let nd = opts.dirs_per_repeat;
     let mut total = 0.0;
@@ -251,16 +235,11 @@ fn sliced_wasserstein(
         }
         let project = |x: &[f32]| {
             let mut p = matmul(&dirs, false, x, true, nd, dim, n); // (nd, n)
-            p.par_chunks_mut(n)
-                .for_each(|row| row.sort_unstable_by(|a, b| a.total_cmp(b)));
+            p.par_chunks_mut(n).for_each(|row| row.sort_unstable_by(|a, b| a.total_cmp(b)));
             p
         };
         let (pa, pb) = (project(a), project(b));
-        let sum: f64 = pa
-            .par_iter()
-            .zip(pb.par_iter())
-            .map(|(x, y)| (x - y).abs() as f64)
-            .sum();
+        let sum: f64 = pa.par_iter().zip(pb.par_iter()).map(|(x, y)| (x - y).abs() as f64).sum();
         total += sum / (nd * n) as f64;
     }
     total / opts.dir_repeats as f64
@@ -275,18 +254,11 @@ pub fn swd(real: &[&[u8]], fake: &[&[u8]], size: usize, opts: &SwdOptions) -> Re
     }
     let resolutions = level_resolutions(size, opts.min_resolution);
     if resolutions.is_empty() || size < opts.nhood_size {
-        bail!(
-            "SWD needs images of at least {}x{} pixels, got {size}x{size}",
-            opts.min_resolution,
-            opts.min_resolution
-        );
+        bail!("SWD needs images of at least {}x{} pixels, got {size}x{size}", opts.min_resolution, opts.min_resolution);
     }
     for im in real[..n].iter().chain(&fake[..n]) {
         if im.len() != size * size * 3 {
-            bail!(
-                "SWD: an image has {} bytes, expected {size}x{size}x3",
-                im.len()
-            );
+            bail!("SWD: an image has {} bytes, expected {size}x{size}x3", im.len());
         }
     }
     let dim = 3 * opts.nhood_size * opts.nhood_size;
@@ -296,17 +268,10 @@ pub fn swd(real: &[&[u8]], fake: &[&[u8]], size: usize, opts: &SwdOptions) -> Re
         let b = descriptors(&fake[..n], size, level, resolutions.len(), opts);
         let m = n * opts.nhoods_per_image;
         let v = sliced_wasserstein(&a, &b, m, dim, opts, level);
-        levels.push(SwdLevel {
-            resolution: res,
-            value: v * 1e3,
-        });
+        levels.push(SwdLevel { resolution: res, value: v * 1e3 });
     }
     let mean = levels.iter().map(|l| l.value).sum::<f64>() / levels.len() as f64;
-    Ok(SwdValue {
-        levels,
-        mean,
-        images: n,
-    })
+    Ok(SwdValue { levels, mean, images: n })
 }
 
 #[cfg(test)]
@@ -340,10 +305,7 @@ mod tests {
     #[test]
     fn identical_sets_score_zero_and_noise_raises_it() {
         let s = 32;
-        let opts = SwdOptions {
-            nhoods_per_image: 32,
-            ..SwdOptions::default()
-        };
+        let opts = SwdOptions { nhoods_per_image: 32, ..SwdOptions::default() };
         let a = faces(24, s, 1, 0.0);
         let same = swd(&refs(&a), &refs(&a), s, &opts).unwrap();
         assert_eq!(same.levels.len(), 2, "32 -> 32, 16");

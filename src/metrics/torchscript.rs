@@ -35,9 +35,7 @@ pub struct Module {
 
 impl Module {
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
-        self.tensors
-            .get(name)
-            .with_context(|| format!("the archive has no tensor '{name}'"))
+        self.tensors.get(name).with_context(|| format!("the archive has no tensor '{name}'"))
     }
 
     pub fn int(&self, name: &str) -> Result<i64> {
@@ -63,8 +61,7 @@ impl Module {
 
 /// Reads every tensor (as f32 on `device`) and attribute of the TorchScript archive `path`.
 pub fn read_module(path: &Path, device: &Device) -> Result<Module> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .with_context(|| format!("{}: not a zip archive (TorchScript file)", path.display()))?;
     let pkl_name = zip
@@ -85,8 +82,7 @@ pub fn read_module(path: &Path, device: &Device) -> Result<Module> {
     let mut pending = Vec::new();
     walk(root, "", &mut out, &mut pending)?;
     for (name, info) in pending {
-        let t = load_tensor(&mut zip, &dir, &info)
-            .with_context(|| format!("{}: tensor {name}", path.display()))?;
+        let t = load_tensor(&mut zip, &dir, &info).with_context(|| format!("{}: tensor {name}", path.display()))?;
         out.tensors.insert(name, t.to_device(device)?);
     }
     Ok(out)
@@ -104,10 +100,7 @@ struct TensorRef {
 
 fn class_name(o: &Object) -> Option<String> {
     match o {
-        Object::Class {
-            module_name,
-            class_name,
-        } => Some(format!("{module_name}.{class_name}")),
+        Object::Class { module_name, class_name } => Some(format!("{module_name}.{class_name}")),
         _ => None,
     }
 }
@@ -120,18 +113,12 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-fn walk(
-    obj: Object,
-    path: &str,
-    out: &mut Module,
-    pending: &mut Vec<(String, TensorRef)>,
-) -> Result<()> {
+fn walk(obj: Object, path: &str, out: &mut Module, pending: &mut Vec<(String, TensorRef)>) -> Result<()> {
     match obj {
         // A module: NEWOBJ(class, ()) then BUILD(state dict).
         Object::Build { callable, args } => {
             if let Object::Reduce { callable: cls, .. } = *callable {
-                out.classes
-                    .insert(path.to_string(), class_name(&cls).unwrap_or_default());
+                out.classes.insert(path.to_string(), class_name(&cls).unwrap_or_default());
             }
             if let Object::Dict(items) = *args {
                 for (k, v) in items {
@@ -204,10 +191,7 @@ fn tensor_ref(args: Object) -> Result<TensorRef> {
         return Err(bad("storage key is not a string"));
     };
     let int = |o: &Object| -> Result<usize> {
-        o.clone()
-            .int_or_long()
-            .map(|v| v as usize)
-            .map_err(|o| bad(&format!("{o:?} is not an int")))
+        o.clone().int_or_long().map(|v| v as usize).map_err(|o| bad(&format!("{o:?} is not an int")))
     };
     let ints = |o: &Object| -> Result<Vec<usize>> {
         match o {
@@ -215,20 +199,10 @@ fn tensor_ref(args: Object) -> Result<TensorRef> {
             _ => Err(bad("size/stride is not a tuple")),
         }
     };
-    Ok(TensorRef {
-        key: key.clone(),
-        offset: int(&args[1])?,
-        shape: ints(&args[2])?,
-        stride: ints(&args[3])?,
-        dtype,
-    })
+    Ok(TensorRef { key: key.clone(), offset: int(&args[1])?, shape: ints(&args[2])?, stride: ints(&args[3])?, dtype })
 }
 
-fn load_tensor<R: Read + std::io::Seek>(
-    zip: &mut zip::ZipArchive<R>,
-    dir: &str,
-    info: &TensorRef,
-) -> Result<Tensor> {
+fn load_tensor<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, dir: &str, info: &TensorRef) -> Result<Tensor> {
     // Only contiguous (row-major) tensors: all the archive needs.
     let mut expect = 1;
     for (d, s) in info.shape.iter().zip(&info.stride).rev() {
@@ -239,9 +213,7 @@ fn load_tensor<R: Read + std::io::Seek>(
     }
     let entry = format!("{dir}/{}", info.key);
     let mut bytes = Vec::new();
-    zip.by_name(&entry)
-        .with_context(|| format!("storage {entry} is missing"))?
-        .read_to_end(&mut bytes)?;
+    zip.by_name(&entry).with_context(|| format!("storage {entry} is missing"))?.read_to_end(&mut bytes)?;
     let esize = info.dtype.size_in_bytes();
     let count: usize = info.shape.iter().product();
     let start = info.offset * esize;
