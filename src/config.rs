@@ -102,11 +102,29 @@ pub struct LogConfig {
     pub keep_checkpoints: usize,
     /// Faces in each sample grid.
     pub sample_count: usize,
+    /// Steps between evaluations of the EMA generator (metrics.jsonl); 0: never.
+    pub eval_every: u64,
+    /// Faces generated for each evaluation.
+    pub eval_num: usize,
+    /// Reference images (the first ones of the training data); None: as many as eval_num.
+    pub eval_num_real: Option<usize>,
+    /// Metrics computed during training, comma-separated (fid, kid, pr, swd).
+    pub eval_metrics: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { log_every: 50, sample_every: 500, checkpoint_every: 1000, keep_checkpoints: 3, sample_count: 64 }
+        Self {
+            log_every: 50,
+            sample_every: 500,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+            sample_count: 64,
+            eval_every: 0,
+            eval_num: 1000,
+            eval_num_real: None,
+            eval_metrics: "fid".into(),
+        }
     }
 }
 
@@ -135,6 +153,18 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("dcgan-32", "DCGAN at 32x32 (three up/down blocks), the classic Udacity face setting"),
     ("dcgan-64", "DCGAN at 64x64 (Radford et al. 2015; pytorch/examples dcgan)"),
     ("dcgan-128", "DCGAN at 128x128, one more block on each side"),
+    ("minimax-64", "dcgan-64 with the original saturating minimax loss (Goodfellow et al. 2014)"),
+    ("lsgan-64", "dcgan-64 with least-squares targets a=0, b=1, c=1 (Mao et al. 2017)"),
+    ("wgan-64", "WGAN with weight clipping 0.01, RMSprop 5e-5, 5 critic steps (Arjovsky et al. 2017)"),
+    ("wgan-gp-64", "WGAN-GP: penalty 10, Adam 2e-4 (0.5, 0.9), 5 critic steps, layer-norm critic"),
+    ("hinge-64", "hinge loss with TTUR: lr 1e-4 G / 4e-4 D, betas (0, 0.9) (SAGAN)"),
+    ("dragan-64", "non-saturating loss + DRAGAN penalty 10 around perturbed reals, layer-norm D"),
+    ("r1-64", "non-saturating loss + lazy R1 penalty 10 every 16 steps, no-norm D (StyleGAN2)"),
+    ("fgan-kl-64", "f-GAN, KL divergence (Nowozin et al. 2016)"),
+    ("fgan-js-64", "f-GAN, Jensen-Shannon divergence (Nowozin et al. 2016)"),
+    ("ragan-64", "relativistic average GAN (Jolicoeur-Martineau 2018)"),
+    ("ralsgan-64", "relativistic average least-squares GAN"),
+    ("rahinge-64", "relativistic average hinge loss"),
 ];
 
 impl RunConfig {
@@ -281,6 +311,12 @@ impl RunConfig {
             || l.sample_count == 0
         {
             bail!("log.log_every, sample_every, checkpoint_every, keep_checkpoints and sample_count must be positive");
+        }
+        if l.eval_every > 0 {
+            crate::metrics::parse_metrics(&l.eval_metrics).context("log.eval_metrics")?;
+            if l.eval_num < 2 || l.eval_num_real.is_some_and(|n| n < 2) {
+                bail!("log.eval_num and eval_num_real must be at least 2 (the metrics compare distributions)");
+            }
         }
         Ok(())
     }

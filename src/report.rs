@@ -1,6 +1,7 @@
-//! What a run leaves for people to look at: progress.gif over the sample grids and
-//! losses.png with the loss curves.
+//! What a run leaves for people to look at: progress.gif over the sample grids,
+//! losses.png with the loss curves and, when the run evaluated itself, metrics.png.
 
+use crate::train::eval::{MetricsLine, METRICS_FILE};
 use crate::train::stats;
 use anyhow::{Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
@@ -37,6 +38,13 @@ pub fn write_report(run: &Path) -> Result<()> {
     if stats_path.exists() {
         plot_losses(&stats::read(&stats_path)?, &run.join("losses.png"))?;
     }
+    let metrics_path = run.join(METRICS_FILE);
+    if metrics_path.exists() {
+        let lines = crate::train::eval::read(&metrics_path)?;
+        if !lines.is_empty() {
+            plot_metrics(&lines, &run.join("metrics.png"))?;
+        }
+    }
     Ok(())
 }
 
@@ -62,7 +70,7 @@ pub fn write_gif(frames: &[PathBuf], out: &Path) -> Result<()> {
 
 /// Registers a system sans-serif font for plot labels; false if none is found (the
 /// plot is then drawn without text).
-fn font_available() -> bool {
+pub(crate) fn font_available() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         const CANDIDATES: &[&str] = &[
@@ -88,42 +96,65 @@ fn font_available() -> bool {
 
 /// D and G loss curves against the step.
 pub fn plot_losses(lines: &[stats::StatsLine], out: &Path) -> Result<()> {
+    let series = |f: fn(&stats::StatsLine) -> f64| lines.iter().map(|l| (l.step as f64, f(l))).collect::<Vec<_>>();
+    let curves = [("D loss", RED, series(|l| l.d_loss)), ("G loss", BLUE, series(|l| l.g_loss))];
+    plot_curves("facegan losses", "loss", &curves, out)
+}
+
+/// The evaluations of metrics.jsonl against the step: FID, and KID x 100 and SWD
+/// where they were computed.
+pub fn plot_metrics(lines: &[MetricsLine], out: &Path) -> Result<()> {
+    let series = |f: fn(&MetricsLine) -> Option<f64>| {
+        lines.iter().filter_map(|l| f(l).map(|v| (l.step as f64, v))).collect::<Vec<_>>()
+    };
+    let curves = [
+        ("FID", RED, series(|l| l.fid)),
+        ("KID x 100", BLUE, series(|l| l.kid.map(|k| k * 100.0))),
+        ("SWD (x1e3)", GREEN, series(|l| l.swd)),
+    ];
+    let curves: Vec<_> = curves.into_iter().filter(|c| !c.2.is_empty()).collect();
+    plot_curves("facegan evaluation", "metric (lower is better)", &curves, out)
+}
+
+/// Named curves of (step, value) on one chart, written as a PNG.
+/// A named, coloured curve of (step, value) points.
+type Curve<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn plot_curves(caption: &str, y_desc: &str, curves: &[Curve], out: &Path) -> Result<()> {
     let text = font_available();
     let (w, h) = (900u32, 500u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let max_step = lines.iter().map(|l| l.step).max().unwrap_or(1).max(1) as f64;
-        let ys = lines.iter().flat_map(|l| [l.d_loss, l.g_loss]).filter(|v| v.is_finite());
-        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let points = || curves.iter().flat_map(|c| c.2.iter()).filter(|p| p.1.is_finite());
+        let max_step = points().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let (lo, hi) = if lo.is_finite() { (lo.min(0.0), hi.max(lo + 1e-3) * 1.05) } else { (0.0, 1.0) };
         let mut builder = ChartBuilder::on(&root);
         builder.margin(15);
         if text {
-            builder.caption("facegan losses", ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(55);
+            builder.caption(caption, ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(55);
         }
         let mut chart = builder.build_cartesian_2d(0f64..max_step, lo..hi).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut mesh = chart.configure_mesh();
         if text {
-            mesh.x_desc("step").y_desc("loss");
+            mesh.x_desc("step").y_desc(y_desc);
         } else {
             mesh.disable_x_axis().disable_y_axis();
         }
         mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (name, colour, f) in [
-            ("D loss", RED, (|l: &stats::StatsLine| l.d_loss) as fn(&stats::StatsLine) -> f64),
-            ("G loss", BLUE, |l: &stats::StatsLine| l.g_loss),
-        ] {
+        for (name, colour, points) in curves {
+            let colour = *colour;
             let series = chart
                 .draw_series(LineSeries::new(
-                    lines.iter().map(|l| (l.step as f64, f(l))).filter(|p| p.1.is_finite()),
+                    points.iter().copied().filter(|p| p.1.is_finite()),
                     colour.stroke_width(2),
                 ))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if text {
                 series
-                    .label(name)
+                    .label(*name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
             }
         }

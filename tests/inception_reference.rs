@@ -5,21 +5,11 @@
 //! them the test is skipped with a note, except under CI=true, where it fails.
 
 use candle_core::Device;
-use facegan::metrics::inception::{find_weights, Inception};
-use serde_json::Value;
+use facegan::metrics::inception::Inception;
 
-fn weights_or_skip() -> Option<std::path::PathBuf> {
-    match find_weights() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true and {e:#}");
-            }
-            eprintln!("SKIPPED: {e:#}");
-            None
-        }
-    }
-}
+mod common;
+use common::inception_weights as weights_or_skip;
+use serde_json::Value;
 
 /// The fixture's integer recipe (see scripts/reference_features.py).
 fn synthetic_image(k: i64, size: i64) -> Vec<u8> {

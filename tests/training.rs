@@ -261,3 +261,44 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
 fn run_cmd(args: &[&str]) -> (bool, String) {
     run(args)
 }
+
+#[test]
+fn compare_draws_one_captioned_panel_per_model() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let run_dir = t.path().join("run");
+    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--steps", "1"];
+    args.extend_from_slice(TINY);
+    let (ok, out) = run(&args);
+    assert!(ok, "{out}");
+    let r = run_dir.to_str().unwrap();
+    let ck = run_dir.join("checkpoints/step-0000001.safetensors");
+    let png = t.path().join("cmp.png");
+    let (ok, out) = run(&[
+        "compare",
+        r,
+        ck.to_str().unwrap(),
+        r,
+        "--count",
+        "4",
+        "--columns",
+        "2",
+        "--per-row",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let img = image::open(&png).unwrap().to_rgb8();
+    // Panels: 2x2 faces of 32 px with 2 px padding = 70 px, a 22 px caption, 8 px gaps;
+    // three panels two to a row.
+    assert_eq!(img.dimensions(), (2 * (70 + 8) + 8, 2 * (70 + 22 + 8) + 8));
+    // The same checkpoint twice gives the same faces.
+    let panel = |x0: u32, y0: u32| image::imageops::crop_imm(&img, x0, y0, 70, 70).to_image();
+    assert_eq!(panel(8, 30), panel(8, 30 + 100));
+    let (ok, out) = run(&["compare", r, "--labels", "a,b", "--out", png.to_str().unwrap()]);
+    assert!(!ok && out.contains("2 labels for 1 models"), "{out}");
+    let (ok, out) = run(&["compare", "/no/such/run", "--out", png.to_str().unwrap()]);
+    assert!(!ok && out.contains("/no/such/run"), "{out}");
+}

@@ -130,6 +130,22 @@ impl Source {
         }
     }
 
+    /// Like [`Source::from_path`], but a run folder (one holding `checkpoints/`) means
+    /// its newest checkpoint, and a path that does not exist is an error.
+    pub fn resolve(p: impl Into<PathBuf>) -> Result<Self> {
+        let p = p.into();
+        if !p.exists() {
+            bail!(
+                "{} does not exist (give a checkpoint, a run folder, an image folder or a prepared cache)",
+                p.display()
+            );
+        }
+        if p.is_dir() && crate::train::checkpoint::checkpoint_dir(&p).is_dir() {
+            return Ok(Source::Checkpoint(crate::train::checkpoint::latest(&p)?));
+        }
+        Ok(Self::from_path(p))
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Source::Checkpoint(p) => format!("checkpoint {}", p.display()),
@@ -463,6 +479,12 @@ impl Evaluator {
             }
         };
         let count = images.as_ref().map_or(files.len(), |s| s.len());
+        if let Some(want) = opts.num_real.filter(|&n| n > count) {
+            bail!(
+                "{} holds {count} images, fewer than the {want} reference images asked for; lower the number",
+                opts.real.describe()
+            );
+        }
         if count < 2 {
             bail!("{}: need at least 2 reference images", opts.real.describe());
         }
@@ -518,6 +540,11 @@ impl Evaluator {
             real.features = Some(feats);
         }
         Ok(Self { opts: opts.clone(), net, real, size })
+    }
+
+    /// Shows (or hides) progress bars in later evaluations.
+    pub fn set_progress(&mut self, on: bool) {
+        self.opts.progress = on;
     }
 
     /// Side of the images compared.
@@ -667,6 +694,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         _ => unreachable!("a checkpoint source always loads its generator"),
     };
     let load = t.elapsed().as_secs_f64();
+    if fake.len() < opts.num {
+        bail!(
+            "{} holds {} images, fewer than the {} asked for; lower --num or add images",
+            opts.fake.describe(),
+            fake.len(),
+            opts.num
+        );
+    }
     let mut report = evaluator.evaluate_images(&fake, &opts.fake.describe())?;
     report.timings.load_images = load;
     Ok(report)
@@ -764,6 +799,7 @@ mod tests {
         crate::data::cache::tests::synthetic_folder(&b, 4);
         let mut opts = EvalOptions::new(Source::from_path(&a), Source::from_path(&b));
         opts.metrics = vec![Metric::Swd];
+        opts.num = 4;
         opts.size = Some(32);
         opts.swd.nhoods_per_image = 16;
         opts.use_cache = false;

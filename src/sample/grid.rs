@@ -46,9 +46,8 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let tmp = crate::fsutil::temp_path_for(path);
     img.save_with_format(&tmp, image::ImageFormat::Png)
         .and_then(|_| std::fs::rename(&tmp, path).map_err(image::ImageError::IoError))
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
-            e
         })
         .with_context(|| format!("cannot write {}", path.display()))
 }

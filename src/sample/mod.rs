@@ -1,5 +1,6 @@
 //! Latent sampling and image grids.
 
+pub mod compare;
 pub mod generate;
 pub mod grid;
 

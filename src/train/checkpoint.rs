@@ -112,11 +112,12 @@ pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
 /// The newest checkpoint of `run`, or an error saying there is none.
 pub fn latest(run: &Path) -> Result<PathBuf> {
     if !run.is_dir() {
-        bail!("--resume {}: no such run folder", run.display());
+        bail!("{}: no such run folder", run.display());
     }
-    list_checkpoints(run).pop().map(|c| c.1).with_context(|| {
-        format!("--resume {}: the run has no checkpoints in {}", run.display(), checkpoint_dir(run).display())
-    })
+    list_checkpoints(run)
+        .pop()
+        .map(|c| c.1)
+        .with_context(|| format!("{}: the run has no checkpoints in {}", run.display(), checkpoint_dir(run).display()))
 }
 
 /// Deletes all but the newest `keep` checkpoints.

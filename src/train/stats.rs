@@ -1,6 +1,7 @@
 //! stats.jsonl: one JSON line per logging interval.
 
 use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -60,7 +61,8 @@ pub fn line(step: u64, mut means: BTreeMap<String, f64>, img_per_s: f64, elapsed
     }
 }
 
-pub fn append(path: &Path, line: &StatsLine) -> Result<()> {
+/// Appends one value as a JSON line (stats.jsonl, metrics.jsonl).
+pub fn append<T: Serialize>(path: &Path, line: &T) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -69,22 +71,31 @@ pub fn append(path: &Path, line: &StatsLine) -> Result<()> {
     writeln!(f, "{}", serde_json::to_string(line)?).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Reads stats.jsonl, skipping lines that do not parse (a line cut by a crash).
+/// Reads stats.jsonl.
 pub fn read(path: &Path) -> Result<Vec<StatsLine>> {
+    read_jsonl(path)
+}
+
+/// Reads a JSON-lines file, skipping lines that do not parse (a line cut by a crash).
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
-/// Drops lines past `step` (after a resume from an earlier checkpoint).
+/// Drops the lines of a JSON-lines log whose "step" is past `step` (after a resume
+/// from an earlier checkpoint), and lines that do not parse.
 pub fn truncate_after(path: &Path, step: u64) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let kept: Vec<String> =
-        read(path)?.into_iter().filter(|l| l.step <= step).map(|l| serde_json::to_string(&l).unwrap()).collect();
-    let mut text = kept.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut kept = String::new();
+    for l in text.lines() {
+        let s = serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("step")?.as_u64());
+        if s.is_some_and(|s| s <= step) {
+            kept.push_str(l);
+            kept.push('\n');
+        }
     }
-    crate::fsutil::write_atomic(path, text.as_bytes())
+    crate::fsutil::write_atomic(path, kept.as_bytes())
 }

@@ -196,7 +196,7 @@ impl Session {
             // D reg: gradient penalties, lazy ones every `every` D steps, scaled by `every`.
             let d_step = self.step * nc as u64 + i as u64;
             for &(kind, weight, every) in &self.penalties {
-                if d_step % every != 0 || weight == 0.0 {
+                if !d_step.is_multiple_of(every) || weight == 0.0 {
                     continue;
                 }
                 let d = &self.d;
@@ -322,6 +322,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         let s = Session::from_checkpoint(&ck, &opts.config, &opts.device)?;
         eprintln!("resuming {} from step {}", run.display(), s.step);
         stats::truncate_after(&run.join("stats.jsonl"), s.step)?;
+        stats::truncate_after(&run.join(super::eval::METRICS_FILE), s.step)?;
         s
     } else {
         if !checkpoint::list_checkpoints(run).is_empty() {
@@ -339,6 +340,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     cfg.save(&run.join("config.toml"))?;
 
     let data = open_data(&cfg, opts.progress)?;
+    let evaluation = super::eval::TrainEval::new(&cfg, &data, run, &opts.device, opts.progress)?;
     let mut loader = Loader::new(data, cfg.train.batch_size, cfg.train.seed, cfg.train.flip)?;
     install_ctrl_c();
     STOP.store(false, Ordering::SeqCst);
@@ -393,6 +395,15 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         }
         if step % cfg.log.sample_every == 0 || step == total {
             grid::save_png(&session.sample_grid()?, &run.join("samples").join(format!("step-{step:07}.png")))?;
+        }
+        if let Some(ev) = evaluation.as_ref().filter(|_| step % cfg.log.eval_every == 0 || step == total) {
+            session.refresh_ema_stats()?;
+            let line = ev.run(session.g_ema.as_ref(), &cfg, step)?;
+            if tty {
+                bar.println(format!("step {step}: {}", line.summary()));
+            } else if opts.progress {
+                eprintln!("step {step}/{total} {} ({:.0} s)", line.summary(), line.seconds);
+            }
         }
         let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after == Some(step);
         if step % cfg.log.checkpoint_every == 0 || step == total || stop_now {

@@ -64,3 +64,31 @@ pub fn synthetic_faces(dir: &Path, n: usize) {
 /// Settings for a tiny, fast model.
 pub const TINY: &[&str] =
     &["--preset", "dcgan-32", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "8", "--quiet"];
+
+/// Runs the binary with `args` and extra environment variables.
+pub fn run_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (bool, String) {
+    let mut cmd = bin();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().expect("the facegan binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("panicked"), "facegan panicked:\n{text}");
+    (out.status.success(), text)
+}
+
+/// The FID Inception archive (`bash scripts/fetch-inception.sh`). Missing: a failure
+/// under CI=true, otherwise `None` (the caller skips, saying why).
+pub fn inception_weights() -> Option<PathBuf> {
+    match facegan::metrics::inception::find_weights() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true and {e:#}");
+            }
+            eprintln!("SKIPPED: {e:#}");
+            None
+        }
+    }
+}

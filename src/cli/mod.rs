@@ -8,10 +8,15 @@ use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
 use facegan::data::{prepare, PrepareOptions};
 use facegan::device::parse_device;
-use facegan::penalty::PenaltyConfig;
+use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::generate::{generate, load_generator, shipped_model_path, write_faces, SHIPPED_MODEL};
+use facegan::sample::grid::save_png;
 use facegan::train::{checkpoint, train, TrainOptions};
 use std::path::PathBuf;
+use train_args::TrainArgs;
+
+mod eval;
+mod train_args;
 
 #[derive(Parser)]
 #[command(name = "facegan", version, about = "Train GANs on face photographs and generate new faces")]
@@ -42,6 +47,11 @@ pub enum Command {
         #[arg(long)]
         half: bool,
     },
+    /// One picture with a captioned sample grid from each run or checkpoint, all from the
+    /// same latents (e.g. the loss presets after the same budget).
+    Compare(CompareArgs),
+    /// Measure generated faces against real ones: FID, KID, precision/recall, SWD.
+    Eval(Box<eval::EvalArgs>),
     /// Print what a checkpoint or cache holds.
     Inspect { path: PathBuf },
     /// List the presets.
@@ -71,102 +81,6 @@ pub struct PrepareArgs {
 }
 
 #[derive(Args)]
-pub struct TrainArgs {
-    /// Image folder or prepared cache.
-    #[arg(long)]
-    data: Option<String>,
-    /// Starting configuration; see `facegan presets`.
-    #[arg(long, default_value = "dcgan-64")]
-    preset: String,
-    /// TOML file with settings on top of the preset.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Run folder to create.
-    #[arg(long, conflicts_with = "resume")]
-    out: Option<PathBuf>,
-    /// Continue the run in this folder from its newest checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long)]
-    steps: Option<u64>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long)]
-    image_size: Option<usize>,
-    #[arg(long)]
-    nz: Option<usize>,
-    #[arg(long)]
-    ngf: Option<usize>,
-    #[arg(long)]
-    ndf: Option<usize>,
-    /// Learning rate of both networks.
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long)]
-    lr_g: Option<f64>,
-    #[arg(long)]
-    lr_d: Option<f64>,
-    #[arg(long)]
-    beta1: Option<f64>,
-    #[arg(long)]
-    beta2: Option<f64>,
-    /// Adversarial loss (see docs/losses.md): non-saturating, minimax, lsgan, wgan, hinge,
-    /// fgan-kl, fgan-reverse-kl, fgan-pearson, fgan-neyman, fgan-hellinger, fgan-js,
-    /// fgan-gan, ragan, ralsgan, rahinge.
-    #[arg(long)]
-    loss: Option<String>,
-    /// Gradient penalty KIND[:WEIGHT[:EVERY]] (wgan-gp, one-sided-gp, dragan, r1, r2);
-    /// repeatable; replaces the preset's penalties. `--penalty none` removes them.
-    #[arg(long)]
-    penalty: Vec<String>,
-    /// Discriminator updates per generator update.
-    #[arg(long)]
-    n_critic: Option<u32>,
-    /// adam or rmsprop.
-    #[arg(long)]
-    optimizer: Option<String>,
-    /// Clip D's weights to [-C, C] after each update (WGAN); 0 disables.
-    #[arg(long)]
-    weight_clip: Option<f64>,
-    /// One-sided label smoothing: real targets 1 - S.
-    #[arg(long)]
-    label_smoothing: Option<f64>,
-    /// Std of Gaussian instance noise on D's inputs.
-    #[arg(long)]
-    instance_noise: Option<f64>,
-    /// Steps over which instance noise decays linearly to 0.
-    #[arg(long)]
-    instance_noise_steps: Option<u64>,
-    /// Discriminator normalisation: batch, layer or none.
-    #[arg(long)]
-    d_norm: Option<String>,
-    /// LSGAN targets a,b,c (fake, real, generator's).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
-    lsgan_targets: Option<Vec<f64>>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
-    ema_decay: Option<f64>,
-    /// Central square side cut before resizing.
-    #[arg(long)]
-    crop: Option<u32>,
-    /// No random horizontal flips.
-    #[arg(long)]
-    no_flip: bool,
-    #[arg(long)]
-    log_every: Option<u64>,
-    #[arg(long)]
-    sample_every: Option<u64>,
-    #[arg(long)]
-    checkpoint_every: Option<u64>,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
-}
-
-#[derive(Args)]
 pub struct GenerateArgs {
     /// Checkpoint (full or generator-only); default: the shipped model.
     #[arg(long)]
@@ -180,6 +94,31 @@ pub struct GenerateArgs {
     count: usize,
     #[arg(long, default_value_t = 8)]
     columns: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Run folders (their newest checkpoint) or checkpoint files.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    #[arg(long, default_value = "compare.png")]
+    out: PathBuf,
+    /// Captions, comma-separated, one per model (default: folder name and step).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Faces per model.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Faces per row within a model's grid.
+    #[arg(long, default_value_t = 4)]
+    columns: usize,
+    /// Models per row of the picture.
+    #[arg(long, default_value_t = 5)]
+    per_row: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -203,91 +142,6 @@ pub struct BenchArgs {
     /// conv_transpose2d_fwd[_bwd], each also with a candle_ prefix.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-}
-
-/// Deep-merges TOML `over` into `base`.
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-impl TrainArgs {
-    /// Preset, then the config file, then flags.
-    fn config(&self, base: RunConfig) -> Result<RunConfig> {
-        let mut c = base;
-        if let Some(path) = &self.config {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-            let over: toml::Value = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let mut v = toml::Value::try_from(&c)?;
-            merge(&mut v, over);
-            c = RunConfig::from_toml(&toml::to_string(&v)?, &path.display().to_string())?;
-        }
-        let m = &mut c.model;
-        set(&mut m.image_size, self.image_size);
-        set(&mut m.nz, self.nz);
-        set(&mut m.ngf, self.ngf);
-        set(&mut m.ndf, self.ndf);
-        set(&mut m.d_norm, self.d_norm.clone());
-        let t = &mut c.train;
-        set(&mut t.steps, self.steps);
-        set(&mut t.batch_size, self.batch_size);
-        set(&mut t.lr_g, self.lr.or(self.lr_g));
-        set(&mut t.lr_d, self.lr.or(self.lr_d));
-        set(&mut t.lr_g, self.lr_g);
-        set(&mut t.lr_d, self.lr_d);
-        set(&mut t.beta1, self.beta1);
-        set(&mut t.beta2, self.beta2);
-        set(&mut t.loss, self.loss.clone());
-        set(&mut t.seed, self.seed);
-        set(&mut t.ema_decay, self.ema_decay);
-        set(&mut t.n_critic, self.n_critic);
-        set(&mut t.optimizer, self.optimizer.clone());
-        set(&mut t.weight_clip, self.weight_clip);
-        set(&mut t.label_smoothing, self.label_smoothing);
-        set(&mut t.instance_noise, self.instance_noise);
-        set(&mut t.instance_noise_steps, self.instance_noise_steps);
-        if let Some(v) = &self.lsgan_targets {
-            t.lsgan_targets = [v[0], v[1], v[2]];
-        }
-        if !self.penalty.is_empty() {
-            t.penalties = if self.penalty == ["none"] {
-                Vec::new()
-            } else {
-                self.penalty.iter().map(|p| PenaltyConfig::parse(p)).collect::<Result<_>>()?
-            };
-        }
-        if self.no_flip {
-            t.flip = false;
-        }
-        let l = &mut c.log;
-        set(&mut l.log_every, self.log_every);
-        set(&mut l.sample_every, self.sample_every);
-        set(&mut l.checkpoint_every, self.checkpoint_every);
-        set(&mut c.data.path, self.data.clone());
-        if self.crop.is_some() {
-            c.data.crop = self.crop;
-        }
-        c.validate()?;
-        Ok(c)
-    }
-}
-
-fn set<T>(slot: &mut T, v: Option<T>) {
-    if let Some(v) = v {
-        *slot = v;
-    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -376,6 +230,22 @@ pub fn run(cli: Cli) -> Result<()> {
             let s = facegan::train::trainer::Session::from_checkpoint(&c, &c.config, &device)?;
             s.save_generator(&out, half)?;
             eprintln!("wrote {} (EMA generator at step {})", out.display(), s.step);
+        }
+        Command::Eval(a) => eval::run(*a)?,
+        Command::Compare(a) => {
+            let opts = CompareOptions {
+                models: a.models,
+                labels: a.labels,
+                count: a.count,
+                columns: a.columns,
+                panels_per_row: a.per_row,
+                seed: a.seed,
+                device: parse_device(&a.device)?,
+            };
+            let n = opts.models.len();
+            let img = compare(&opts)?;
+            save_png(&img, &a.out)?;
+            eprintln!("wrote {} ({n} models, {} faces each)", a.out.display(), opts.count);
         }
         Command::Inspect { path } => inspect(&path)?,
         Command::Bench(a) => {

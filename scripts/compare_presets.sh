@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Trains every 64x64 loss preset with the same budget on the same data, then draws one
+# picture with a sample grid from each (same latents) and a table of their final losses:
+# the comparison in docs/losses.md. A tool for people: no build, test or CI step runs it.
+#
+#   scripts/compare_presets.sh [DATA] [OUT]
+#
+# DATA: image folder or prepared cache (default ../shared/data/celeba/img_align_celeba)
+# OUT:  folder for the runs (default runs/compare); each preset trains into OUT/PRESET.
+# Environment (the budget): STEPS (G steps, default 500), BATCH (32), WIDTH (ngf = ndf, 32),
+# PRESETS (space separated, default all the 64x64 loss presets), PICTURE (the output PNG,
+# default OUT/compare.png), BIN (a facegan binary to use instead of building one).
+#
+# Every run checkpoints each 100 steps and the script resumes unfinished runs, so a killed
+# script loses at most 100 steps per preset: run it again with the same arguments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data/celeba/img_align_celeba}
+out=${2:-runs/compare}
+steps=${STEPS:-500}
+batch=${BATCH:-32}
+width=${WIDTH:-32}
+presets=${PRESETS:-dcgan-64 minimax-64 lsgan-64 hinge-64 fgan-kl-64 fgan-js-64 ragan-64 ralsgan-64 rahinge-64 dragan-64 r1-64 wgan-64 wgan-gp-64}
+picture=${PICTURE:-$out/compare.png}
+
+if [ -n "${BIN:-}" ]; then
+    bin=$BIN
+else
+    cargo build --release --quiet
+    bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/facegan
+fi
+mkdir -p "$out"
+
+runs=()
+for p in $presets; do
+    run="$out/$p"
+    runs+=("$run")
+    if [ -f "$run/checkpoints/step-$(printf %07d "$steps").safetensors" ]; then
+        echo "== $p: done"
+        continue
+    fi
+    if ls "$run"/checkpoints/step-*.safetensors >/dev/null 2>&1; then
+        echo "== $p: resuming"
+        "$bin" train --resume "$run" --quiet
+    else
+        echo "== $p: training $steps steps (batch $batch, ngf = ndf = $width)"
+        rm -rf "$run"
+        "$bin" train --data "$data" --preset "$p" --out "$run" --steps "$steps" --batch-size "$batch" \
+            --ngf "$width" --ndf "$width" --seed 1 --log-every 10 --sample-every 100 --checkpoint-every 100 --quiet
+    fi
+done
+
+"$bin" compare --out "$picture" "${runs[@]}"

@@ -1,0 +1,206 @@
+//! `facegan train`'s flags and how they override the preset and config file.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use facegan::config::RunConfig;
+use facegan::penalty::PenaltyConfig;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Image folder or prepared cache.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Starting configuration; see `facegan presets`.
+    #[arg(long, default_value = "dcgan-64")]
+    pub preset: String,
+    /// TOML file with settings on top of the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder to create.
+    #[arg(long, conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its newest checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long)]
+    nz: Option<usize>,
+    #[arg(long)]
+    ngf: Option<usize>,
+    #[arg(long)]
+    ndf: Option<usize>,
+    /// Learning rate of both networks.
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    lr_g: Option<f64>,
+    #[arg(long)]
+    lr_d: Option<f64>,
+    #[arg(long)]
+    beta1: Option<f64>,
+    #[arg(long)]
+    beta2: Option<f64>,
+    /// Adversarial loss (see docs/losses.md): non-saturating, minimax, lsgan, wgan, hinge,
+    /// fgan-kl, fgan-reverse-kl, fgan-pearson, fgan-neyman, fgan-hellinger, fgan-js,
+    /// fgan-gan, ragan, ralsgan, rahinge.
+    #[arg(long)]
+    loss: Option<String>,
+    /// Gradient penalty KIND[:WEIGHT[:EVERY]] (wgan-gp, one-sided-gp, dragan, r1, r2);
+    /// repeatable; replaces the preset's penalties. `--penalty none` removes them.
+    #[arg(long)]
+    penalty: Vec<String>,
+    /// Discriminator updates per generator update.
+    #[arg(long)]
+    n_critic: Option<u32>,
+    /// adam or rmsprop.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Clip D's weights to [-C, C] after each update (WGAN); 0 disables.
+    #[arg(long)]
+    weight_clip: Option<f64>,
+    /// One-sided label smoothing: real targets 1 - S.
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Std of Gaussian instance noise on D's inputs.
+    #[arg(long)]
+    instance_noise: Option<f64>,
+    /// Steps over which instance noise decays linearly to 0.
+    #[arg(long)]
+    instance_noise_steps: Option<u64>,
+    /// Discriminator normalisation: batch, layer or none.
+    #[arg(long)]
+    d_norm: Option<String>,
+    /// LSGAN targets a,b,c (fake, real, generator's).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    lsgan_targets: Option<Vec<f64>>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    ema_decay: Option<f64>,
+    /// Central square side cut before resizing.
+    #[arg(long)]
+    crop: Option<u32>,
+    /// No random horizontal flips.
+    #[arg(long)]
+    no_flip: bool,
+    #[arg(long)]
+    log_every: Option<u64>,
+    #[arg(long)]
+    sample_every: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Evaluate the EMA generator every N steps (and at the end) into metrics.jsonl.
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Faces generated per evaluation (default 1000).
+    #[arg(long)]
+    eval_num: Option<usize>,
+    /// Reference images per evaluation, the first of the training data (default: --eval-num).
+    #[arg(long)]
+    eval_num_real: Option<usize>,
+    /// Metrics of the evaluation: fid, kid, pr, swd (default fid).
+    #[arg(long)]
+    eval_metrics: Option<String>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Deep-merges TOML `over` into `base`.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl TrainArgs {
+    /// Preset, then the config file, then flags.
+    pub fn config(&self, base: RunConfig) -> Result<RunConfig> {
+        let mut c = base;
+        if let Some(path) = &self.config {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+            let over: toml::Value = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let mut v = toml::Value::try_from(&c)?;
+            merge(&mut v, over);
+            c = RunConfig::from_toml(&toml::to_string(&v)?, &path.display().to_string())?;
+        }
+        let m = &mut c.model;
+        set(&mut m.image_size, self.image_size);
+        set(&mut m.nz, self.nz);
+        set(&mut m.ngf, self.ngf);
+        set(&mut m.ndf, self.ndf);
+        set(&mut m.d_norm, self.d_norm.clone());
+        let t = &mut c.train;
+        set(&mut t.steps, self.steps);
+        set(&mut t.batch_size, self.batch_size);
+        set(&mut t.lr_g, self.lr.or(self.lr_g));
+        set(&mut t.lr_d, self.lr.or(self.lr_d));
+        set(&mut t.lr_g, self.lr_g);
+        set(&mut t.lr_d, self.lr_d);
+        set(&mut t.beta1, self.beta1);
+        set(&mut t.beta2, self.beta2);
+        set(&mut t.loss, self.loss.clone());
+        set(&mut t.seed, self.seed);
+        set(&mut t.ema_decay, self.ema_decay);
+        set(&mut t.n_critic, self.n_critic);
+        set(&mut t.optimizer, self.optimizer.clone());
+        set(&mut t.weight_clip, self.weight_clip);
+        set(&mut t.label_smoothing, self.label_smoothing);
+        set(&mut t.instance_noise, self.instance_noise);
+        set(&mut t.instance_noise_steps, self.instance_noise_steps);
+        if let Some(v) = &self.lsgan_targets {
+            t.lsgan_targets = [v[0], v[1], v[2]];
+        }
+        if !self.penalty.is_empty() {
+            t.penalties = if self.penalty == ["none"] {
+                Vec::new()
+            } else {
+                self.penalty.iter().map(|p| PenaltyConfig::parse(p)).collect::<Result<_>>()?
+            };
+        }
+        if self.no_flip {
+            t.flip = false;
+        }
+        let l = &mut c.log;
+        set(&mut l.log_every, self.log_every);
+        set(&mut l.sample_every, self.sample_every);
+        set(&mut l.checkpoint_every, self.checkpoint_every);
+        set(&mut l.eval_every, self.eval_every);
+        set(&mut l.eval_num, self.eval_num);
+        set(&mut l.eval_metrics, self.eval_metrics.clone());
+        if self.eval_num_real.is_some() {
+            l.eval_num_real = self.eval_num_real;
+        }
+        set(&mut c.data.path, self.data.clone());
+        if self.crop.is_some() {
+            c.data.crop = self.crop;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}

@@ -1,0 +1,123 @@
+//! Evaluation during training (`--eval-every`): the EMA generator against the first
+//! images of the training data, one JSON line per evaluation in metrics.jsonl.
+
+use crate::config::RunConfig;
+use crate::data::cache::Dataset;
+use crate::metrics::{parse_metrics, EvalOptions, EvalReport, Evaluator, Source};
+use crate::models::Generator;
+use anyhow::{Context, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Latent seed of the faces evaluated during training (the same at every evaluation,
+/// so successive values differ by the model alone).
+pub const EVAL_SEED: u64 = 0;
+
+/// One line of metrics.jsonl. Metrics not computed are left out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub step: u64,
+    pub num_fake: usize,
+    pub num_real: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fid: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid_std: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall: Option<f64>,
+    /// Mean multi-scale SWD (x1e3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swd: Option<f64>,
+    /// Seconds the evaluation took.
+    pub seconds: f64,
+}
+
+impl MetricsLine {
+    pub fn from_report(step: u64, r: &EvalReport, seconds: f64) -> Self {
+        Self {
+            step,
+            num_fake: r.num_fake,
+            num_real: r.num_real,
+            fid: r.fid,
+            kid: r.kid.as_ref().map(|k| k.mean),
+            kid_std: r.kid.as_ref().map(|k| k.std),
+            precision: r.precision,
+            recall: r.recall,
+            swd: r.swd.as_ref().map(|s| s.mean),
+            seconds,
+        }
+    }
+
+    /// "FID 41.2 KID 0.031" and so on, for the progress output.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |name: &str, v: Option<f64>, digits: usize| {
+            if let Some(v) = v {
+                parts.push(format!("{name} {v:.digits$}"));
+            }
+        };
+        add("FID", self.fid, 2);
+        add("KID", self.kid, 4);
+        add("precision", self.precision, 3);
+        add("recall", self.recall, 3);
+        add("SWD", self.swd, 2);
+        parts.join(" ")
+    }
+}
+
+/// The evaluator of a run: Inception and the real features stay loaded between
+/// evaluations.
+pub struct TrainEval {
+    evaluator: Evaluator,
+    num: usize,
+    path: PathBuf,
+}
+
+impl TrainEval {
+    /// `None` when the configuration asks for no evaluation. Fails at once (before any
+    /// training) when the Inception weights are missing or the data is too small.
+    pub fn new(cfg: &RunConfig, data: &Dataset, run: &Path, device: &Device, progress: bool) -> Result<Option<Self>> {
+        let l = &cfg.log;
+        if l.eval_every == 0 {
+            return Ok(None);
+        }
+        let num_real = l.eval_num_real.unwrap_or(l.eval_num).min(data.len());
+        let mut opts = EvalOptions::new(Source::Checkpoint(PathBuf::new()), Source::Cache(data.path.clone()));
+        opts.metrics = parse_metrics(&l.eval_metrics)?;
+        opts.num = l.eval_num;
+        opts.num_real = Some(num_real);
+        opts.device = device.clone();
+        opts.seed = EVAL_SEED;
+        opts.progress = progress;
+        if progress {
+            eprintln!("evaluation: {} against the first {num_real} training images", l.eval_metrics);
+        }
+        let mut evaluator = Evaluator::new(&opts, cfg.model.image_size).context("cannot set up --eval-every")?;
+        // The training progress bar owns the terminal from here on.
+        evaluator.set_progress(false);
+        Ok(Some(Self { evaluator, num: l.eval_num, path: run.join(METRICS_FILE) }))
+    }
+
+    /// Evaluates a generator (already in eval mode with its standing statistics) and
+    /// appends the line to metrics.jsonl.
+    pub fn run(&self, g: &dyn Generator, cfg: &RunConfig, step: u64) -> Result<MetricsLine> {
+        let t = std::time::Instant::now();
+        let r = self.evaluator.evaluate_generator(g, cfg, self.num, EVAL_SEED, &format!("step {step}"))?;
+        let line = MetricsLine::from_report(step, &r, t.elapsed().as_secs_f64());
+        super::stats::append(&self.path, &line)?;
+        Ok(line)
+    }
+}
+
+/// File name of the evaluation log in a run folder.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Reads metrics.jsonl.
+pub fn read(path: &Path) -> Result<Vec<MetricsLine>> {
+    super::stats::read_jsonl(path)
+}

@@ -1,0 +1,178 @@
+//! `facegan eval` and `train --eval-every`, as a user runs them: the metrics land in
+//! the table, the JSON and metrics.jsonl, agree with each other, survive a resume, and
+//! bad input gets a clear error.
+//!
+//! Needs the Inception weights (`bash scripts/fetch-inception.sh`); without them the
+//! tests skip with a note, except under CI=true, where they fail.
+
+mod common;
+use common::*;
+use facegan::train::eval::{read, METRICS_FILE};
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// Environment for one test: the weights where they are, everything else cached in `tmp`.
+fn env<'a>(weights: &'a Path, tmp: &'a Path) -> [(&'static str, &'a OsStr); 2] {
+    [("FACEGAN_INCEPTION", weights.as_os_str()), ("FACEGAN_CACHE_DIR", tmp.as_os_str())]
+}
+
+#[test]
+fn training_evaluates_into_metrics_jsonl_and_eval_agrees() {
+    let Some(weights) = inception_weights() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let env = env(&weights, &cache);
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 24);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let eval_flags = ["--eval-every", "1", "--eval-num", "8", "--eval-metrics", "fid,swd"];
+    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "2"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&eval_flags);
+    let (ok, out) = run_env(&args, &env);
+    assert!(ok, "{out}");
+    let lines = read(&run_dir.join(METRICS_FILE)).unwrap();
+    assert_eq!(lines.iter().map(|l| l.step).collect::<Vec<_>>(), [1, 2], "{lines:?}");
+    for l in &lines {
+        assert_eq!((l.num_fake, l.num_real), (8, 8));
+        assert!(l.fid.is_some_and(|f| f.is_finite() && f > 0.0), "{l:?}");
+        assert!(l.swd.is_some_and(|s| s.is_finite() && s > 0.0), "{l:?}");
+        assert!(l.kid.is_none() && l.precision.is_none());
+    }
+    assert_ne!(lines[0].fid, lines[1].fid, "the generator changed between the evaluations");
+    assert!(run_dir.join("metrics.png").is_file(), "the report plots the evaluations");
+
+    // Resume for one more step: the log goes on from the checkpoint.
+    let (ok, out) = run_env(&["train", "--resume", r, "--steps", "3", "--quiet"], &env);
+    assert!(ok, "{out}");
+    let lines = read(&run_dir.join(METRICS_FILE)).unwrap();
+    assert_eq!(lines.iter().map(|l| l.step).collect::<Vec<_>>(), [1, 2, 3], "{lines:?}");
+
+    // `facegan eval` on the run folder (its newest checkpoint) with the same faces and
+    // reference gives the FID the training logged at that step.
+    let json = t.path().join("report.json");
+    let (ok, out) = run_env(
+        &[
+            "eval",
+            r,
+            "--real",
+            d,
+            "--num",
+            "8",
+            "--num-real",
+            "8",
+            "--metrics",
+            "fid,kid,pr,swd",
+            "--json",
+            json.to_str().unwrap(),
+            "--quiet",
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    for row in ["FID", "KID", "precision (k=3)", "recall (k=3)", "SWD mean"] {
+        assert!(out.contains(row), "no {row} in:\n{out}");
+    }
+    let report = facegan::metrics::EvalReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((report.num_fake, report.num_real, report.image_size), (8, 8, 32));
+    assert!(report.fake.contains("step-0000003"), "{}", report.fake);
+    let (fid, logged) = (report.fid.unwrap(), lines[2].fid.unwrap());
+    assert!((fid - logged).abs() <= 1e-6 * logged.abs().max(1.0), "eval {fid} vs training's {logged}");
+    let kid = report.kid.clone().unwrap();
+    let (p, rc) = (report.precision.unwrap(), report.recall.unwrap());
+    assert!(kid.mean.is_finite() && (0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&rc), "{report:?}");
+    assert!(out.contains(&format!("{fid:.4}")), "the table shows the JSON's FID:\n{out}");
+
+    // The reference features were cached by the first evaluation and are reused.
+    assert!(!report.real_features_cached, "{report:?}");
+    let (ok, out) = run_env(
+        &[
+            "eval",
+            r,
+            "--real",
+            d,
+            "--num",
+            "8",
+            "--num-real",
+            "8",
+            "--metrics",
+            "fid",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    let again = facegan::metrics::EvalReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(again.real_features_cached, "{again:?}");
+    assert!((again.fid.unwrap() - fid).abs() <= 1e-6 * fid, "{again:?}");
+}
+
+#[test]
+fn eval_bad_input_is_named() {
+    let Some(weights) = inception_weights() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let env = env(&weights, &cache);
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 8);
+    let d = data.to_str().unwrap();
+    let fake = t.path().join("fake");
+    synthetic_faces(&fake, 4);
+    let f = fake.to_str().unwrap();
+
+    // Fewer images than asked for, on either side.
+    let (ok, out) = run_env(&["eval", f, "--real", d, "--num", "10", "--metrics", "swd", "--quiet"], &env);
+    assert!(!ok && out.contains("fake") && out.contains("4 images, fewer than the 10"), "{out}");
+    let (ok, out) =
+        run_env(&["eval", f, "--real", d, "--num", "4", "--num-real", "50", "--metrics", "swd", "--quiet"], &env);
+    assert!(!ok && out.contains("faces") && out.contains("fewer than the 50"), "{out}");
+
+    // Something that does not exist.
+    let (ok, out) = run_env(&["eval", "/no/such/model.safetensors", "--real", d, "--quiet"], &env);
+    assert!(!ok && out.contains("/no/such/model.safetensors") && out.contains("does not exist"), "{out}");
+
+    // An unreadable image.
+    std::fs::write(fake.join("note.jpg"), "not a picture").unwrap();
+    let (ok, out) = run_env(&["eval", f, "--real", d, "--num", "5", "--metrics", "swd", "--quiet"], &env);
+    assert!(!ok && out.contains("note.jpg"), "{out}");
+    std::fs::remove_file(fake.join("note.jpg")).unwrap();
+
+    // Missing or wrong weights say what to do.
+    let none = t.path().join("missing.pt");
+    let (ok, out) = run_env(
+        &["eval", f, "--real", d, "--num", "4", "--quiet"],
+        &[("FACEGAN_INCEPTION", none.as_os_str()), ("FACEGAN_CACHE_DIR", cache.as_os_str())],
+    );
+    assert!(!ok && out.contains("missing.pt") && out.contains("fetch-inception.sh"), "{out}");
+    let junk = t.path().join("junk.pt");
+    std::fs::write(&junk, "not an archive").unwrap();
+    let (ok, out) = run_env(
+        &["eval", f, "--real", d, "--num", "4", "--quiet"],
+        &[("FACEGAN_INCEPTION", junk.as_os_str()), ("FACEGAN_CACHE_DIR", cache.as_os_str())],
+    );
+    assert!(!ok && out.contains("junk.pt"), "{out}");
+
+    // No Inception Score in this archive, and the reason.
+    let (ok, out) = run_env(&["eval", f, "--real", d, "--metrics", "fid,is"], &env);
+    assert!(!ok && out.contains("Inception Score") && out.contains("logits"), "{out}");
+
+    // A checkpoint is no reference; sizes must agree.
+    let run_dir = t.path().join("run");
+    let mut args = vec!["train", "--data", d, "--out", run_dir.to_str().unwrap(), "--steps", "1"];
+    args.extend_from_slice(TINY);
+    let (ok, out) = run_env(&args, &env);
+    assert!(ok, "{out}");
+    let ck = run_dir.join("checkpoints/step-0000001.safetensors");
+    let (ok, out) = run_env(&["eval", f, "--real", ck.to_str().unwrap(), "--quiet"], &env);
+    assert!(!ok && out.contains("reference must be an image folder or a prepared cache"), "{out}");
+    let c64 = t.path().join("faces64.fgc");
+    let (ok, out) = run_env(&["prepare", "--data", d, "--size", "64", "--out", c64.to_str().unwrap()], &env);
+    assert!(ok, "{out}");
+    let (ok, out) = run_env(
+        &["eval", ck.to_str().unwrap(), "--real", c64.to_str().unwrap(), "--num", "4", "--metrics", "swd"],
+        &env,
+    );
+    assert!(!ok && out.contains("faces64.fgc") && out.contains("64x64") && out.contains("32x32"), "{out}");
+}
