@@ -55,6 +55,7 @@ BENCH_NAMES = [
     "conv_transpose2d_fwd_bwd",
     "candle_conv_transpose2d_fwd",
     "candle_conv_transpose2d_fwd_bwd",
+    "inception",
 ]
 
 NZ, NGF, NDF, NC, SIZE = 100, 64, 64, 3, 64
@@ -266,6 +267,29 @@ def main(argv):
             assert gx is not None and gw is not None
 
         run(f"{name}_fwd_bwd", False, fwd_bwd)
+
+    if selected("inception"):
+        # The FID network on the same weights file as facegan, resize to 299 included.
+        import os
+        import numpy as np
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from reference_features import default_weights, load_net, to_network_input
+
+        path = default_weights()
+        if os.path.exists(path):
+            net = load_net(path)
+            ims = np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+
+            def inception():
+                with torch.no_grad():
+                    net(to_network_input(ims))
+
+            run("inception", True, inception)
+        elif args.only:
+            sys.exit(f"inception: {path} does not exist (bash scripts/fetch-inception.sh)")
+        else:
+            print(f"inception skipped: {path} does not exist", file=sys.stderr)
 
     if peak is None:
         peak = peak_rss_mib()

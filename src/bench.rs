@@ -18,6 +18,7 @@
 //! | `conv2d_fwd[_bwd]`          | [`ops::conv2d`] of x (N,128,32,32) by w (256,128,4,4), stride 2, padding 1 (`_bwd`: backward to x and w from a gradient of ones) |
 //! | `conv_transpose2d_fwd[_bwd]`| [`ops::conv_transpose2d`] of x (N,256,16,16) by w (256,128,4,4), stride 2, padding 1 |
 //! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
+//! | `inception`                 | FID Inception-v3 pool3 features of N random 64×64 images, resize to 299 included (skipped with a note when the weights are missing, unless asked for by name) |
 //!
 //! N is the batch size (64 by default). The peak resident set (VmHWM) is read right after
 //! `train_step`, so it covers everything measured before it, but not the critic step or the
@@ -55,6 +56,7 @@ pub const BENCH_NAMES: &[&str] = &[
     "conv_transpose2d_fwd_bwd",
     "candle_conv_transpose2d_fwd",
     "candle_conv_transpose2d_fwd_bwd",
+    "inception",
 ];
 
 /// The prefix of candle's reference measurements of the layer operations.
@@ -315,6 +317,18 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
         }
     }
 
+    if b.selected("inception") {
+        match crate::metrics::inception::Inception::load_default(&dev) {
+            Ok(net) => {
+                let pixels: Vec<u8> = (0..n * 64 * 64 * 3).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+                let images: Vec<&[u8]> = pixels.chunks(64 * 64 * 3).collect();
+                b.run("inception", Some(n), || Ok(net.features_u8(&images, 64).map(drop)?))?;
+            }
+            Err(e) if opts.only.is_empty() => eprintln!("inception skipped: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+
     if peak.is_none() {
         peak = peak_rss_mib();
     }
@@ -342,7 +356,10 @@ mod tests {
         let opts = BenchOptions { batch_size: 2, iters: 1, warmup: 0, ..Default::default() };
         let r = run_bench(&opts).unwrap();
         let names: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, BENCH_NAMES);
+        // Without the Inception weights that measurement is skipped with a note.
+        let have_weights = crate::metrics::inception::find_weights().is_ok();
+        let expected: Vec<&str> = BENCH_NAMES.iter().copied().filter(|n| have_weights || *n != "inception").collect();
+        assert_eq!(names, expected);
         let positive = |v: f64| v.is_finite() && v > 0.0;
         for e in &r.entries {
             assert!(positive(e.ms), "{e:?}");
@@ -354,7 +371,7 @@ mod tests {
         let table = r.table();
         assert!(table.contains("conv_transpose2d_fwd_bwd") && table.contains("x\n"), "{table}");
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["entries"].as_array().unwrap().len(), BENCH_NAMES.len());
+        assert_eq!(json["entries"].as_array().unwrap().len(), expected.len());
     }
 
     #[test]

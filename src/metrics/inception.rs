@@ -117,17 +117,12 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, kh, kw) = self.w.dims4()?;
-        let y = if kh == kw && self.pad.0 == self.pad.1 {
+        let y = if self.pad.0 == self.pad.1 {
             crate::ops::conv2d(x, &self.w, self.stride, self.pad.0)?
         } else {
-            x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?.conv2d(
-                &self.w,
-                0,
-                self.stride,
-                1,
-                1,
-            )?
+            // The 1x7 / 7x1 (and 1x3 / 3x1) convolutions pad one axis only.
+            let x = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
+            crate::ops::conv2d(&x, &self.w, self.stride, 0)?
         };
         Ok(y.broadcast_add(&self.b)?.relu()?)
     }
