@@ -34,7 +34,7 @@ impl Mode {
     pub const EVAL: Mode = Mode { bn: BnMode::Eval, frozen: true };
 }
 
-/// LeakyReLU written with differentiable ops (second-order safe).
+/// LeakyReLU, differentiable to any order ([`crate::ops::leaky_relu`]).
 pub fn leaky_relu(x: &candle_core::Tensor, slope: f64) -> candle_core::Result<candle_core::Tensor> {
-    x.maximum(&(x * slope)?)
+    crate::ops::leaky_relu(x, slope)
 }

@@ -9,9 +9,12 @@
 //! Weights use PyTorch's layouts: `(C_out, C_in, KH, KW)` for [`conv2d`] and
 //! `(C_in, C_out, KH, KW)` for [`conv_transpose2d`].
 
+mod activation;
 pub mod channel;
 mod cpu;
 mod kernels;
+
+pub use activation::leaky_relu;
 #[cfg(test)]
 mod tests;
 

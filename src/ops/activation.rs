@@ -1,0 +1,183 @@
+//! LeakyReLU in one pass, with a backward pass that is itself differentiable.
+//!
+//! Written with candle ops (`maximum(x, slope·x)`), the forward pass takes two passes over
+//! the tensor and the backward about eight (candle differentiates `maximum` through two
+//! comparisons, two casts, two products and a sum). Here the forward pass is one custom op,
+//! and its backward another, `grad · (x > 0 ? 1 : slope)`, whose own backward is the same op
+//! applied to the incoming gradient (the slope pattern does not depend on x almost everywhere),
+//! so gradient penalties differentiate through it exactly.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 14;
+
+/// `x` where positive, `slope · x` elsewhere.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if !super::is_fast_cpu(x) {
+        return x.maximum(&(x * slope)?);
+    }
+    x.contiguous()?.apply_op1(LeakyRelu { slope })
+}
+
+/// `grad · (x > 0 ? 1 : slope)`: the backward pass of [`leaky_relu`].
+fn leaky_relu_grad(grad: &Tensor, x: &Tensor, slope: f64) -> Result<Tensor> {
+    grad.contiguous()?.apply_op2(&x.contiguous()?, LeakyReluGrad { slope })
+}
+
+struct LeakyRelu {
+    slope: f64,
+}
+
+fn contiguous<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => bail!("{op}: input not contiguous"),
+    }
+}
+
+fn map<T: Copy + Send + Sync + Default>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = f(x);
+        }
+    });
+    out
+}
+
+fn zip_map<T: Copy + Send + Sync + Default>(g: &[T], x: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(o, (g, x))| {
+        for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
+            *o = f(g, x);
+        }
+    });
+    out
+}
+
+impl CustomOp1 for LeakyRelu {
+    fn name(&self) -> &'static str {
+        "leaky-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(v) => {
+                let k = self.slope as f32;
+                CpuStorage::F32(map(contiguous(v, l, self.name())?, |x| if x > 0.0 { x } else { x * k }))
+            }
+            CpuStorage::F64(v) => {
+                let k = self.slope;
+                CpuStorage::F64(map(contiguous(v, l, self.name())?, |x| if x > 0.0 { x } else { x * k }))
+            }
+            _ => bail!("leaky-relu: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(leaky_relu_grad(grad, arg, self.slope)?))
+    }
+}
+
+struct LeakyReluGrad {
+    slope: f64,
+}
+
+impl CustomOp2 for LeakyReluGrad {
+    fn name(&self) -> &'static str {
+        "leaky-relu-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!("leaky-relu-grad: gradient {:?} and input {:?} differ", l1.shape(), l2.shape());
+        }
+        let name = self.name();
+        let out = match (s1, s2) {
+            (CpuStorage::F32(g), CpuStorage::F32(x)) => {
+                let k = self.slope as f32;
+                let (g, x) = (contiguous(g, l1, name)?, contiguous(x, l2, name)?);
+                CpuStorage::F32(zip_map(g, x, |g, x| if x > 0.0 { g } else { g * k }))
+            }
+            (CpuStorage::F64(g), CpuStorage::F64(x)) => {
+                let k = self.slope;
+                let (g, x) = (contiguous(g, l1, name)?, contiguous(x, l2, name)?);
+                CpuStorage::F64(zip_map(g, x, |g, x| if x > 0.0 { g } else { g * k }))
+            }
+            _ => bail!("leaky-relu-grad: f32 or f64, both the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// Linear in the gradient with the same slope pattern; the pattern's own derivative
+    /// with respect to x is zero wherever it is defined (candle needs it spelled out when
+    /// x depends on variables).
+    fn bwd(&self, _grad: &Tensor, x: &Tensor, _res: &Tensor, gg: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(leaky_relu_grad(gg, x, self.slope)?), Some(x.zeros_like()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    fn reference(x: &Tensor, slope: f64) -> Tensor {
+        x.maximum(&(x * slope).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn forward_matches_maximum_also_non_contiguous() {
+        let x = Tensor::randn(0f32, 1.0, (3, 4, 5, 6), &Device::Cpu).unwrap();
+        assert_eq!(max_diff(&leaky_relu(&x, 0.2).unwrap(), &reference(&x, 0.2)), 0.0);
+        let xt = x.transpose(1, 3).unwrap();
+        assert_eq!(max_diff(&leaky_relu(&xt, 0.2).unwrap(), &reference(&xt, 0.2)), 0.0);
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        assert_eq!(max_diff(&leaky_relu(&x64, 0.01).unwrap(), &reference(&x64, 0.01)), 0.0);
+    }
+
+    #[test]
+    fn first_and_second_order_gradients_match_maximum() {
+        // A penalty-like objective: p = sum((d/dx sum(v · act(w·x)))²), differentiated
+        // with respect to w and v, as a gradient penalty is.
+        let x0 = Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &Device::Cpu).unwrap();
+        let w0 = Tensor::randn(0f64, 1.0, (1, 3, 1, 1), &Device::Cpu).unwrap();
+        let v0 = Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &Device::Cpu).unwrap();
+        let eval = move |fast: bool| {
+            let (x, w, v) =
+                (Var::from_tensor(&x0).unwrap(), Var::from_tensor(&w0).unwrap(), Var::from_tensor(&v0).unwrap());
+            let h = x.as_tensor().broadcast_mul(w.as_tensor()).unwrap();
+            let a = if fast { leaky_relu(&h, 0.2).unwrap() } else { reference(&h, 0.2) };
+            let f = (a * (v.as_tensor() * v.as_tensor()).unwrap()).unwrap().sum_all().unwrap();
+            let g = f.backward().unwrap();
+            let gx = g.get(x.as_tensor()).unwrap().clone();
+            let p = gx.sqr().unwrap().sum_all().unwrap();
+            let g2 = p.backward().unwrap();
+            (gx, g2.get(w.as_tensor()).unwrap().clone(), g2.get(v.as_tensor()).unwrap().clone())
+        };
+        crate::enable_second_order_gradients();
+        let (a, b) = std::thread::spawn(move || (eval(true), eval(false))).join().unwrap();
+        assert!(max_diff(&a.0, &b.0) < 1e-12);
+        assert!(max_diff(&a.1, &b.1) < 1e-10);
+        assert!(max_diff(&a.2, &b.2) < 1e-10);
+        assert!(a.1.abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3, "a non-trivial test");
+    }
+}
