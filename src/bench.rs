@@ -322,7 +322,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
             Ok(net) => {
                 let pixels: Vec<u8> = (0..n * 64 * 64 * 3).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
                 let images: Vec<&[u8]> = pixels.chunks(64 * 64 * 3).collect();
-                b.run("inception", Some(n), || Ok(net.features_u8(&images, 64).map(drop)?))?;
+                b.run("inception", Some(n), || net.features_u8(&images, 64).map(drop))?;
             }
             Err(e) if opts.only.is_empty() => eprintln!("inception skipped: {e:#}"),
             Err(e) => return Err(e),

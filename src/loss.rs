@@ -249,7 +249,8 @@ mod tests {
             Hinge => (avg(r, |x| (1.0 - x).max(0.0)) + avg(f, |x| (1.0 + x).max(0.0)), -avg(f, |x| x)),
             FGan(d) => {
                 // Table 2 of Nowozin et al.: activation g and conjugate f*.
-                let (g, fstar): (fn(f64) -> f64, fn(f64) -> f64) = match d {
+                type F = fn(f64) -> f64;
+                let (g, fstar): (F, F) = match d {
                     Divergence::KullbackLeibler => (|v| v, |t| (t - 1.0).exp()),
                     Divergence::ReverseKl => (|v| -(-v).exp(), |t| -1.0 - (-t).ln()),
                     Divergence::PearsonChi2 => (|v| v, |t| 0.25 * t * t + t),

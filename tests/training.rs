@@ -147,10 +147,8 @@ fn one_discriminator_step_lowers_its_loss_on_a_fixed_batch() {
     let fake = s.g.forward(&z, None, Mode::TRAIN).unwrap().detach();
     let loss = facegan::loss::AdversarialLoss::NonSaturating;
     let d_loss = |s: &Session| {
-        let l = loss
-            .d_loss(&s.d.forward(&real, None, Mode::TRAIN).unwrap(), &s.d.forward(&fake, None, Mode::TRAIN).unwrap())
-            .unwrap();
-        l
+        loss.d_loss(&s.d.forward(&real, None, Mode::TRAIN).unwrap(), &s.d.forward(&fake, None, Mode::TRAIN).unwrap())
+            .unwrap()
     };
     let before = d_loss(&s);
     s.opt_d.step(s.d.params(), &before.backward().unwrap()).unwrap();

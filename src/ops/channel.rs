@@ -165,7 +165,8 @@ mod tests {
             let x = Var::from_tensor(&x0).unwrap();
             let w = Var::from_tensor(&w0).unwrap();
             let shape = x.shape().clone();
-            let (sum, bc): (Box<dyn Fn(&Tensor) -> Tensor>, Box<dyn Fn(&Tensor) -> Tensor>) = if fast {
+            type F<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
+            let (sum, bc): (F, F) = if fast {
                 (Box::new(|t| channel_sum(t).unwrap()), Box::new(move |t| channel_broadcast(t, &shape).unwrap()))
             } else {
                 (Box::new(|t| t.sum_keepdim((0, 2, 3)).unwrap()), Box::new(move |t| t.broadcast_as(&shape).unwrap()))
