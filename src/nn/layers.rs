@@ -2,7 +2,7 @@
 
 use super::{params::Params, BnMode, Mode};
 use crate::ops;
-use crate::ops::channel::{channel_broadcast, channel_sum, per_channel};
+use crate::ops::channel::{channel_affine, channel_broadcast, channel_sum, per_channel};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, Var, D};
 
@@ -138,7 +138,7 @@ impl BatchNorm2d {
                 let rv = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
                 let scale = gamma.div(&(rv + self.eps)?.sqrt()?)?;
                 let shift = (beta - rm.mul(&scale)?)?;
-                return x.mul(&channel_broadcast(&scale, x.shape())?)?.add(&channel_broadcast(&shift, x.shape())?);
+                return channel_affine(x, &scale, &shift);
             }
             BnMode::Train => 0.1,
             BnMode::Accumulate(m) => m,
@@ -153,7 +153,7 @@ impl BatchNorm2d {
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
         let scale = (var + self.eps)?.sqrt()?.recip()?.mul(&gamma)?;
-        centred.mul(&channel_broadcast(&scale, x.shape())?)?.add(&channel_broadcast(&beta, x.shape())?)
+        channel_affine(&centred, &scale, &beta)
     }
 }
 
@@ -183,7 +183,7 @@ impl LayerNorm2d {
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim((1, 2, 3))?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.mul(&per_channel(&weight(&self.gamma, mode), x)?)?.add(&per_channel(&weight(&self.beta, mode), x)?)
+        channel_affine(&normed, &weight(&self.gamma, mode), &weight(&self.beta, mode))
     }
 }
 

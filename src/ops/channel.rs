@@ -122,6 +122,86 @@ impl CustomOp1 for ChannelBroadcast {
     }
 }
 
+/// `x · scale[c] + shift[c]` over (N, C, ...) in one pass; `scale` and `shift` have C
+/// elements each (any shape). The affine step of batch and layer norm and of channel biases.
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if scale.elem_count() != c || shift.elem_count() != c {
+        bail!("channel_affine: {c} channels but scale {:?} and shift {:?}", scale.dims(), shift.dims());
+    }
+    if !super::is_fast_cpu(x) || scale.dtype() != x.dtype() || shift.dtype() != x.dtype() {
+        let (s, b) = (per_channel(&scale.flatten_all()?, x)?, per_channel(&shift.flatten_all()?, x)?);
+        return x.mul(&s)?.add(&b);
+    }
+    x.contiguous()?.apply_op3(&scale.flatten_all()?.contiguous()?, &shift.flatten_all()?.contiguous()?, ChannelAffine)
+}
+
+struct ChannelAffine;
+
+fn affine<T: Copy + Send + Sync + Default + std::ops::Mul<Output = T> + std::ops::Add<Output = T>>(
+    x: &[T],
+    scale: &[T],
+    shift: &[T],
+    (n, c, inner): (usize, usize, usize),
+) -> Vec<T> {
+    let mut out = vec![T::default(); n * c * inner];
+    out.par_chunks_mut(inner).zip(x.par_chunks(inner.max(1))).enumerate().for_each(|(k, (o, x))| {
+        let (a, b) = (scale[k % c], shift[k % c]);
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = x * a + b;
+        }
+    });
+    out
+}
+
+impl candle_core::CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let part = |l: &Layout| {
+            l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("channel-affine: input not contiguous".into()))
+        };
+        let ((a1, b1), (a2, b2), (a3, b3)) = (part(l1)?, part(l2)?, part(l3)?);
+        let dims = split(l1.shape());
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(s), CpuStorage::F32(b)) => {
+                CpuStorage::F32(affine(&x[a1..b1], &s[a2..b2], &b[a3..b3], dims))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(s), CpuStorage::F64(b)) => {
+                CpuStorage::F64(affine(&x[a1..b1], &s[a2..b2], &b[a3..b3], dims))
+            }
+            _ => bail!("channel-affine: f32 or f64, all three the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// dx = grad · scale[c] (this op again, so differentiable), dscale = Σ grad · x,
+    /// dshift = Σ grad, per channel.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = channel_affine(grad, scale, &scale.zeros_like()?)?;
+        let dscale = channel_sum(&grad.mul(x)?)?.reshape(scale.shape())?;
+        let dshift = channel_sum(grad)?.reshape(shift.shape())?;
+        Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +234,47 @@ mod tests {
         let b = channel_broadcast(&v, x.shape()).unwrap();
         assert_eq!(close(&b, &v.broadcast_as(x.shape()).unwrap()), 0.0);
         assert!(channel_broadcast(&x, x.shape()).is_err());
+    }
+
+    #[test]
+    fn affine_matches_broadcast_ops_to_second_order() {
+        let x0 = Tensor::randn(0f64, 1.0, (2, 3, 2, 5), &Device::Cpu).unwrap();
+        let s0 = Tensor::randn(0f64, 1.0, 3, &Device::Cpu).unwrap();
+        let b0 = Tensor::randn(0f64, 1.0, 3, &Device::Cpu).unwrap();
+        let v0 = Tensor::randn(0f64, 1.0, (2, 3, 2, 5), &Device::Cpu).unwrap();
+        let (x1, s1, b1) = (x0.clone(), s0.clone(), b0.clone());
+        let eval = move |fast: bool| {
+            let (x, s, b) =
+                (Var::from_tensor(&x1).unwrap(), Var::from_tensor(&s1).unwrap(), Var::from_tensor(&b1).unwrap());
+            let y = if fast {
+                channel_affine(x.as_tensor(), s.as_tensor(), b.as_tensor()).unwrap()
+            } else {
+                let s4 = s.as_tensor().reshape((1, 3, 1, 1)).unwrap();
+                let b4 = b.as_tensor().reshape((1, 3, 1, 1)).unwrap();
+                x.as_tensor().broadcast_mul(&s4).unwrap().broadcast_add(&b4).unwrap()
+            };
+            // A penalty-like objective: the squared input gradient of sum(v · y²).
+            let f = (y.sqr().unwrap() * &v0).unwrap().sum_all().unwrap();
+            let gx = f.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+            let p = gx.sqr().unwrap().sum_all().unwrap();
+            let g2 = p.backward().unwrap();
+            (y, gx, g2.get(s.as_tensor()).unwrap().clone(), g2.get(b.as_tensor()).unwrap().clone())
+        };
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let (a, b) = std::thread::spawn(move || (eval(true), eval(false))).join().unwrap();
+        assert!(close(&a.0, &b.0) < 1e-12);
+        assert!(close(&a.1, &b.1) < 1e-10);
+        assert!(close(&a.2, &b.2) < 1e-10);
+        assert!(close(&a.3, &b.3) < 1e-10);
+        let xt = x0.transpose(2, 3).unwrap().to_dtype(DType::F32).unwrap();
+        let (s32, b32) = (s0.to_dtype(DType::F32).unwrap(), b0.to_dtype(DType::F32).unwrap());
+        let want = xt
+            .broadcast_mul(&s32.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b32.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap();
+        assert!(close(&channel_affine(&xt, &s32, &b32).unwrap(), &want) < 1e-6, "non-contiguous f32");
+        assert!(channel_affine(&xt, &s32.narrow(0, 0, 2).unwrap(), &b32).is_err());
     }
 
     #[test]
