@@ -95,6 +95,7 @@ fn evaluate_folders_and_reuse_cached_real_features() {
     let mut opts = EvalOptions::new(Source::from_path(&fake), Source::from_path(&real));
     opts.metrics = parse_metrics("kid,pr").unwrap();
     opts.cache_dir = Some(cache.clone());
+    opts.num = 5;
     opts.batch_size = 5;
     opts.kid.subsets = 10;
     let first = evaluate(&opts).unwrap();
