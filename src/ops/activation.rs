@@ -122,23 +122,9 @@ impl CustomOp2 for LeakyReluGrad {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_abs_diff as max_diff;
     use super::*;
     use candle_core::{DType, Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     fn reference(x: &Tensor, slope: f64) -> Tensor {
         x.maximum(&(x * slope).unwrap()).unwrap()

@@ -204,23 +204,9 @@ impl candle_core::CustomOp3 for ChannelAffine {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_abs_diff as close;
     use super::*;
     use candle_core::{DType, Device, Var};
-
-    fn close(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     #[test]
     fn sum_and_broadcast_match_candle() {

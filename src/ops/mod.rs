@@ -15,6 +15,13 @@ mod cpu;
 mod kernels;
 
 pub use activation::leaky_relu;
+
+/// Largest absolute element difference of two tensors (unit tests of the custom ops).
+#[cfg(test)]
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
 #[cfg(test)]
 mod tests;
 
