@@ -8,7 +8,7 @@
 
 use super::{Discriminator, Generator};
 use crate::config::ModelConfig;
-use crate::nn::{leaky_relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Norm, Params};
+use crate::nn::{leaky_relu, relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Norm, Params};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -55,7 +55,7 @@ impl Generator for DcganGenerator {
     fn forward(&self, z: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
         let mut x = z.reshape((z.dim(0)?, self.nz, 1, 1))?;
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
-            x = bn.forward(&conv.forward(&x, mode)?, mode)?.relu()?;
+            x = relu(&bn.forward(&conv.forward(&x, mode)?, mode)?)?;
         }
         self.convs.last().unwrap().forward(&x, mode)?.tanh()
     }

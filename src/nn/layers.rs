@@ -2,7 +2,7 @@
 
 use super::{params::Params, BnMode, Mode};
 use crate::ops;
-use crate::ops::channel::{channel_affine, channel_broadcast, channel_sum, per_channel};
+use crate::ops::channel::{channel_affine, per_channel};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, Var, D};
 
@@ -144,16 +144,13 @@ impl BatchNorm2d {
             BnMode::Accumulate(m) => m,
         };
         let n = (x.elem_count() / c) as f64;
-        let mean = (channel_sum(x)? / n)?;
-        let centred = x.sub(&channel_broadcast(&mean, x.shape())?)?;
-        let var = (channel_sum(&centred.sqr()?)? / n)?;
-        let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-        let rm = ((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean.detach().flatten_all()? * momentum)?)?;
+        let (y, mean, var) = crate::ops::batch_norm(x, &gamma, &beta, self.eps)?;
+        let unbiased = (var * (n / (n - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean * momentum)?)?;
         let rv = ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
-        let scale = (var + self.eps)?.sqrt()?.recip()?.mul(&gamma)?;
-        channel_affine(&centred, &scale, &beta)
+        Ok(y)
     }
 }
 
@@ -179,11 +176,7 @@ impl LayerNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mean = x.mean_keepdim((1, 2, 3))?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim((1, 2, 3))?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        channel_affine(&normed, &weight(&self.gamma, mode), &weight(&self.beta, mode))
+        ops::layer_norm(x, &weight(&self.gamma, mode), &weight(&self.beta, mode), self.eps)
     }
 }
 

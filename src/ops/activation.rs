@@ -116,7 +116,8 @@ impl CustomOp2 for LeakyReluGrad {
     /// with respect to x is zero wherever it is defined (candle needs it spelled out when
     /// x depends on variables).
     fn bwd(&self, _grad: &Tensor, x: &Tensor, _res: &Tensor, gg: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(leaky_relu_grad(gg, x, self.slope)?), Some(x.zeros_like()?)))
+        let dx = super::cpu::needed(x).then(|| x.zeros_like()).transpose()?;
+        Ok((Some(leaky_relu_grad(gg, x, self.slope)?), dx))
     }
 }
 

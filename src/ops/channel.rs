@@ -195,10 +195,11 @@ impl candle_core::CustomOp3 for ChannelAffine {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = channel_affine(grad, scale, &scale.zeros_like()?)?;
-        let dscale = channel_sum(&grad.mul(x)?)?.reshape(scale.shape())?;
-        let dshift = channel_sum(grad)?.reshape(shift.shape())?;
-        Ok((Some(dx), Some(dscale), Some(dshift)))
+        let needed = super::cpu::needed;
+        let dx = needed(x).then(|| channel_affine(grad, scale, &scale.zeros_like()?));
+        let dscale = needed(scale).then(|| channel_sum(&grad.mul(x)?)?.reshape(scale.shape()));
+        let dshift = needed(shift).then(|| channel_sum(grad)?.reshape(shift.shape()));
+        Ok((dx.transpose()?, dscale.transpose()?, dshift.transpose()?))
     }
 }
 

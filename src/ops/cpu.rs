@@ -16,6 +16,14 @@ use super::kernels::{self, Element, Geometry};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use std::borrow::Cow;
 
+/// Whether a backward pass needs the gradient with respect to `t`: only when `t` depends on
+/// a variable. Candle asks custom ops for every argument's gradient and accumulates even the
+/// ones nothing reads (the real images' gradient, the frozen critic's weight gradients in the
+/// generator step), each a whole convolution; those are skipped.
+pub(crate) fn needed(t: &Tensor) -> bool {
+    t.track_op()
+}
+
 /// The elements of a tensor in row-major order, borrowed when its layout is contiguous.
 fn contiguous<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [T]>> {
     let data = T::cpu_storage_as_slice(storage)?;
@@ -120,9 +128,9 @@ impl CustomOp2 for Conv2d {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (s, p) = (self.stride, self.padding);
         let (g, ..) = Geometry::conv2d(x.dims(), w.dims(), s, p)?;
-        let grad_x = super::conv_transpose2d_padded(grad, w, s, p, g.output_padding())?;
-        let grad_w = super::conv2d_weight_grad(x, grad, g.kernel, s, p)?;
-        Ok((Some(grad_x), Some(grad_w)))
+        let grad_x = needed(x).then(|| super::conv_transpose2d_padded(grad, w, s, p, g.output_padding()));
+        let grad_w = needed(w).then(|| super::conv2d_weight_grad(x, grad, g.kernel, s, p));
+        Ok((grad_x.transpose()?, grad_w.transpose()?))
     }
 }
 
@@ -158,9 +166,9 @@ impl CustomOp2 for ConvTranspose2d {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (s, p) = (self.stride, self.padding);
         let (_, _, kh, kw) = w.dims4()?;
-        let grad_x = super::conv2d(grad, w, s, p)?;
-        let grad_w = super::conv2d_weight_grad(grad, x, (kh, kw), s, p)?;
-        Ok((Some(grad_x), Some(grad_w)))
+        let grad_x = needed(x).then(|| super::conv2d(grad, w, s, p));
+        let grad_w = needed(w).then(|| super::conv2d_weight_grad(grad, x, (kh, kw), s, p));
+        Ok((grad_x.transpose()?, grad_w.transpose()?))
     }
 }
 
@@ -211,9 +219,9 @@ impl CustomOp2 for WeightGrad {
         let (g, ..) = Geometry::weight_grad(big.dims(), small.dims(), self.kernel, s, p)?;
         // The result is linear in each argument: as a function of `small` it is the adjoint of
         // `conv2d(big, ·)`, as a function of `big` the adjoint of `conv_transpose2d(small, ·)`.
-        let grad_big = super::conv_transpose2d_padded(small, grad, s, p, g.output_padding())?;
-        let grad_small = super::conv2d(big, grad, s, p)?;
-        Ok((Some(grad_big), Some(grad_small)))
+        let grad_big = needed(big).then(|| super::conv_transpose2d_padded(small, grad, s, p, g.output_padding()));
+        let grad_small = needed(small).then(|| super::conv2d(big, grad, s, p));
+        Ok((grad_big.transpose()?, grad_small.transpose()?))
     }
 }
 

@@ -13,8 +13,11 @@ mod activation;
 pub mod channel;
 mod cpu;
 mod kernels;
+mod norm;
 
 pub use activation::leaky_relu;
+pub use channel::channel_affine;
+pub use norm::{batch_norm, layer_norm};
 
 /// Largest absolute element difference of two tensors (unit tests of the custom ops).
 #[cfg(test)]
