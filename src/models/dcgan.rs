@@ -57,7 +57,7 @@ impl Generator for DcganGenerator {
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
             x = relu(&bn.forward(&conv.forward(&x, mode)?, mode)?)?;
         }
-        self.convs.last().unwrap().forward(&x, mode)?.tanh()
+        crate::ops::tanh(&self.convs.last().unwrap().forward(&x, mode)?)
     }
 
     fn params(&self) -> &Params {

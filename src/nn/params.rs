@@ -2,9 +2,11 @@
 //! statistics), with the copy, average and (de)serialisation operations that EMA and
 //! checkpoints need.
 
+use crate::ops::eager::{run_eager, Eager};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var, WithDType};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone)]
@@ -80,7 +82,12 @@ impl Params {
     /// parameters; buffers are copied (as StyleGAN2-ADA does).
     pub fn ema_from(&self, other: &Params, decay: f64) -> candle_core::Result<()> {
         for (a, b) in self.params.values().zip(other.params.values()) {
-            let new = ((a.as_tensor() * decay)? + (b.as_tensor().detach() * (1.0 - decay))?)?;
+            let new = if crate::ops::is_fast_cpu(a.as_tensor()) && a.dtype() == b.dtype() {
+                let out = run_eager(&Lerp { decay }, &[a.as_tensor(), b.as_tensor()], &[a.shape().clone()])?;
+                out.into_iter().next().expect("one output")
+            } else {
+                ((a.as_tensor() * decay)? + (b.as_tensor().detach() * (1.0 - decay))?)?
+            };
             a.set(&new.detach())?;
         }
         for (a, b) in self.buffers.values().zip(other.buffers.values()) {
@@ -133,5 +140,24 @@ impl Params {
             bail!("{source}: holds {present} tensors under {prefix} but this model has {expected}: the checkpoint is from another architecture");
         }
         Ok(())
+    }
+}
+
+/// `decay·a + (1 − decay)·b` in one parallel pass.
+struct Lerp {
+    decay: f64,
+}
+
+impl Eager for Lerp {
+    const NAME: &'static str = "moving-average";
+
+    fn run<T: WithDType>(&self, inputs: &[&[T]]) -> Vec<Vec<T>> {
+        let &[a, b] = inputs else { unreachable!("two inputs") };
+        let mut out = vec![T::zero(); a.len()];
+        let (d, e) = (T::from_f64(self.decay), T::from_f64(1.0 - self.decay));
+        out.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(o, (a, b))| {
+            o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = a * d + b * e);
+        });
+        vec![out]
     }
 }

@@ -121,6 +121,68 @@ impl CustomOp2 for LeakyReluGrad {
     }
 }
 
+/// `tanh(x)`, one parallel pass; its backward `grad · (1 − y²)` is one more.
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    if !super::is_fast_cpu(x) {
+        return x.tanh();
+    }
+    x.contiguous()?.apply_op1(Tanh)
+}
+
+struct Tanh;
+
+impl CustomOp1 for Tanh {
+    fn name(&self) -> &'static str {
+        "tanh"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(map(contiguous(v, l, self.name())?, f32::tanh)),
+            CpuStorage::F64(v) => CpuStorage::F64(map(contiguous(v, l, self.name())?, f64::tanh)),
+            _ => bail!("tanh: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2(&res.contiguous()?, TanhGrad)?))
+    }
+}
+
+/// `grad · (1 − y²)` for `y = tanh(x)`.
+struct TanhGrad;
+
+impl CustomOp2 for TanhGrad {
+    fn name(&self) -> &'static str {
+        "tanh-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!("tanh-grad: gradient {:?} and output {:?} differ", l1.shape(), l2.shape());
+        }
+        let name = self.name();
+        let out = match (s1, s2) {
+            (CpuStorage::F32(g), CpuStorage::F32(y)) => {
+                CpuStorage::F32(zip_map(contiguous(g, l1, name)?, contiguous(y, l2, name)?, |g, y| g * (1.0 - y * y)))
+            }
+            (CpuStorage::F64(g), CpuStorage::F64(y)) => {
+                CpuStorage::F64(zip_map(contiguous(g, l1, name)?, contiguous(y, l2, name)?, |g, y| g * (1.0 - y * y)))
+            }
+            _ => bail!("tanh-grad: f32 or f64, both the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// Linear in the gradient (this op again); with respect to y, `−2·u·grad·y` in candle ops.
+    fn bwd(&self, grad: &Tensor, y: &Tensor, _res: &Tensor, u: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dgrad = u.contiguous()?.apply_op2(&y.contiguous()?, TanhGrad)?;
+        let dy = super::cpu::needed(y).then(|| u.mul(grad)?.mul(y)? * -2.0).transpose()?;
+        Ok((Some(dgrad), dy))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::max_abs_diff as max_diff;
@@ -166,5 +228,29 @@ mod tests {
         assert!(max_diff(&a.1, &b.1) < 1e-10);
         assert!(max_diff(&a.2, &b.2) < 1e-10);
         assert!(a.1.abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3, "a non-trivial test");
+    }
+
+    #[test]
+    fn tanh_first_and_second_order_gradients_match_candle() {
+        // p = Σ (d/dx Σ v·tanh(w·x)²)², differentiated with respect to w and v.
+        let x0 = Tensor::randn(0f64, 1.0, (2, 3, 4), &Device::Cpu).unwrap();
+        let w0 = Tensor::randn(0f64, 1.0, (1, 3, 1), &Device::Cpu).unwrap();
+        let v0 = Tensor::randn(0f64, 1.0, (2, 3, 4), &Device::Cpu).unwrap();
+        let eval = move |fast: bool| {
+            let (x, w, v) =
+                (Var::from_tensor(&x0).unwrap(), Var::from_tensor(&w0).unwrap(), Var::from_tensor(&v0).unwrap());
+            let h = x.as_tensor().broadcast_mul(w.as_tensor()).unwrap();
+            let y = if fast { tanh(&h).unwrap() } else { h.tanh().unwrap() };
+            let f = (y.sqr().unwrap() * v.as_tensor()).unwrap().sum_all().unwrap();
+            let gx = f.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+            let g2 = gx.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            (y, gx, g2.get(w.as_tensor()).unwrap().clone(), g2.get(v.as_tensor()).unwrap().clone())
+        };
+        crate::enable_second_order_gradients();
+        let (a, b) = std::thread::spawn(move || (eval(true), eval(false))).join().unwrap();
+        assert!(max_diff(&a.0, &b.0) < 1e-15);
+        assert!(max_diff(&a.1, &b.1) < 1e-12);
+        assert!(max_diff(&a.2, &b.2) < 1e-10 && max_diff(&a.3, &b.3) < 1e-10);
+        assert!(a.2.abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3, "a non-trivial test");
     }
 }

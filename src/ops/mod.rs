@@ -12,10 +12,11 @@
 mod activation;
 pub mod channel;
 mod cpu;
+pub(crate) mod eager;
 mod kernels;
 mod norm;
 
-pub use activation::leaky_relu;
+pub use activation::{leaky_relu, tanh};
 pub use channel::channel_affine;
 pub use norm::{batch_norm, layer_norm};
 

@@ -140,21 +140,29 @@ fn channel_moments<T: WithDType>(a: &[T], b: Option<&[T]>, dims: (usize, usize, 
         .collect()
 }
 
-/// `out = a·k1[c] + b·k2[c] + k3[c]` over (N, C, inner) (`b = None`: no second term), planes in
-/// parallel.
-fn channel_combine<T: WithDType>(a: &[T], b: Option<&[T]>, k: &[[f64; 3]], dims: (usize, usize, usize)) -> Vec<T> {
-    let (_, channels, inner) = dims;
+/// `out = (x − k[c][0])·k[c][1] + k[c][2]` over (N, C, inner), planes in parallel (subtracting
+/// the mean first keeps the result accurate when the variance is tiny).
+fn normalise_planes<T: WithDType>(x: &[T], k: &[[f64; 3]], (_, channels, inner): (usize, usize, usize)) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(inner.max(1)).zip(x.par_chunks(inner.max(1))).enumerate().for_each(|(p, (o, x))| {
+        let [mean, a, b] = k[p % channels].map(T::from_f64);
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x - mean) * a + b);
+    });
+    out
+}
+
+/// `out = a·k1[c] + b·k2[c] + k3[c]` over (N, C, inner), planes in parallel.
+fn channel_combine<T: WithDType>(
+    a: &[T],
+    b: &[T],
+    k: &[[f64; 3]],
+    (_, channels, inner): (usize, usize, usize),
+) -> Vec<T> {
     let mut out = vec![T::zero(); a.len()];
     out.par_chunks_mut(inner.max(1)).enumerate().for_each(|(p, o)| {
         let [k1, k2, k3] = k[p % channels].map(T::from_f64);
-        let pa = &a[p * inner..][..inner];
-        match b {
-            None => o.iter_mut().zip(pa).for_each(|(o, &a)| *o = a * k1 + k3),
-            Some(b) => {
-                let pb = &b[p * inner..][..inner];
-                o.iter_mut().zip(pa.iter().zip(pb)).for_each(|(o, (&a, &b))| *o = a * k1 + b * k2 + k3);
-            }
-        }
+        let (pa, pb) = (&a[p * inner..][..inner], &b[p * inner..][..inner]);
+        o.iter_mut().zip(pa.iter().zip(pb)).for_each(|(o, (&a, &b))| *o = a * k1 + b * k2 + k3);
     });
     out
 }
@@ -181,11 +189,11 @@ impl BatchNorm {
                 stats.var.push(var);
                 stats.inv_std.push(inv);
                 let a = g.to_f64() * inv;
-                [a, 0.0, b.to_f64() - mean * a]
+                [mean, a, b.to_f64()]
             })
             .collect();
         *self.stats.lock().unwrap() = Some(stats);
-        channel_combine(x, None, &k, dims)
+        normalise_planes(x, &k, dims)
     }
 }
 
@@ -310,7 +318,7 @@ impl CustomOp3 for InputGrad {
                     [k1, k2, -k1 * db / m - k2 * mean]
                 })
                 .collect();
-            channel_combine(g, Some(x), &k, dims)
+            channel_combine(g, x, &k, dims)
         });
         Ok((out, l1.shape().clone()))
     }

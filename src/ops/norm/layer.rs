@@ -17,7 +17,8 @@
 //! scale and shift gradients with cotangents `(uγ, uβ)`: `∂/∂g = uγ[c]·x̂ + uβ[c]`, and
 //! `∂/∂x` is that same map applied to `w = uγ[c]·g`.
 
-use super::{dispatch, run_eager, split, Eager};
+use super::{dispatch, split};
+use crate::ops::eager::{run_eager, Eager};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -98,8 +99,8 @@ impl LayerNorm {
             |((o, x), &(mean, inv))| {
                 for ((o, x), (g, b)) in o.chunks_mut(d.inner).zip(x.chunks(d.inner)).zip(gamma.iter().zip(beta)) {
                     let a = g.to_f64() * inv;
-                    let (a, c) = (T::from_f64(a), T::from_f64(b.to_f64() - mean * a));
-                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = x * a + c);
+                    let (m, a, b) = (T::from_f64(mean), T::from_f64(a), *b);
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x - m) * a + b);
                 }
             },
         );

@@ -18,7 +18,7 @@ mod layer;
 pub use batch::batch_norm;
 pub use layer::layer_norm;
 
-use candle_core::{bail, CpuStorage, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{bail, Layout, Result, Shape};
 
 /// (outer = N, channels = C, inner = H·W) of a shape.
 fn split(shape: &Shape) -> (usize, usize, usize) {
@@ -51,36 +51,3 @@ macro_rules! dispatch {
     };
 }
 use dispatch;
-
-/// A computation on the contents of several CPU tensors of one dtype, producing new
-/// tensors outside the graph: the derivatives of the backward ops.
-trait Eager {
-    const NAME: &'static str;
-    fn run<T: WithDType>(&self, inputs: &[&[T]]) -> Vec<Vec<T>>;
-}
-
-/// Runs `e` on the contents of `inputs` (made contiguous) and returns its outputs with the
-/// given shapes, on the inputs' device and dtype.
-fn run_eager<E: Eager>(e: &E, inputs: &[&Tensor], shapes: &[Shape]) -> Result<Vec<Tensor>> {
-    let inputs: Vec<Tensor> = inputs.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
-    let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
-    let dev = inputs[0].device();
-    macro_rules! go {
-        ($variant:ident) => {{
-            let mut slices = Vec::with_capacity(guards.len());
-            for (storage, layout) in &guards {
-                match &**storage {
-                    Storage::Cpu(CpuStorage::$variant(v)) => slices.push(contiguous(v, layout, E::NAME)?),
-                    _ => bail!("{}: f32 or f64 CPU inputs, all the same", E::NAME),
-                }
-            }
-            let outs = e.run(&slices);
-            outs.into_iter().zip(shapes).map(|(v, s)| Tensor::from_vec(v, s, dev)).collect()
-        }};
-    }
-    match inputs[0].dtype() {
-        candle_core::DType::F32 => go!(F32),
-        candle_core::DType::F64 => go!(F64),
-        dt => bail!("{}: f32 or f64 only, got {dt:?}", E::NAME),
-    }
-}
