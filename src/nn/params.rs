@@ -153,7 +153,7 @@ impl Eager for Lerp {
 
     fn run<T: WithDType>(&self, inputs: &[&[T]]) -> Vec<Vec<T>> {
         let &[a, b] = inputs else { unreachable!("two inputs") };
-        let mut out = vec![T::zero(); a.len()];
+        let mut out = crate::ops::filled_par(a.len(), T::zero());
         let (d, e) = (T::from_f64(self.decay), T::from_f64(1.0 - self.decay));
         out.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(o, (a, b))| {
             o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = a * d + b * e);

@@ -38,7 +38,7 @@ fn contiguous<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
 }
 
 fn map<T: Copy + Send + Sync + Default>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
+    let mut out = super::filled_par(x.len(), T::default());
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
         for (o, &x) in o.iter_mut().zip(x) {
             *o = f(x);
@@ -48,7 +48,7 @@ fn map<T: Copy + Send + Sync + Default>(x: &[T], f: impl Fn(T) -> T + Sync) -> V
 }
 
 fn zip_map<T: Copy + Send + Sync + Default>(g: &[T], x: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
+    let mut out = super::filled_par(x.len(), T::default());
     out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(o, (g, x))| {
         for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
             *o = f(g, x);

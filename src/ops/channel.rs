@@ -96,7 +96,7 @@ struct ChannelBroadcast {
 }
 
 fn repeat_channels<T: Copy + Send + Sync + Default>(v: &[T], (n, c, inner): (usize, usize, usize)) -> Vec<T> {
-    let mut out = vec![T::default(); n * c * inner];
+    let mut out = super::filled_par(n * c * inner, T::default());
     out.par_chunks_mut(inner).enumerate().for_each(|(k, chunk)| chunk.fill(v[k % c]));
     out
 }
@@ -144,7 +144,7 @@ fn affine<T: Copy + Send + Sync + Default + std::ops::Mul<Output = T> + std::ops
     shift: &[T],
     (n, c, inner): (usize, usize, usize),
 ) -> Vec<T> {
-    let mut out = vec![T::default(); n * c * inner];
+    let mut out = super::filled_par(n * c * inner, T::default());
     out.par_chunks_mut(inner).zip(x.par_chunks(inner.max(1))).enumerate().for_each(|(k, (o, x))| {
         let (a, b) = (scale[k % c], shift[k % c]);
         for (o, &x) in o.iter_mut().zip(x) {

@@ -476,20 +476,6 @@ fn transpose<T: Element>(matrix: &[T], rows: usize, cols: usize) -> Vec<T> {
     out
 }
 
-/// `len` zeros, written by the thread pool (a single-threaded fill of every convolution
-/// output showed up in the profile of a training step).
-fn zeros_par<T: Element>(len: usize) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut().par_chunks_mut(1 << 14).for_each(|c| {
-        for x in c {
-            x.write(T::zero());
-        }
-    });
-    // SAFETY: the loop above initialised all `len` elements of the spare capacity.
-    unsafe { v.set_len(len) };
-    v
-}
-
 /// Copies the `rows × len` blocks of consecutive batch items side by side into a
 /// `rows × (items·len)` row-major matrix.
 fn interleave<T: Element>(items: &[T], rows: usize, len: usize, out: &mut Vec<T>) {
@@ -561,7 +547,7 @@ pub(crate) fn conv2d<T: Element>(
     let k = c_in * g.taps();
     assert_eq!(x.len(), batch * c_in * bl, "conv2d input size");
     assert_eq!(w.len(), c_out * k, "conv2d weight size");
-    let mut out = zeros_par(batch * c_out * sl);
+    let mut out = super::filled_par(batch * c_out * sl, T::zero());
     if out.is_empty() || k == 0 {
         return out;
     }
@@ -609,7 +595,7 @@ pub(crate) fn conv_transpose2d<T: Element>(
     let m = c_out * g.taps();
     assert_eq!(x.len(), batch * c_in * sl, "conv_transpose2d input size");
     assert_eq!(w.len(), c_in * m, "conv_transpose2d weight size");
-    let mut out = zeros_par(batch * c_out * bl);
+    let mut out = super::filled_par(batch * c_out * bl, T::zero());
     if out.is_empty() || c_in == 0 {
         return out;
     }

@@ -30,6 +30,22 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 mod tests;
 
 use candle_core::{bail, DType, Result, Tensor};
+use rayon::prelude::*;
+
+/// `len` copies of `value` (a zero), written by the thread pool: the outputs of the custom ops are filled in
+/// parallel afterwards, and `vec![0; len]` would zero them on the calling thread first (a
+/// single-threaded pass over every activation, visible in the profile of a training step).
+pub(crate) fn filled_par<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut().par_chunks_mut(1 << 14).for_each(|c| {
+        for x in c {
+            x.write(value);
+        }
+    });
+    // SAFETY: the loop above initialised all `len` elements of the spare capacity.
+    unsafe { v.set_len(len) };
+    v
+}
 
 /// Whether our CPU kernels handle this tensor (f32 or f64 on the CPU).
 pub(crate) fn is_fast_cpu(t: &Tensor) -> bool {
@@ -114,3 +130,4 @@ pub fn conv2d_weight_grad(
     let out = big.transpose(0, 1)?.conv2d(&small.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
     out.narrow(2, 0, kernel.0)?.narrow(3, 0, kernel.1)
 }
+

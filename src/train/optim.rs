@@ -6,6 +6,7 @@
 
 use crate::nn::Params;
 use crate::ops::eager::{run_eager, Eager};
+use crate::ops::filled_par;
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, WithDType};
@@ -145,18 +146,22 @@ impl Eager for Update {
 
     fn run<T: WithDType>(&self, inputs: &[&[T]]) -> Vec<Vec<T>> {
         let &[w, g, m, v] = inputs else { unreachable!("four inputs") };
-        let (mut w2, mut m2, mut v2) = (vec![T::zero(); w.len()], m.to_vec(), vec![T::zero(); w.len()]);
+        let (mut w2, mut m2, mut v2) =
+            (filled_par(w.len(), T::zero()), filled_par(w.len(), T::zero()), filled_par(w.len(), T::zero()));
         const CHUNK: usize = 1 << 14;
-        let inputs = w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK));
+        let inputs = w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
         let outputs = w2.par_chunks_mut(CHUNK).zip(m2.par_chunks_mut(CHUNK)).zip(v2.par_chunks_mut(CHUNK));
-        outputs.zip(inputs).for_each(|(((w2, m2), v2), ((w, g), v))| {
+        outputs.zip(inputs).for_each(|(((w2, m2), v2), ((w, g), (m, v)))| {
             for i in 0..w.len() {
                 let (g, vi) = (g[i].to_f64(), self.beta2 * v[i].to_f64() + (1.0 - self.beta2) * g[i].to_f64().powi(2));
                 v2[i] = T::from_f64(vi);
                 let step = match self.kind {
-                    Kind::RmsProp => self.lr * g / (vi.sqrt() + self.eps),
+                    Kind::RmsProp => {
+                        m2[i] = m[i];
+                        self.lr * g / (vi.sqrt() + self.eps)
+                    }
                     Kind::Adam => {
-                        let mi = self.beta1 * m2[i].to_f64() + (1.0 - self.beta1) * g;
+                        let mi = self.beta1 * m[i].to_f64() + (1.0 - self.beta1) * g;
                         m2[i] = T::from_f64(mi);
                         self.lr / self.bc1 * mi / ((vi / self.bc2).sqrt() + self.eps)
                     }

@@ -143,7 +143,7 @@ fn channel_moments<T: WithDType>(a: &[T], b: Option<&[T]>, dims: (usize, usize, 
 /// `out = (x − k[c][0])·k[c][1] + k[c][2]` over (N, C, inner), planes in parallel (subtracting
 /// the mean first keeps the result accurate when the variance is tiny).
 fn normalise_planes<T: WithDType>(x: &[T], k: &[[f64; 3]], (_, channels, inner): (usize, usize, usize)) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
+    let mut out = crate::ops::filled_par(x.len(), T::zero());
     out.par_chunks_mut(inner.max(1)).zip(x.par_chunks(inner.max(1))).enumerate().for_each(|(p, (o, x))| {
         let [mean, a, b] = k[p % channels].map(T::from_f64);
         o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x - mean) * a + b);
@@ -158,7 +158,7 @@ fn channel_combine<T: WithDType>(
     k: &[[f64; 3]],
     (_, channels, inner): (usize, usize, usize),
 ) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
+    let mut out = crate::ops::filled_par(a.len(), T::zero());
     out.par_chunks_mut(inner.max(1)).enumerate().for_each(|(p, o)| {
         let [k1, k2, k3] = k[p % channels].map(T::from_f64);
         let (pa, pb) = (&a[p * inner..][..inner], &b[p * inner..][..inner]);

@@ -94,7 +94,7 @@ impl LayerNorm {
                 (mean, 1.0 / ((sq / d.len as f64 - mean * mean).max(0.0) + self.eps).sqrt())
             })
             .collect();
-        let mut out = vec![T::zero(); x.len()];
+        let mut out = crate::ops::filled_par(x.len(), T::zero());
         out.par_chunks_mut(d.len.max(1)).zip(x.par_chunks(d.len.max(1))).zip(&moments).for_each(
             |((o, x), &(mean, inv))| {
                 for ((o, x), (g, b)) in o.chunks_mut(d.inner).zip(x.chunks(d.inner)).zip(gamma.iter().zip(beta)) {
@@ -186,7 +186,7 @@ impl InputGrad {
     fn compute<T: WithDType>(&self, g: &[T], x: &[T], gamma: &[T], d: Dims) -> Vec<T> {
         let sums = input_grad_sums(g, x, gamma, &self.stats, d);
         let n = d.len as f64;
-        let mut out = vec![T::zero(); g.len()];
+        let mut out = crate::ops::filled_par(g.len(), T::zero());
         let st = &self.stats;
         out.par_chunks_mut(d.len.max(1))
             .zip(g.par_chunks(d.len.max(1)).zip(x.par_chunks(d.len.max(1))))
@@ -257,7 +257,7 @@ impl Eager for InputGradVjp {
         let &[g, x, gamma, u] = inputs else { unreachable!("four inputs") };
         let (d, c) = (self.d, gamma.len());
         let n = d.len as f64;
-        let (mut dg, mut dx) = (vec![T::zero(); g.len()], vec![T::zero(); g.len()]);
+        let (mut dg, mut dx) = (crate::ops::filled_par(g.len(), T::zero()), crate::ops::filled_par(g.len(), T::zero()));
         let st = &self.stats;
         let partial: Vec<Vec<f64>> = dg
             .par_chunks_mut(d.len.max(1))
@@ -369,7 +369,7 @@ impl Eager for ParamGradVjp {
         let (d, c) = (self.d, u.len() / 2);
         let (ug, ub) = u.split_at(c);
         let n = d.len as f64;
-        let (mut dg, mut dx) = (vec![T::zero(); g.len()], vec![T::zero(); g.len()]);
+        let (mut dg, mut dx) = (crate::ops::filled_par(g.len(), T::zero()), crate::ops::filled_par(g.len(), T::zero()));
         let st = &self.stats;
         dg.par_chunks_mut(d.len.max(1))
             .zip(dx.par_chunks_mut(d.len.max(1)))
