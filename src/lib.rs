@@ -33,8 +33,8 @@ pub fn init() {
     keep_freed_memory();
 }
 
-/// Makes glibc's allocator keep and reuse freed large blocks instead of returning each
-/// one to the kernel. Every activation and gradient is a fresh tensor of several MB;
+/// Makes glibc's allocator keep and reuse freed large blocks instead of returning them
+/// to the kernel (the resident size stays at the peak of a training step). Every activation and gradient is a fresh tensor of several MB;
 /// by default glibc serves those with mmap and unmaps them on free, so each step pays
 /// page faults and page clearing on all of its memory again (12% of an Inception pass
 /// in the profile; with this, 4.4 -> 6.2 images/s). A no-op off glibc, and when the
@@ -46,7 +46,10 @@ pub fn keep_freed_memory() {
         // program's threads start allocating tensors.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            // Never trim: a WGAN-GP critic step frees over 1 GiB at once, and a 1 GiB
+            // threshold returned it to the kernel only to fault it back in (clear_page was a
+            // quarter of the step's single-threaded time).
+            libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
         }
     }
 }
