@@ -130,4 +130,3 @@ pub fn conv2d_weight_grad(
     let out = big.transpose(0, 1)?.conv2d(&small.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
     out.narrow(2, 0, kernel.0)?.narrow(3, 0, kernel.1)
 }
-

@@ -341,63 +341,31 @@ impl CustomOp3 for InputGrad {
 
 #[cfg(test)]
 mod tests {
+    use super::super::checks::{self, rand};
     use super::*;
     use crate::ops::max_abs_diff as diff;
-    use candle_core::{DType, Device};
 
-    fn rand(shape: &[usize], mean: f64) -> Tensor {
-        Tensor::randn(mean, 1.0, shape, &Device::Cpu).unwrap()
+    fn fast(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        batch_norm(x, g, b, 1e-5).unwrap().0
+    }
+
+    fn reference(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        composed_forward(x, g, b, 1e-5).unwrap().0
     }
 
     #[test]
     fn forward_and_statistics_match_candle_ops() {
-        for shape in [[4, 3, 5, 6], [1, 2, 1, 1], [3, 5, 1, 7]] {
-            let x = rand(&shape, 0.7);
-            let gamma = rand(&[shape[1]], 1.0);
-            let beta = rand(&[shape[1]], 0.0);
-            let (y, m, v) = batch_norm(&x, &gamma, &beta, 1e-5).unwrap();
-            let (y0, m0, v0) = composed_forward(&x, &gamma, &beta, 1e-5).unwrap();
-            assert!(diff(&y, &y0) < 1e-12, "{shape:?}");
+        checks::forward_matches(fast, reference);
+        for shape in [[4, 3, 5, 6], [1, 2, 1, 1]] {
+            let (x, gamma, beta) = (rand(&shape, 0.7), rand(&[shape[1]], 1.0), rand(&[shape[1]], 0.0));
+            let (_, m, v) = batch_norm(&x, &gamma, &beta, 1e-5).unwrap();
+            let (_, m0, v0) = composed_forward(&x, &gamma, &beta, 1e-5).unwrap();
             assert!(diff(&m, &m0) < 1e-12 && diff(&v, &v0) < 1e-12, "{shape:?}");
-            // f32 too, and a non-contiguous input.
-            let xt = x.to_dtype(DType::F32).unwrap().transpose(2, 3).unwrap();
-            let (g32, b32) = (gamma.to_dtype(DType::F32).unwrap(), beta.to_dtype(DType::F32).unwrap());
-            let (y, ..) = batch_norm(&xt, &g32, &b32, 1e-5).unwrap();
-            let (y0, ..) = composed_forward(&xt, &g32, &b32, 1e-5).unwrap();
-            assert!(diff(&y, &y0) < 1e-4, "{shape:?}");
         }
-    }
-
-    /// A gradient-penalty-like objective through batch norm: first-order gradients of
-    /// `Σ v·bn(x)²` and the gradients of `Σ (∂/∂x)² + Σ (∂/∂γ)²` with respect to x, γ, β and v.
-    fn penalty_grads(inputs: &[Tensor], fast: bool) -> Vec<Tensor> {
-        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
-        let [xt, gt, bt, vt] = [0, 1, 2, 3].map(|i| vars[i].as_tensor());
-        let y = match fast {
-            true => batch_norm(xt, gt, bt, 1e-5).unwrap().0,
-            false => composed_forward(xt, gt, bt, 1e-5).unwrap().0,
-        };
-        // A non-linearity so that the second derivative does not vanish.
-        let f = y.sqr().unwrap().mul(vt).unwrap().sum_all().unwrap();
-        let g = f.backward().unwrap();
-        let first: Vec<Tensor> = [xt, gt, bt].iter().map(|t| g.get(t).unwrap().clone()).collect();
-        // Through the scale's gradient too, so both backward ops are differentiated.
-        let p = (first[0].sqr().unwrap().sum_all().unwrap() + first[1].sqr().unwrap().sum_all().unwrap()).unwrap();
-        let g2 = p.backward().unwrap();
-        let second = [xt, gt, bt, vt].into_iter().map(|t| g2.get(t).unwrap().clone());
-        first.into_iter().chain(second).collect()
     }
 
     #[test]
     fn first_and_second_order_gradients_match_candle_ops() {
-        crate::enable_second_order_gradients();
-        let inputs = vec![rand(&[3, 2, 4, 5], 0.3), rand(&[2], 1.0), rand(&[2], 0.0), rand(&[3, 2, 4, 5], 0.0)];
-        let (fast, reference) =
-            std::thread::spawn(move || (penalty_grads(&inputs, true), penalty_grads(&inputs, false))).join().unwrap();
-        for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
-            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-            assert!(scale > 1e-6, "gradient {i} is trivially zero");
-            assert!(diff(a, b) < 1e-9 * scale.max(1.0), "gradient {i}: {}", diff(a, b));
-        }
+        checks::gradients_match(fast, reference);
     }
 }

@@ -404,56 +404,24 @@ impl Eager for ParamGradVjp {
 
 #[cfg(test)]
 mod tests {
+    use super::super::checks;
     use super::*;
-    use crate::ops::max_abs_diff as diff;
-    use candle_core::{DType, Device, Var};
 
-    fn rand(shape: &[usize], mean: f64) -> Tensor {
-        Tensor::randn(mean, 1.0, shape, &Device::Cpu).unwrap()
+    fn fast(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        layer_norm(x, g, b, 1e-5).unwrap()
+    }
+
+    fn reference(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        composed_forward(x, g, b, 1e-5).unwrap()
     }
 
     #[test]
     fn forward_matches_candle_ops() {
-        for shape in [[4, 3, 5, 6], [1, 2, 1, 1], [3, 5, 1, 7]] {
-            let x = rand(&shape, 0.7);
-            let (gamma, beta) = (rand(&[shape[1]], 1.0), rand(&[shape[1]], 0.0));
-            let y = layer_norm(&x, &gamma, &beta, 1e-5).unwrap();
-            assert!(diff(&y, &composed_forward(&x, &gamma, &beta, 1e-5).unwrap()) < 1e-12, "{shape:?}");
-            let xt = x.to_dtype(DType::F32).unwrap().transpose(2, 3).unwrap();
-            let (g32, b32) = (gamma.to_dtype(DType::F32).unwrap(), beta.to_dtype(DType::F32).unwrap());
-            let y = layer_norm(&xt, &g32, &b32, 1e-5).unwrap();
-            assert!(diff(&y, &composed_forward(&xt, &g32, &b32, 1e-5).unwrap()) < 1e-4, "{shape:?}");
-        }
-    }
-
-    /// First-order gradients of `Σ v·ln(x)²` and the gradients of `Σ (∂/∂x)² + Σ (∂/∂γ)²`
-    /// with respect to x, γ, β and v: a gradient penalty through both backward ops.
-    fn penalty_grads(inputs: &[Tensor], fast: bool) -> Vec<Tensor> {
-        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
-        let [xt, gt, bt, vt] = [0, 1, 2, 3].map(|i| vars[i].as_tensor());
-        let y = match fast {
-            true => layer_norm(xt, gt, bt, 1e-5).unwrap(),
-            false => composed_forward(xt, gt, bt, 1e-5).unwrap(),
-        };
-        let f = y.sqr().unwrap().mul(vt).unwrap().sum_all().unwrap();
-        let g = f.backward().unwrap();
-        let first: Vec<Tensor> = [xt, gt, bt].iter().map(|t| g.get(t).unwrap().clone()).collect();
-        let p = (first[0].sqr().unwrap().sum_all().unwrap() + first[1].sqr().unwrap().sum_all().unwrap()).unwrap();
-        let g2 = p.backward().unwrap();
-        let second = [xt, gt, bt, vt].into_iter().map(|t| g2.get(t).unwrap().clone());
-        first.into_iter().chain(second).collect()
+        checks::forward_matches(fast, reference);
     }
 
     #[test]
     fn first_and_second_order_gradients_match_candle_ops() {
-        crate::enable_second_order_gradients();
-        let inputs = vec![rand(&[3, 2, 4, 5], 0.3), rand(&[2], 1.0), rand(&[2], 0.0), rand(&[3, 2, 4, 5], 0.0)];
-        let (fast, reference) =
-            std::thread::spawn(move || (penalty_grads(&inputs, true), penalty_grads(&inputs, false))).join().unwrap();
-        for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
-            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-            assert!(scale > 1e-6, "gradient {i} is trivially zero");
-            assert!(diff(a, b) < 1e-9 * scale.max(1.0), "gradient {i}: {}", diff(a, b));
-        }
+        checks::gradients_match(fast, reference);
     }
 }

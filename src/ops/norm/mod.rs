@@ -51,3 +51,60 @@ macro_rules! dispatch {
     };
 }
 use dispatch;
+
+/// Checks shared by the batch- and layer-norm tests: the fast op against its composed
+/// candle-op reference, as `y = norm(x, γ, β)` with eps 1e-5.
+#[cfg(test)]
+mod checks {
+    use crate::ops::max_abs_diff as diff;
+    use candle_core::{DType, Device, Tensor, Var};
+
+    pub(super) type Norm = fn(&Tensor, &Tensor, &Tensor) -> Tensor;
+
+    pub(super) fn rand(shape: &[usize], mean: f64) -> Tensor {
+        Tensor::randn(mean, 1.0, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Outputs agree in f64 (1e-12) and in f32 on a non-contiguous input (1e-4), including
+    /// shapes with a single element per channel or per sample.
+    pub(super) fn forward_matches(fast: Norm, reference: Norm) {
+        for shape in [[4, 3, 5, 6], [1, 2, 1, 1], [3, 5, 1, 7]] {
+            let x = rand(&shape, 0.7);
+            let (gamma, beta) = (rand(&[shape[1]], 1.0), rand(&[shape[1]], 0.0));
+            assert!(diff(&fast(&x, &gamma, &beta), &reference(&x, &gamma, &beta)) < 1e-12, "{shape:?}");
+            let xt = x.to_dtype(DType::F32).unwrap().transpose(2, 3).unwrap();
+            let (g32, b32) = (gamma.to_dtype(DType::F32).unwrap(), beta.to_dtype(DType::F32).unwrap());
+            assert!(diff(&fast(&xt, &g32, &b32), &reference(&xt, &g32, &b32)) < 1e-4, "{shape:?}");
+        }
+    }
+
+    /// A gradient-penalty-like objective: first-order gradients of `Σ v·norm(x)²` with respect
+    /// to x, γ, β, then the gradients of `Σ (∂/∂x)² + Σ (∂/∂γ)²` (through both backward ops)
+    /// with respect to x, γ, β and v.
+    fn penalty_grads(inputs: &[Tensor], norm: Norm) -> Vec<Tensor> {
+        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let [xt, gt, bt, vt] = [0, 1, 2, 3].map(|i| vars[i].as_tensor());
+        // The square makes the second derivative non-trivial.
+        let f = norm(xt, gt, bt).sqr().unwrap().mul(vt).unwrap().sum_all().unwrap();
+        let g = f.backward().unwrap();
+        let first: Vec<Tensor> = [xt, gt, bt].iter().map(|t| g.get(t).unwrap().clone()).collect();
+        let p = (first[0].sqr().unwrap().sum_all().unwrap() + first[1].sqr().unwrap().sum_all().unwrap()).unwrap();
+        let g2 = p.backward().unwrap();
+        let second = [xt, gt, bt, vt].into_iter().map(|t| g2.get(t).unwrap().clone());
+        first.into_iter().chain(second).collect()
+    }
+
+    /// First- and second-order gradients agree to 1e-9 (relative to their size).
+    pub(super) fn gradients_match(fast: Norm, reference: Norm) {
+        crate::enable_second_order_gradients();
+        let inputs = vec![rand(&[3, 2, 4, 5], 0.3), rand(&[2], 1.0), rand(&[2], 0.0), rand(&[3, 2, 4, 5], 0.0)];
+        let (a, b) = std::thread::spawn(move || (penalty_grads(&inputs, fast), penalty_grads(&inputs, reference)))
+            .join()
+            .unwrap();
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(scale > 1e-6, "gradient {i} is trivially zero");
+            assert!(diff(a, b) < 1e-9 * scale.max(1.0), "gradient {i}: {}", diff(a, b));
+        }
+    }
+}
