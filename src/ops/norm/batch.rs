@@ -225,20 +225,9 @@ impl CustomOp3 for BatchNorm {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = self.stats.lock().unwrap().clone().expect("forward ran before backward");
-        let (eps, needed) = (self.eps, crate::ops::cpu::needed);
-        let grad = grad.contiguous()?;
-        let dx = match needed(x) {
-            true => Some(grad.apply_op3(x, gamma, InputGrad { eps, stats: stats.clone() })?),
-            false => None,
-        };
-        let (dgamma, dbeta) = match needed(gamma) || needed(beta) {
-            true => {
-                let both = grad.apply_op2(x, ParamGrad { eps, stats })?;
-                (Some(both.get(0)?.reshape(gamma.shape())?), Some(both.get(1)?.reshape(beta.shape())?))
-            }
-            false => (None, None),
-        };
-        Ok((dx, dgamma.filter(|_| needed(gamma)), dbeta.filter(|_| needed(beta))))
+        let eps = self.eps;
+        let input_grad = InputGrad { eps, stats: stats.clone() };
+        super::backward((x, gamma, beta), grad, input_grad, ParamGrad { eps, stats })
     }
 }
 

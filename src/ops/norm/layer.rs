@@ -138,19 +138,7 @@ impl CustomOp3 for LayerNorm {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = self.stats.lock().unwrap().clone().expect("forward ran before backward");
-        let needed = crate::ops::cpu::needed;
-        let grad = grad.contiguous()?;
-        let dx = match needed(x) {
-            true => Some(grad.apply_op3(x, gamma, InputGrad { stats: stats.clone() })?),
-            false => None,
-        };
-        let (mut dgamma, mut dbeta) = (None, None);
-        if needed(gamma) || needed(beta) {
-            let both = grad.apply_op2(x, ParamGrad { stats })?;
-            dgamma = needed(gamma).then(|| both.get(0)?.reshape(gamma.shape())).transpose()?;
-            dbeta = needed(beta).then(|| both.get(1)?.reshape(beta.shape())).transpose()?;
-        }
-        Ok((dx, dgamma, dbeta))
+        super::backward((x, gamma, beta), grad, InputGrad { stats: stats.clone() }, ParamGrad { stats })
     }
 }
 

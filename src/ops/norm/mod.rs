@@ -18,7 +18,7 @@ mod layer;
 pub use batch::batch_norm;
 pub use layer::layer_norm;
 
-use candle_core::{bail, Layout, Result, Shape};
+use candle_core::{bail, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// (outer = N, channels = C, inner = H·W) of a shape.
 fn split(shape: &Shape) -> (usize, usize, usize) {
@@ -51,6 +51,27 @@ macro_rules! dispatch {
     };
 }
 use dispatch;
+
+/// The backward pass of a normalisation op `y = norm(x, γ, β)` with output gradient `grad`:
+/// `dx = input_grad(grad, x, γ)` and `[dγ; dβ] = param_grad(grad, x)` (a (2, C) tensor), each
+/// computed only when some argument needs it.
+fn backward(
+    (x, gamma, beta): (&Tensor, &Tensor, &Tensor),
+    grad: &Tensor,
+    input_grad: impl CustomOp3 + Send + Sync + 'static,
+    param_grad: impl CustomOp2 + Send + Sync + 'static,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let needed = crate::ops::cpu::needed;
+    let grad = grad.contiguous()?;
+    let dx = needed(x).then(|| grad.apply_op3(x, gamma, input_grad)).transpose()?;
+    let (mut dgamma, mut dbeta) = (None, None);
+    if needed(gamma) || needed(beta) {
+        let both = grad.apply_op2(x, param_grad)?;
+        dgamma = needed(gamma).then(|| both.get(0)?.reshape(gamma.shape())).transpose()?;
+        dbeta = needed(beta).then(|| both.get(1)?.reshape(beta.shape())).transpose()?;
+    }
+    Ok((dx, dgamma, dbeta))
+}
 
 /// Checks shared by the batch- and layer-norm tests: the fast op against its composed
 /// candle-op reference, as `y = norm(x, γ, β)` with eps 1e-5.
