@@ -154,7 +154,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("dcgan-64", "DCGAN at 64x64 (Radford et al. 2015; pytorch/examples dcgan)"),
     ("dcgan-128", "DCGAN at 128x128, one more block on each side"),
     ("minimax-64", "dcgan-64 with the original saturating minimax loss (Goodfellow et al. 2014)"),
-    ("lsgan-64", "dcgan-64 with least-squares targets a=0, b=1, c=1 (Mao et al. 2017)"),
+    ("lsgan-64", "least-squares targets a=0, b=1, c=1 (Mao et al. 2017), no norm in D"),
     ("wgan-64", "WGAN with weight clipping 0.01, RMSprop 5e-5, 5 critic steps (Arjovsky et al. 2017)"),
     ("wgan-gp-64", "WGAN-GP: penalty 10, Adam 2e-4 (0.5, 0.9), 5 critic steps, layer-norm critic"),
     ("hinge-64", "hinge loss with TTUR: lr 1e-4 G / 4e-4 D, betas (0, 0.9) (SAGAN)"),
@@ -163,7 +163,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("fgan-kl-64", "f-GAN, KL divergence (Nowozin et al. 2016)"),
     ("fgan-js-64", "f-GAN, Jensen-Shannon divergence (Nowozin et al. 2016)"),
     ("ragan-64", "relativistic average GAN (Jolicoeur-Martineau 2018)"),
-    ("ralsgan-64", "relativistic average least-squares GAN"),
+    ("ralsgan-64", "relativistic average least-squares GAN, no norm in D"),
     ("rahinge-64", "relativistic average hinge loss"),
 ];
 
@@ -180,7 +180,12 @@ impl RunConfig {
                 c.model.image_size = 128;
             }
             "minimax-64" => c.train.loss = "minimax".into(),
-            "lsgan-64" => c.train.loss = "lsgan".into(),
+            // Least-squares losses with a normalised D (batch or layer norm) leave G at its
+            // initial grey output on CelebA (500 steps, docs/losses.md); without norm they train.
+            "lsgan-64" => {
+                c.train.loss = "lsgan".into();
+                c.model.d_norm = "none".into();
+            }
             "wgan-64" => {
                 let t = &mut c.train;
                 t.loss = "wgan".into();
@@ -214,7 +219,10 @@ impl RunConfig {
             "fgan-kl-64" => c.train.loss = "fgan-kl".into(),
             "fgan-js-64" => c.train.loss = "fgan-js".into(),
             "ragan-64" => c.train.loss = "ragan".into(),
-            "ralsgan-64" => c.train.loss = "ralsgan".into(),
+            "ralsgan-64" => {
+                c.train.loss = "ralsgan".into();
+                c.model.d_norm = "none".into();
+            }
             "rahinge-64" => c.train.loss = "rahinge".into(),
             _ => bail!(
                 "unknown preset '{name}'; valid presets: {}",
@@ -339,6 +347,10 @@ mod tests {
         assert_eq!((c.train.lr_g, c.train.lr_d, c.train.beta1, c.train.beta2), (2e-4, 2e-4, 0.5, 0.999));
         let w = RunConfig::preset("wgan-gp-64").unwrap();
         assert_eq!((w.train.n_critic, w.train.beta2, w.model.d_norm.as_str()), (5, 0.9, "layer"));
+        // The least-squares losses stay grey with a normalised D (docs/losses.md).
+        for name in ["lsgan-64", "ralsgan-64"] {
+            assert_eq!(RunConfig::preset(name).unwrap().model.d_norm, "none", "{name}");
+        }
     }
 
     #[test]
