@@ -8,7 +8,7 @@
 
 use super::{Discriminator, Generator};
 use crate::config::ModelConfig;
-use crate::nn::{leaky_relu, relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Norm, Params};
+use crate::nn::{leaky_relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Norm, Params};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -55,7 +55,7 @@ impl Generator for DcganGenerator {
     fn forward(&self, z: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
         let mut x = z.reshape((z.dim(0)?, self.nz, 1, 1))?;
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
-            x = relu(&bn.forward(&conv.forward(&x, mode)?, mode)?)?;
+            x = bn.forward_act(&conv.forward(&x, mode)?, mode, Some(0.0))?;
         }
         crate::ops::tanh(&self.convs.last().unwrap().forward(&x, mode)?)
     }
@@ -93,7 +93,7 @@ impl Discriminator for DcganDiscriminator {
     fn forward(&self, x: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
         let mut h = leaky_relu(&self.convs[0].forward(x, mode)?, 0.2)?;
         for (conv, norm) in self.convs[1..].iter().zip(&self.norms) {
-            h = leaky_relu(&norm.forward(&conv.forward(&h, mode)?, mode)?, 0.2)?;
+            h = norm.forward_act(&conv.forward(&h, mode)?, mode, Some(0.2))?;
         }
         self.convs.last().unwrap().forward(&h, mode)?.flatten_all()
     }

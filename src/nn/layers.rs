@@ -129,6 +129,12 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_act(x, mode, None)
+    }
+
+    /// [`Self::forward`] followed by a LeakyReLU with slope `act` (0: ReLU) when given, fused
+    /// into the normalisation op in training mode (one graph node and one pass fewer).
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Option<f64>) -> Result<Tensor> {
         let c = x.dim(1)?;
         let gamma = weight(&self.gamma, mode).reshape((1, c, 1, 1))?;
         let beta = weight(&self.beta, mode).reshape((1, c, 1, 1))?;
@@ -138,19 +144,27 @@ impl BatchNorm2d {
                 let rv = self.running_var.as_tensor().reshape((1, c, 1, 1))?;
                 let scale = gamma.div(&(rv + self.eps)?.sqrt()?)?;
                 let shift = (beta - rm.mul(&scale)?)?;
-                return channel_affine(x, &scale, &shift);
+                return activation(channel_affine(x, &scale, &shift)?, act);
             }
             BnMode::Train => 0.1,
             BnMode::Accumulate(m) => m,
         };
         let n = (x.elem_count() / c) as f64;
-        let (y, mean, var) = crate::ops::batch_norm(x, &gamma, &beta, self.eps)?;
+        let (y, mean, var) = crate::ops::batch_norm(x, &gamma, &beta, self.eps, act)?;
         let unbiased = (var * (n / (n - 1.0).max(1.0)))?;
         let rm = ((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean * momentum)?)?;
         let rv = ((self.running_var.as_tensor() * (1.0 - momentum))? + (unbiased * momentum)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
         Ok(y)
+    }
+}
+
+/// `x`, or `LeakyReLU(x)` with slope `act`.
+fn activation(x: Tensor, act: Option<f64>) -> Result<Tensor> {
+    match act {
+        Some(slope) => ops::leaky_relu(&x, slope),
+        None => Ok(x),
     }
 }
 
@@ -175,8 +189,9 @@ impl LayerNorm2d {
         Ok(Self { gamma, beta, eps: 1e-5 })
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        ops::layer_norm(x, &weight(&self.gamma, mode), &weight(&self.beta, mode), self.eps)
+    /// Layer norm followed by a LeakyReLU with slope `act` (0: ReLU) when given, fused.
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Option<f64>) -> Result<Tensor> {
+        ops::layer_norm(x, &weight(&self.gamma, mode), &weight(&self.beta, mode), self.eps, act)
     }
 }
 
@@ -198,11 +213,12 @@ impl Norm {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// The normalisation followed by a LeakyReLU with slope `act` (0: ReLU) when given.
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Option<f64>) -> Result<Tensor> {
         match self {
-            Norm::Batch(n) => n.forward(x, mode),
-            Norm::Layer(n) => n.forward(x, mode),
-            Norm::None => Ok(x.clone()),
+            Norm::Batch(n) => n.forward_act(x, mode, act),
+            Norm::Layer(n) => n.forward_act(x, mode, act),
+            Norm::None => activation(x.clone(), act),
         }
     }
 }

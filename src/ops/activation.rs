@@ -21,8 +21,10 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(LeakyRelu { slope })
 }
 
-/// `grad · (x > 0 ? 1 : slope)`: the backward pass of [`leaky_relu`].
-fn leaky_relu_grad(grad: &Tensor, x: &Tensor, slope: f64) -> Result<Tensor> {
+/// `grad · (x > 0 ? 1 : slope)`: the backward pass of [`leaky_relu`]. `x` may be the
+/// activation's output instead of its input (same sign; for ReLU, zero where the input was not
+/// positive).
+pub(crate) fn leaky_relu_grad(grad: &Tensor, x: &Tensor, slope: f64) -> Result<Tensor> {
     grad.contiguous()?.apply_op2(&x.contiguous()?, LeakyReluGrad { slope })
 }
 

@@ -9,7 +9,7 @@
 //! Weights use PyTorch's layouts: `(C_out, C_in, KH, KW)` for [`conv2d`] and
 //! `(C_in, C_out, KH, KW)` for [`conv_transpose2d`].
 
-mod activation;
+pub(crate) mod activation;
 pub mod channel;
 mod cpu;
 pub(crate) mod eager;

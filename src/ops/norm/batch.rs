@@ -12,19 +12,27 @@ use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// Training-mode batch norm of `x` (N, C, ...) with per-channel `gamma` and `beta` (C
-/// elements each). Returns the output and the batch mean and biased variance per channel,
-/// as (C,) tensors outside the graph (for the running averages).
-pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+/// elements each), followed by a LeakyReLU with slope `act` (0: ReLU) when given. Returns
+/// the output and the batch mean and biased variance per channel, as (C,) tensors outside
+/// the graph (for the running averages).
+pub fn batch_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Option<f64>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let c = x.dim(1)?;
     if gamma.elem_count() != c || beta.elem_count() != c {
         bail!("batch_norm: {c} channels but gamma {:?} and beta {:?}", gamma.dims(), beta.dims());
     }
     let fast = crate::ops::is_fast_cpu(x) && gamma.dtype() == x.dtype() && beta.dtype() == x.dtype();
     if !fast {
-        return composed_forward(x, gamma, beta, eps);
+        let (y, mean, var) = composed_forward(x, gamma, beta, eps)?;
+        return Ok((super::composed_activation(y, act)?, mean, var));
     }
     let stats = Arc::new(Mutex::new(None));
-    let op = BatchNorm { eps, stats: stats.clone() };
+    let op = BatchNorm { eps, act, stats: stats.clone() };
     let y = x.contiguous()?.apply_op3(&gamma.flatten_all()?.contiguous()?, &beta.flatten_all()?.contiguous()?, op)?;
     let s: Stats = stats.lock().unwrap().clone().expect("the forward pass stored its statistics");
     let dev = x.device();
@@ -140,13 +148,18 @@ fn channel_moments<T: WithDType>(a: &[T], b: Option<&[T]>, dims: (usize, usize, 
         .collect()
 }
 
-/// `out = (x − k[c][0])·k[c][1] + k[c][2]` over (N, C, inner), planes in parallel (subtracting
-/// the mean first keeps the result accurate when the variance is tiny).
-fn normalise_planes<T: WithDType>(x: &[T], k: &[[f64; 3]], (_, channels, inner): (usize, usize, usize)) -> Vec<T> {
+/// `out = act((x − k[c][0])·k[c][1] + k[c][2])` over (N, C, inner), planes in parallel
+/// (subtracting the mean first keeps the result accurate when the variance is tiny).
+fn normalise_planes<T: WithDType>(
+    x: &[T],
+    k: &[[f64; 3]],
+    act: Option<T>,
+    (_, channels, inner): (usize, usize, usize),
+) -> Vec<T> {
     let mut out = crate::ops::filled_par(x.len(), T::zero());
     out.par_chunks_mut(inner.max(1)).zip(x.par_chunks(inner.max(1))).enumerate().for_each(|(p, (o, x))| {
         let [mean, a, b] = k[p % channels].map(T::from_f64);
-        o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x - mean) * a + b);
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = super::activate((x - mean) * a + b, act));
     });
     out
 }
@@ -170,6 +183,8 @@ fn channel_combine<T: WithDType>(
 /// `y = (x − mean[c]) / √(var[c] + eps) · γ[c] + β[c]` with the batch statistics of `x`.
 struct BatchNorm {
     eps: f64,
+    /// LeakyReLU slope applied to the output, if any.
+    act: Option<f64>,
     stats: Arc<Mutex<Option<Stats>>>,
 }
 
@@ -193,7 +208,7 @@ impl BatchNorm {
             })
             .collect();
         *self.stats.lock().unwrap() = Some(stats);
-        normalise_planes(x, &k, dims)
+        normalise_planes(x, &k, self.act.map(T::from_f64), dims)
     }
 }
 
@@ -221,13 +236,13 @@ impl CustomOp3 for BatchNorm {
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = self.stats.lock().unwrap().clone().expect("forward ran before backward");
         let eps = self.eps;
         let input_grad = InputGrad { eps, stats: stats.clone() };
-        super::backward((x, gamma, beta), grad, input_grad, ParamGrad { eps, stats })
+        super::backward((x, gamma, beta), (res, grad), self.act, input_grad, ParamGrad { eps, stats })
     }
 }
 
@@ -335,19 +350,38 @@ mod tests {
     use crate::ops::max_abs_diff as diff;
 
     fn fast(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
-        batch_norm(x, g, b, 1e-5).unwrap().0
+        batch_norm(x, g, b, 1e-5, None).unwrap().0
     }
 
     fn reference(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
         composed_forward(x, g, b, 1e-5).unwrap().0
     }
 
+    /// With a fused LeakyReLU (slope 0.2) and ReLU, against candle's `maximum`.
+    fn fast_leaky(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        batch_norm(x, g, b, 1e-5, Some(0.2)).unwrap().0
+    }
+
+    fn reference_leaky(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        checks::leaky(reference(x, g, b), 0.2)
+    }
+
+    fn fast_relu(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        batch_norm(x, g, b, 1e-5, Some(0.0)).unwrap().0
+    }
+
+    fn reference_relu(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        checks::leaky(reference(x, g, b), 0.0)
+    }
+
     #[test]
     fn forward_and_statistics_match_candle_ops() {
         checks::forward_matches(fast, reference);
+        checks::forward_matches(fast_leaky, reference_leaky);
+        checks::forward_matches(fast_relu, reference_relu);
         for shape in [[4, 3, 5, 6], [1, 2, 1, 1]] {
             let (x, gamma, beta) = (rand(&shape, 0.7), rand(&[shape[1]], 1.0), rand(&[shape[1]], 0.0));
-            let (_, m, v) = batch_norm(&x, &gamma, &beta, 1e-5).unwrap();
+            let (_, m, v) = batch_norm(&x, &gamma, &beta, 1e-5, Some(0.2)).unwrap();
             let (_, m0, v0) = composed_forward(&x, &gamma, &beta, 1e-5).unwrap();
             assert!(diff(&m, &m0) < 1e-12 && diff(&v, &v0) < 1e-12, "{shape:?}");
         }
@@ -356,5 +390,7 @@ mod tests {
     #[test]
     fn first_and_second_order_gradients_match_candle_ops() {
         checks::gradients_match(fast, reference);
+        checks::gradients_match(fast_leaky, reference_leaky);
+        checks::gradients_match(fast_relu, reference_relu);
     }
 }

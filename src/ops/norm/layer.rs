@@ -24,17 +24,18 @@ use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// Layer norm of `x` (N, C, ...) over everything but the batch dimension, followed by the
-/// per-channel `gamma` and `beta` (C elements each).
-pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+/// per-channel `gamma` and `beta` (C elements each), then by a LeakyReLU with slope `act`
+/// (0: ReLU) when given.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, act: Option<f64>) -> Result<Tensor> {
     let c = x.dim(1)?;
     if gamma.elem_count() != c || beta.elem_count() != c {
         bail!("layer_norm: {c} channels but gamma {:?} and beta {:?}", gamma.dims(), beta.dims());
     }
     let fast = crate::ops::is_fast_cpu(x) && gamma.dtype() == x.dtype() && beta.dtype() == x.dtype();
     if !fast {
-        return composed_forward(x, gamma, beta, eps);
+        return super::composed_activation(composed_forward(x, gamma, beta, eps)?, act);
     }
-    let op = LayerNorm { eps, stats: Arc::new(Mutex::new(None)) };
+    let op = LayerNorm { eps, act, stats: Arc::new(Mutex::new(None)) };
     x.contiguous()?.apply_op3(&gamma.flatten_all()?.contiguous()?, &beta.flatten_all()?.contiguous()?, op)
 }
 
@@ -76,6 +77,8 @@ fn xhat<T: WithDType>(x: T, mean: f64, inv: f64) -> f64 {
 
 struct LayerNorm {
     eps: f64,
+    /// LeakyReLU slope applied to the output, if any.
+    act: Option<f64>,
     stats: Arc<Mutex<Option<Stats>>>,
 }
 
@@ -94,13 +97,14 @@ impl LayerNorm {
                 (mean, 1.0 / ((sq / d.len as f64 - mean * mean).max(0.0) + self.eps).sqrt())
             })
             .collect();
+        let act = self.act.map(T::from_f64);
         let mut out = crate::ops::filled_par(x.len(), T::zero());
         out.par_chunks_mut(d.len.max(1)).zip(x.par_chunks(d.len.max(1))).zip(&moments).for_each(
             |((o, x), &(mean, inv))| {
                 for ((o, x), (g, b)) in o.chunks_mut(d.inner).zip(x.chunks(d.inner)).zip(gamma.iter().zip(beta)) {
                     let a = g.to_f64() * inv;
                     let (m, a, b) = (T::from_f64(mean), T::from_f64(a), *b);
-                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x - m) * a + b);
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = super::activate((x - m) * a + b, act));
                 }
             },
         );
@@ -134,11 +138,12 @@ impl CustomOp3 for LayerNorm {
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = self.stats.lock().unwrap().clone().expect("forward ran before backward");
-        super::backward((x, gamma, beta), grad, InputGrad { stats: stats.clone() }, ParamGrad { stats })
+        let (input_grad, param_grad) = (InputGrad { stats: stats.clone() }, ParamGrad { stats });
+        super::backward((x, gamma, beta), (res, grad), self.act, input_grad, param_grad)
     }
 }
 
@@ -396,20 +401,31 @@ mod tests {
     use super::*;
 
     fn fast(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
-        layer_norm(x, g, b, 1e-5).unwrap()
+        layer_norm(x, g, b, 1e-5, None).unwrap()
     }
 
     fn reference(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
         composed_forward(x, g, b, 1e-5).unwrap()
     }
 
+    /// With a fused LeakyReLU (slope 0.2), against candle's `maximum`.
+    fn fast_leaky(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        layer_norm(x, g, b, 1e-5, Some(0.2)).unwrap()
+    }
+
+    fn reference_leaky(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
+        checks::leaky(reference(x, g, b), 0.2)
+    }
+
     #[test]
     fn forward_matches_candle_ops() {
         checks::forward_matches(fast, reference);
+        checks::forward_matches(fast_leaky, reference_leaky);
     }
 
     #[test]
     fn first_and_second_order_gradients_match_candle_ops() {
         checks::gradients_match(fast, reference);
+        checks::gradients_match(fast_leaky, reference_leaky);
     }
 }

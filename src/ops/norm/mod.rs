@@ -52,17 +52,40 @@ macro_rules! dispatch {
 }
 use dispatch;
 
+/// `LeakyReLU(v)` with this slope (0: ReLU), or `v` when `act` is `None`.
+#[inline(always)]
+fn activate<T: candle_core::WithDType>(v: T, act: Option<T>) -> T {
+    match act {
+        Some(slope) if v <= T::zero() => v * slope,
+        _ => v,
+    }
+}
+
+/// The composed-ops path's activation: candle's `maximum` formulation of LeakyReLU.
+fn composed_activation(y: Tensor, act: Option<f64>) -> Result<Tensor> {
+    match act {
+        Some(slope) => y.maximum(&(&y * slope)?),
+        None => Ok(y),
+    }
+}
+
 /// The backward pass of a normalisation op `y = norm(x, γ, β)` with output gradient `grad`:
 /// `dx = input_grad(grad, x, γ)` and `[dγ; dβ] = param_grad(grad, x)` (a (2, C) tensor), each
 /// computed only when some argument needs it.
+/// With `act = Some(slope)` the op's output `res` went through a LeakyReLU (slope 0: ReLU),
+/// whose backward pass comes first.
 fn backward(
     (x, gamma, beta): (&Tensor, &Tensor, &Tensor),
-    grad: &Tensor,
+    (res, grad): (&Tensor, &Tensor),
+    act: Option<f64>,
     input_grad: impl CustomOp3 + Send + Sync + 'static,
     param_grad: impl CustomOp2 + Send + Sync + 'static,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let needed = crate::ops::cpu::needed;
-    let grad = grad.contiguous()?;
+    let grad = match act {
+        Some(slope) => crate::ops::activation::leaky_relu_grad(grad, res, slope)?,
+        None => grad.contiguous()?,
+    };
     let dx = needed(x).then(|| grad.apply_op3(x, gamma, input_grad)).transpose()?;
     let (mut dgamma, mut dbeta) = (None, None);
     if needed(gamma) || needed(beta) {
@@ -81,6 +104,11 @@ mod checks {
     use candle_core::{DType, Device, Tensor, Var};
 
     pub(super) type Norm = fn(&Tensor, &Tensor, &Tensor) -> Tensor;
+
+    /// LeakyReLU as candle's `maximum(y, slope·y)`, the reference for the fused activation.
+    pub(super) fn leaky(y: Tensor, slope: f64) -> Tensor {
+        super::composed_activation(y, Some(slope)).unwrap()
+    }
 
     pub(super) fn rand(shape: &[usize], mean: f64) -> Tensor {
         Tensor::randn(mean, 1.0, shape, &Device::Cpu).unwrap()
