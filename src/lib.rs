@@ -34,8 +34,9 @@ pub fn init() {
 }
 
 /// Makes glibc's allocator keep and reuse freed large blocks instead of returning them
-/// to the kernel (the resident size stays at the peak of a training step). Every activation and gradient is a fresh tensor of several MB;
-/// by default glibc serves those with mmap and unmaps them on free, so each step pays
+/// to the kernel (the resident size stays at the peak of a training step). Every
+/// activation and gradient is a fresh tensor of several MB; by default glibc serves those
+/// with mmap and unmaps them on free, so each step pays
 /// page faults and page clearing on all of its memory again (12% of an Inception pass
 /// in the profile; with this, 4.4 -> 6.2 images/s). A no-op off glibc, and when the
 /// user set MALLOC_MMAP_THRESHOLD_ themselves.

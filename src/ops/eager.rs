@@ -12,7 +12,7 @@ fn slice<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
 }
 
 /// A computation on the contents of several CPU tensors of one dtype, producing new
-/// tensors outside the graph: the derivatives of the backward ops.
+/// tensors outside the graph.
 pub(crate) trait Eager {
     const NAME: &'static str;
     fn run<T: WithDType>(&self, inputs: &[&[T]]) -> Vec<Vec<T>>;

@@ -32,9 +32,10 @@ mod tests;
 use candle_core::{bail, DType, Result, Tensor};
 use rayon::prelude::*;
 
-/// `len` copies of `value` (a zero), written by the thread pool: the outputs of the custom ops are filled in
-/// parallel afterwards, and `vec![0; len]` would zero them on the calling thread first (a
-/// single-threaded pass over every activation, visible in the profile of a training step).
+/// `len` copies of `value` (a zero), written by the thread pool. The custom ops fill their
+/// outputs in parallel afterwards; `vec![0; len]` would zero them on the calling thread
+/// first (a single-threaded pass over every activation, visible in the profile of a
+/// training step).
 pub(crate) fn filled_par<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     v.spare_capacity_mut().par_chunks_mut(1 << 14).for_each(|c| {

@@ -59,40 +59,19 @@ impl Optimizer {
         self.t += 1;
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        let step_size = self.lr / bc1;
+        let rule =
+            Update { kind: self.kind, lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, bc1, bc2 };
         for (((_, var), m), v) in params.trainable().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let g = g.detach();
-            if crate::ops::is_fast_cpu(var.as_tensor()) && g.dtype() == var.dtype() {
-                let rule = Update {
-                    kind: self.kind,
-                    lr: self.lr,
-                    beta1: self.beta1,
-                    beta2: self.beta2,
-                    eps: self.eps,
-                    bc1,
-                    bc2,
-                };
-                let shape = var.shape().clone();
-                let out = run_eager(&rule, &[var.as_tensor(), &g, m, v], &[shape.clone(), shape.clone(), shape])?;
-                let [w_new, m_new, v_new] = <[Tensor; 3]>::try_from(out).expect("three outputs");
-                var.set(&w_new)?;
-                (*m, *v) = (m_new, v_new);
-                continue;
-            }
-            if self.kind == Kind::RmsProp {
-                *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-                let update = ((g / (v.sqrt()? + self.eps)?)? * self.lr)?;
-                var.set(&(var.as_tensor().detach() - update)?)?;
-                continue;
-            }
-            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let denom = ((&*v / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&*m / denom)? * step_size)?;
-            var.set(&(var.as_tensor().detach() - update)?)?;
+            let (w, m2, v2) = match crate::ops::is_fast_cpu(var.as_tensor()) && g.dtype() == var.dtype() {
+                true => rule.apply_eager(var.as_tensor(), &g, m, v)?,
+                false => rule.apply_ops(var.as_tensor(), &g, m, v)?,
+            };
+            var.set(&w)?;
+            (*m, *v) = (m2, v2);
         }
         Ok(())
     }
@@ -128,8 +107,8 @@ impl Optimizer {
 }
 
 /// One Adam or RMSProp update of a parameter on the CPU, in one parallel pass over
-/// `[w, g, m, v]` producing `[w', m', v']` (the candle-op formulation above makes about
-/// fourteen single-threaded passes, each allocating).
+/// `[w, g, m, v]` producing `[w', m', v']` ([`Update::apply_ops`], the candle-op formulation,
+/// makes about fourteen single-threaded passes, each allocating).
 struct Update {
     kind: Kind,
     lr: f64,
@@ -139,6 +118,41 @@ struct Update {
     /// Bias corrections `1 − β1^t` and `1 − β2^t`.
     bc1: f64,
     bc2: f64,
+}
+
+impl Update {
+    /// `(w', m', v')` in one parallel pass on the CPU.
+    fn apply_eager(
+        &self,
+        w: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let shape = w.shape().clone();
+        let out = run_eager(self, &[w, g, m, v], &[shape.clone(), shape.clone(), shape])?;
+        let [w, m, v] = <[Tensor; 3]>::try_from(out).expect("three outputs");
+        Ok((w, m, v))
+    }
+
+    /// The same update in candle ops (other devices and dtypes).
+    fn apply_ops(
+        &self,
+        w: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let v = ((v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+        if self.kind == Kind::RmsProp {
+            let update = ((g / (v.sqrt()? + self.eps)?)? * self.lr)?;
+            return Ok(((w.detach() - update)?, m.clone(), v));
+        }
+        let m = ((m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+        let denom = ((&v / self.bc2)?.sqrt()? + self.eps)?;
+        let update = ((&m / denom)? * (self.lr / self.bc1))?;
+        Ok(((w.detach() - update)?, m, v))
+    }
 }
 
 impl Eager for Update {
@@ -220,5 +234,29 @@ mod tests {
         }
         assert!((w.as_tensor().to_vec1::<f32>().unwrap()[0] as f64 - x).abs() < 1e-5);
         assert!(Optimizer::from_name("sgd", &p, 0.1, 0.5, 0.9).is_err());
+    }
+
+    #[test]
+    fn one_pass_update_equals_the_candle_op_formulation() {
+        let dev = Device::Cpu;
+        let t = |seed: u64, pos: bool| {
+            let x = crate::rng::Rng::new(seed).normal_tensor(1000, 0.0, 1.0, &dev).unwrap();
+            if pos {
+                x.abs().unwrap()
+            } else {
+                x
+            }
+        };
+        let (w, g, m, v) = (t(1, false), t(2, false), t(3, false), t(4, true));
+        for kind in [Kind::Adam, Kind::RmsProp] {
+            let rule = Update { kind, lr: 0.01, beta1: 0.5, beta2: 0.99, eps: 1e-8, bc1: 0.75, bc2: 0.0199 };
+            let a = rule.apply_eager(&w, &g, &m, &v).unwrap();
+            let b = rule.apply_ops(&w, &g, &m, &v).unwrap();
+            for (x, y) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
+                let d = (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-6, "{kind:?}: {d}");
+            }
+            assert!((&a.0 - &w).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-4);
+        }
     }
 }
