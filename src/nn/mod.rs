@@ -38,8 +38,3 @@ impl Mode {
 pub fn leaky_relu(x: &candle_core::Tensor, slope: f64) -> candle_core::Result<candle_core::Tensor> {
     crate::ops::leaky_relu(x, slope)
 }
-
-/// ReLU, as [`leaky_relu`] with slope 0 (one pass each way, differentiable to any order).
-pub fn relu(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
-    crate::ops::leaky_relu(x, 0.0)
-}
