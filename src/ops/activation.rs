@@ -68,11 +68,11 @@ impl CustomOp1 for LeakyRelu {
         let out = match s {
             CpuStorage::F32(v) => {
                 let k = self.slope as f32;
-                CpuStorage::F32(map(contiguous(v, l, self.name())?, |x| if x > 0.0 { x } else { x * k }))
+                CpuStorage::F32(map(contiguous(v, l, self.name())?, move |x| x * if x > 0.0 { 1.0 } else { k }))
             }
             CpuStorage::F64(v) => {
                 let k = self.slope;
-                CpuStorage::F64(map(contiguous(v, l, self.name())?, |x| if x > 0.0 { x } else { x * k }))
+                CpuStorage::F64(map(contiguous(v, l, self.name())?, move |x| x * if x > 0.0 { 1.0 } else { k }))
             }
             _ => bail!("leaky-relu: f32 or f64 only"),
         };
@@ -102,12 +102,12 @@ impl CustomOp2 for LeakyReluGrad {
             (CpuStorage::F32(g), CpuStorage::F32(x)) => {
                 let k = self.slope as f32;
                 let (g, x) = (contiguous(g, l1, name)?, contiguous(x, l2, name)?);
-                CpuStorage::F32(zip_map(g, x, |g, x| if x > 0.0 { g } else { g * k }))
+                CpuStorage::F32(zip_map(g, x, move |g, x| g * if x > 0.0 { 1.0 } else { k }))
             }
             (CpuStorage::F64(g), CpuStorage::F64(x)) => {
                 let k = self.slope;
                 let (g, x) = (contiguous(g, l1, name)?, contiguous(x, l2, name)?);
-                CpuStorage::F64(zip_map(g, x, |g, x| if x > 0.0 { g } else { g * k }))
+                CpuStorage::F64(zip_map(g, x, move |g, x| g * if x > 0.0 { 1.0 } else { k }))
             }
             _ => bail!("leaky-relu-grad: f32 or f64, both the same"),
         };

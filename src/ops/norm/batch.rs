@@ -148,18 +148,19 @@ fn channel_moments<T: WithDType>(a: &[T], b: Option<&[T]>, dims: (usize, usize, 
         .collect()
 }
 
-/// `out = act((x − k[c][0])·k[c][1] + k[c][2])` over (N, C, inner), planes in parallel
-/// (subtracting the mean first keeps the result accurate when the variance is tiny).
+/// `out = LeakyReLU((x − k[c][0])·k[c][1] + k[c][2])` with negative slope `slope` (1: none)
+/// over (N, C, inner), planes in parallel (subtracting the mean first keeps the result
+/// accurate when the variance is tiny).
 fn normalise_planes<T: WithDType>(
     x: &[T],
     k: &[[f64; 3]],
-    act: Option<T>,
+    slope: T,
     (_, channels, inner): (usize, usize, usize),
 ) -> Vec<T> {
     let mut out = crate::ops::filled_par(x.len(), T::zero());
     out.par_chunks_mut(inner.max(1)).zip(x.par_chunks(inner.max(1))).enumerate().for_each(|(p, (o, x))| {
         let [mean, a, b] = k[p % channels].map(T::from_f64);
-        o.iter_mut().zip(x).for_each(|(o, &x)| *o = super::activate((x - mean) * a + b, act));
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = super::activate((x - mean) * a + b, slope));
     });
     out
 }
@@ -208,7 +209,7 @@ impl BatchNorm {
             })
             .collect();
         *self.stats.lock().unwrap() = Some(stats);
-        normalise_planes(x, &k, self.act.map(T::from_f64), dims)
+        normalise_planes(x, &k, super::negative_slope(self.act), dims)
     }
 }
 

@@ -97,14 +97,14 @@ impl LayerNorm {
                 (mean, 1.0 / ((sq / d.len as f64 - mean * mean).max(0.0) + self.eps).sqrt())
             })
             .collect();
-        let act = self.act.map(T::from_f64);
+        let k: T = super::negative_slope(self.act);
         let mut out = crate::ops::filled_par(x.len(), T::zero());
         out.par_chunks_mut(d.len.max(1)).zip(x.par_chunks(d.len.max(1))).zip(&moments).for_each(
             |((o, x), &(mean, inv))| {
                 for ((o, x), (g, b)) in o.chunks_mut(d.inner).zip(x.chunks(d.inner)).zip(gamma.iter().zip(beta)) {
                     let a = g.to_f64() * inv;
                     let (m, a, b) = (T::from_f64(mean), T::from_f64(a), *b);
-                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = super::activate((x - m) * a + b, act));
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = super::activate((x - m) * a + b, k));
                 }
             },
         );

@@ -52,13 +52,16 @@ macro_rules! dispatch {
 }
 use dispatch;
 
-/// `LeakyReLU(v)` with this slope (0: ReLU), or `v` when `act` is `None`.
+/// `LeakyReLU(v)` with slope `k` (0: ReLU; 1: the identity, for `act = None`; see
+/// [`negative_slope`]). Branch-free, so that the loops calling it vectorise.
 #[inline(always)]
-fn activate<T: candle_core::WithDType>(v: T, act: Option<T>) -> T {
-    match act {
-        Some(slope) if v <= T::zero() => v * slope,
-        _ => v,
-    }
+fn activate<T: candle_core::WithDType>(v: T, k: T) -> T {
+    v * if v > T::zero() { T::one() } else { k }
+}
+
+/// The slope [`activate`] takes for an optional LeakyReLU.
+fn negative_slope<T: candle_core::WithDType>(act: Option<f64>) -> T {
+    T::from_f64(act.unwrap_or(1.0))
 }
 
 /// The composed-ops path's activation: candle's `maximum` formulation of LeakyReLU.
