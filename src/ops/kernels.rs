@@ -30,9 +30,27 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// Element types the kernels support: the real types `gemm` implements.
-pub(crate) trait Element: candle_core::WithDType + sealed::Sealed {}
-impl Element for f32 {}
-impl Element for f64 {}
+pub(crate) trait Element: candle_core::WithDType + sealed::Sealed {
+    /// This thread's scratch buffers for the element type.
+    fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Scratch<Self>>>;
+}
+
+thread_local! {
+    static SCRATCH_F32: std::cell::Cell<Scratch<f32>> = const { std::cell::Cell::new(Scratch::new()) };
+    static SCRATCH_F64: std::cell::Cell<Scratch<f64>> = const { std::cell::Cell::new(Scratch::new()) };
+}
+
+impl Element for f32 {
+    fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Scratch<Self>>> {
+        &SCRATCH_F32
+    }
+}
+
+impl Element for f64 {
+    fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Scratch<Self>>> {
+        &SCRATCH_F64
+    }
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -594,20 +612,41 @@ fn deinterleave<T: Element>(matrix: &[T], rows: usize, len: usize, items: &mut [
     }
 }
 
-/// Scratch buffers reused across the tasks run by one worker.
-struct Scratch<T> {
+/// Scratch buffers for the tasks, kept per thread across calls: a task's column buffer is
+/// allocated (and zeroed) once per thread and size, not once per task (up to a few MiB each time).
+pub(crate) struct Scratch<T> {
     col: Vec<T>,
     tmp: Vec<T>,
 }
 
-impl<T> Default for Scratch<T> {
-    fn default() -> Self {
+impl<T> Scratch<T> {
+    const fn new() -> Self {
         Self { col: Vec::new(), tmp: Vec::new() }
     }
 }
 
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `f` with this thread's scratch buffers. They are taken out of the thread-local slot for
+/// the call, so a nested call (rayon may run another task on this thread while `f` waits)
+/// starts from empty buffers instead of sharing them.
+fn with_scratch<T: Element, R>(f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
+    let mut scratch = T::scratch().take();
+    let result = f(&mut scratch);
+    T::scratch().set(scratch);
+    result
+}
+
+/// The first `len` elements of `buf`, which grows (with zeros) when shorter but never shrinks, so
+/// that reusing it does not write it again.
 fn sized<T: Element>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    buf.resize(len, T::zero());
+    if buf.len() < len {
+        buf.resize(len, T::zero());
+    }
     &mut buf[..len]
 }
 
@@ -622,12 +661,13 @@ where
     if plan.parallel_tasks {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each_init(Scratch::default, |scratch, (t, o)| task(plan.items(t, batch), o, scratch, false));
+            .for_each(|(t, o)| with_scratch(|scratch| task(plan.items(t, batch), o, scratch, false)));
     } else {
-        let mut scratch = Scratch::default();
-        for (t, o) in out.chunks_mut(chunk).enumerate() {
-            task(plan.items(t, batch), o, &mut scratch, true);
-        }
+        with_scratch(|scratch| {
+            for (t, o) in out.chunks_mut(chunk).enumerate() {
+                task(plan.items(t, batch), o, scratch, true);
+            }
+        });
     }
 }
 
@@ -757,33 +797,34 @@ pub(crate) fn weight_grad<T: Element>(
     let index = TapIndex::for_im2col(g);
     // Accumulates the tasks `tasks` into `acc`, overwriting it first.
     let accumulate = |tasks: &mut dyn Iterator<Item = usize>, acc: &mut [T], par: bool| {
-        let mut scratch = Scratch::default();
         let mut first = true;
-        for t in tasks {
-            let items = plan.items(t, batch);
-            let cols = items.len() * sl;
-            let big = &big[items.start * c_big * bl..items.end * c_big * bl];
-            let small = &small[items.start * c_small * sl..items.end * c_small * sl];
-            let col: &[T] = if g.is_pointwise() && items.len() == 1 {
-                big
-            } else {
-                let col = sized(&mut scratch.col, k * cols);
-                for (idx, item) in big.chunks_exact(c_big * bl).enumerate() {
-                    im2col(item, &index, col, cols, idx * sl, par);
-                }
-                col
-            };
-            let lhs = if items.len() == 1 {
-                small
-            } else {
-                interleave(small, c_small, sl, &mut scratch.tmp);
-                &scratch.tmp[..]
-            };
-            let lhs = Mat::row_major(lhs, cols);
-            let rhs = Mat::col_major(col, cols);
-            matmul((c_small, k, cols), acc, k, !first, lhs, rhs, par);
-            first = false;
-        }
+        with_scratch(|scratch| {
+            for t in tasks {
+                let items = plan.items(t, batch);
+                let cols = items.len() * sl;
+                let big = &big[items.start * c_big * bl..items.end * c_big * bl];
+                let small = &small[items.start * c_small * sl..items.end * c_small * sl];
+                let col: &[T] = if g.is_pointwise() && items.len() == 1 {
+                    big
+                } else {
+                    let col = sized(&mut scratch.col, k * cols);
+                    for (idx, item) in big.chunks_exact(c_big * bl).enumerate() {
+                        im2col(item, &index, col, cols, idx * sl, par);
+                    }
+                    col
+                };
+                let lhs = if items.len() == 1 {
+                    small
+                } else {
+                    interleave(small, c_small, sl, &mut scratch.tmp);
+                    &scratch.tmp[..]
+                };
+                let lhs = Mat::row_major(lhs, cols);
+                let rhs = Mat::col_major(col, cols);
+                matmul((c_small, k, cols), acc, k, !first, lhs, rhs, par);
+                first = false;
+            }
+        });
         if first {
             acc.fill(T::zero());
         }

@@ -121,7 +121,7 @@ struct Update {
 }
 
 impl Update {
-    /// `(w', m', v')` in one parallel pass on the CPU.
+    /// `(w', m', v')` in one parallel pass on the CPU (RMSProp leaves `m` as it is).
     fn apply_eager(
         &self,
         w: &Tensor,
@@ -130,6 +130,11 @@ impl Update {
         v: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let shape = w.shape().clone();
+        if self.kind == Kind::RmsProp {
+            let out = run_eager(self, &[w, g, v], &[shape.clone(), shape])?;
+            let [w, v] = <[Tensor; 2]>::try_from(out).expect("two outputs");
+            return Ok((w, m.clone(), v));
+        }
         let out = run_eager(self, &[w, g, m, v], &[shape.clone(), shape.clone(), shape])?;
         let [w, m, v] = <[Tensor; 3]>::try_from(out).expect("three outputs");
         Ok((w, m, v))
@@ -158,32 +163,47 @@ impl Update {
 impl Eager for Update {
     const NAME: &'static str = "optimizer-update";
 
+    /// Inputs `[w, g, m, v]` for Adam, giving `[w', m', v']`; `[w, g, v]` for RMSProp, giving
+    /// `[w', v']`. In f64 whatever the parameters' type; the loops run over zipped chunks, with
+    /// no indexing, so that they vectorise.
     fn run<T: WithDType>(&self, inputs: &[&[T]]) -> Vec<Vec<T>> {
-        let &[w, g, m, v] = inputs else { unreachable!("four inputs") };
-        let (mut w2, mut m2, mut v2) =
-            (filled_par(w.len(), T::zero()), filled_par(w.len(), T::zero()), filled_par(w.len(), T::zero()));
         const CHUNK: usize = 1 << 14;
-        let inputs = w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
-        let outputs = w2.par_chunks_mut(CHUNK).zip(m2.par_chunks_mut(CHUNK)).zip(v2.par_chunks_mut(CHUNK));
-        outputs.zip(inputs).for_each(|(((w2, m2), v2), ((w, g), (m, v)))| {
-            for i in 0..w.len() {
-                let (g, vi) = (g[i].to_f64(), self.beta2 * v[i].to_f64() + (1.0 - self.beta2) * g[i].to_f64().powi(2));
-                v2[i] = T::from_f64(vi);
-                let step = match self.kind {
-                    Kind::RmsProp => {
-                        m2[i] = m[i];
-                        self.lr * g / (vi.sqrt() + self.eps)
+        let (b1, b2, eps, lr) = (self.beta1, self.beta2, self.eps, self.lr);
+        let n = inputs[0].len();
+        let second_moment = move |v: T, g: f64| b2 * v.to_f64() + (1.0 - b2) * g * g;
+        match (self.kind, inputs) {
+            (Kind::RmsProp, &[w, g, v]) => {
+                let (mut w2, mut v2) = (filled_par(n, T::zero()), filled_par(n, T::zero()));
+                let outputs = w2.par_chunks_mut(CHUNK).zip(v2.par_chunks_mut(CHUNK));
+                let inputs = w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK));
+                outputs.zip(inputs).for_each(|((w2, v2), ((w, g), v))| {
+                    for ((w2, v2), ((&w, &g), &v)) in w2.iter_mut().zip(v2).zip(w.iter().zip(g).zip(v)) {
+                        let (g, vi) = (g.to_f64(), second_moment(v, g.to_f64()));
+                        *v2 = T::from_f64(vi);
+                        *w2 = T::from_f64(w.to_f64() - lr * g / (vi.sqrt() + eps));
                     }
-                    Kind::Adam => {
-                        let mi = self.beta1 * m[i].to_f64() + (1.0 - self.beta1) * g;
-                        m2[i] = T::from_f64(mi);
-                        self.lr / self.bc1 * mi / ((vi / self.bc2).sqrt() + self.eps)
-                    }
-                };
-                w2[i] = T::from_f64(w[i].to_f64() - step);
+                });
+                vec![w2, v2]
             }
-        });
-        vec![w2, m2, v2]
+            (Kind::Adam, &[w, g, m, v]) => {
+                let (bc1, bc2) = (self.bc1, self.bc2);
+                let [mut w2, mut m2, mut v2] = [(); 3].map(|_| filled_par(n, T::zero()));
+                let outputs = w2.par_chunks_mut(CHUNK).zip(m2.par_chunks_mut(CHUNK)).zip(v2.par_chunks_mut(CHUNK));
+                let inputs =
+                    w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)));
+                outputs.zip(inputs).for_each(|(((w2, m2), v2), ((w, g), (m, v)))| {
+                    let outputs = w2.iter_mut().zip(m2).zip(v2);
+                    for (((w2, m2), v2), ((&w, &g), (&m, &v))) in outputs.zip(w.iter().zip(g).zip(m.iter().zip(v))) {
+                        let g = g.to_f64();
+                        let (mi, vi) = (b1 * m.to_f64() + (1.0 - b1) * g, second_moment(v, g));
+                        (*m2, *v2) = (T::from_f64(mi), T::from_f64(vi));
+                        *w2 = T::from_f64(w.to_f64() - lr / bc1 * mi / ((vi / bc2).sqrt() + eps));
+                    }
+                });
+                vec![w2, m2, v2]
+            }
+            _ => unreachable!("{}: wrong number of inputs", Self::NAME),
+        }
     }
 }
 
