@@ -24,6 +24,7 @@
 //! rayon pool with single-threaded GEMMs when there are enough of them; otherwise they run one
 //! after the other with multi-threaded GEMMs and channel-parallel im2col / col2im.
 
+use super::phases::Phases;
 use candle_core::{bail, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -233,7 +234,7 @@ fn gather_every<const S: usize, T: Copy>(dst: &mut [T], src: &[T]) {
 
 /// `dst[j] = src[j·stride]` for every `j`, with the common strides specialised so that the
 /// loops vectorise.
-fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+pub(super) fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
     match stride {
         1 => dst.copy_from_slice(&src[..dst.len()]),
         2 => gather_every::<2, T>(dst, src),
@@ -275,88 +276,85 @@ fn scatter_add_strided<T: Element>(dst: &mut [T], src: &[T], stride: usize) {
     }
 }
 
-/// Widest small grid for which im2col reads through an index table (see [`TapIndex`]);
-/// measured on dcgan-64's layers: tables win up to 16 columns, strided row copies from 32.
+/// Widest small grid for which a strided im2col reads through an index table (see
+/// [`TapIndex`]) rather than the stride phases; measured (ns per column element, 64 channels,
+/// 4×4 stride 2): tables 0.52 / 0.97 / 1.16 vs phases 0.71 / 1.09 / 2.30 on 16- / 8- / 4-wide
+/// small grids, phases 0.49 vs tables 1.04 and row copies 0.72 on 32-wide ones.
 const IM2COL_TABLE_MAX_WIDTH: usize = 16;
-/// The same for col2im: tables win on 4- and 8-wide grids, strided row updates from 16.
-const COL2IM_TABLE_MAX_WIDTH: usize = 8;
 
-/// The receptive fields of a geometry, worked out once per call so that the per-plane loops
-/// below do no index arithmetic: valid row and column ranges per tap, and for narrow small
-/// grids (a GAN's inner layers, 4×4 to 16×16, where computing ranges and slicing rows per tap
-/// and plane cost more than copying) index tables.
+/// How im2col and col2im walk the receptive fields of a geometry, worked out once per call so
+/// that the per-plane loops do no index arithmetic. Three paths, tested against each other:
+///
+/// * stride phases ([`super::phases`]): col2im always (0.3-0.8 ns per column element where
+///   row updates took 0.6-4.4 and per-position gather tables 1.1-1.7), and im2col except on
+///   narrow strided grids;
+/// * an index table for im2col on narrow strided grids (a GAN's inner 4×4 to 16×16 layers,
+///   where even a phase split costs more than copying element by element);
+/// * strided row copies from valid ranges per tap: the reference the tests check the others
+///   against.
 struct TapIndex {
     geometry: Geometry,
     /// Small-grid rows valid for each tap row `a` and columns valid for each tap column `b`
     /// ([`Geometry::valid_range`]).
     valid_i: Vec<Range<usize>>,
     valid_j: Vec<Range<usize>>,
-    /// Built for im2col on narrow grids, else empty: for tap `t` and small position `q`,
-    /// `reads[t·small_len + q]` is the big-grid position read, or `u32::MAX` in the padding.
+    /// The im2col table, or empty: for tap `t` and small position `q`, `reads[t·small_len + q]`
+    /// is the big-grid position read, or `u32::MAX` in the padding.
     reads: Vec<u32>,
-    /// Built for col2im on narrow grids, else empty: the `(tap, small position)` pairs that read
-    /// big position `d` are `sources[starts[d] .. starts[d + 1]]`, taps in increasing order.
-    starts: Vec<u32>,
-    sources: Vec<(u32, u32)>,
+    /// The stride-phase layout, when im2col / col2im go through it.
+    phases: Option<Phases>,
 }
 
 impl TapIndex {
-    fn ranges(g: &Geometry) -> Self {
+    /// The row-copy path.
+    fn rows(g: &Geometry) -> Self {
         let ((bh, bw), (sh, sw), (kh, kw)) = (g.big, g.small, g.kernel);
         let valid_i = (0..kh).map(|a| g.valid_range(sh, bh, a)).collect();
         let valid_j = (0..kw).map(|b| g.valid_range(sw, bw, b)).collect();
-        Self { geometry: *g, valid_i, valid_j, reads: Vec::new(), starts: Vec::new(), sources: Vec::new() }
+        Self { geometry: *g, valid_i, valid_j, reads: Vec::new(), phases: None }
     }
 
-    /// Calls `f(tap, small position, big position)` for every tap that reads inside the big grid.
-    fn for_each_read(&self, mut f: impl FnMut(usize, usize, usize)) {
-        let g = &self.geometry;
+    /// The index-table path.
+    fn table(g: &Geometry) -> Self {
+        let mut index = Self::rows(g);
+        assert!(g.big_len().max(g.taps() * g.small_len()) < u32::MAX as usize, "convolution too large");
         let (bw, sw, kw, s, p) = (g.big.1, g.small.1, g.kernel.1, g.stride, g.padding);
-        for (a, vi) in self.valid_i.iter().enumerate() {
-            for (b, vj) in self.valid_j.iter().enumerate() {
+        let mut reads = vec![u32::MAX; g.taps() * g.small_len()];
+        for (a, vi) in index.valid_i.iter().enumerate() {
+            for (b, vj) in index.valid_j.iter().enumerate() {
                 for i in vi.clone() {
                     for j in vj.clone() {
-                        f(a * kw + b, i * sw + j, (i * s + a - p) * bw + j * s + b - p);
+                        let d = (i * s + a - p) * bw + j * s + b - p;
+                        reads[(a * kw + b) * g.small_len() + i * sw + j] = d as u32;
                     }
                 }
             }
         }
-    }
-
-    /// With the im2col table on narrow grids.
-    fn for_im2col(g: &Geometry) -> Self {
-        Self::new(g, g.small.1 <= IM2COL_TABLE_MAX_WIDTH, false)
-    }
-
-    /// With the col2im table on narrow grids.
-    fn for_col2im(g: &Geometry) -> Self {
-        Self::new(g, false, g.small.1 <= COL2IM_TABLE_MAX_WIDTH)
-    }
-
-    fn new(g: &Geometry, im2col_table: bool, col2im_table: bool) -> Self {
-        let mut index = Self::ranges(g);
-        assert!(g.big_len().max(g.taps() * g.small_len()) < u32::MAX as usize, "convolution too large");
-        if im2col_table {
-            let mut reads = vec![u32::MAX; g.taps() * g.small_len()];
-            index.for_each_read(|t, q, d| reads[t * g.small_len() + q] = d as u32);
-            index.reads = reads;
-        }
-        if col2im_table {
-            let mut starts = vec![0u32; g.big_len() + 1];
-            index.for_each_read(|_, _, d| starts[d + 1] += 1);
-            for d in 1..starts.len() {
-                starts[d] += starts[d - 1];
-            }
-            let mut next = starts.clone();
-            let mut sources = vec![(0, 0); starts[g.big_len()] as usize];
-            // Taps come in increasing order, so each position's sources do too.
-            index.for_each_read(|t, q, d| {
-                sources[next[d] as usize] = (t as u32, q as u32);
-                next[d] += 1;
-            });
-            (index.starts, index.sources) = (starts, sources);
-        }
+        index.reads = reads;
         index
+    }
+
+    /// The stride-phase path (`None` on an empty geometry).
+    fn phases(g: &Geometry) -> Self {
+        let empty = g.big_len() == 0 || g.small_len() == 0 || g.taps() == 0;
+        Self { phases: (!empty).then(|| Phases::new(g)), ..Self::rows(g) }
+    }
+
+    fn for_im2col(g: &Geometry) -> Self {
+        if g.stride > 1 && g.small.1 <= IM2COL_TABLE_MAX_WIDTH {
+            Self::table(g)
+        } else {
+            Self::phases(g)
+        }
+    }
+
+    fn for_col2im(g: &Geometry) -> Self {
+        Self::phases(g)
+    }
+
+    /// Scratch elements im2col / col2im need for an item of `channels` planes.
+    fn phase_scratch_len(&self, channels: usize) -> usize {
+        self.phases.map_or(0, |p| channels * p.plane_len())
     }
 }
 
@@ -399,16 +397,6 @@ fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, index: &TapIndex,
     let g = &index.geometry;
     let (bw, (sh, sw), kw, s, p) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
     let rows = &rows[off..];
-    if !index.starts.is_empty() {
-        for (d, range) in plane.iter_mut().zip(index.starts.windows(2)) {
-            let mut acc = T::zero();
-            for &(t, q) in &index.sources[range[0] as usize..range[1] as usize] {
-                acc += rows[t as usize * ld + q as usize];
-            }
-            *d = acc;
-        }
-        return;
-    }
     plane.fill(T::zero());
     for (a, valid_i) in index.valid_i.iter().enumerate() {
         for (b, valid_j) in index.valid_j.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
@@ -424,11 +412,35 @@ fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, index: &TapIndex,
 
 /// im2col of one batch item `item` (`channels` planes of the big grid) into `col`
 /// (`channels·taps` rows with row stride `ld`), columns `off .. off + small_len`.
-fn im2col<T: Element>(item: &[T], index: &TapIndex, col: &mut [T], ld: usize, off: usize, parallel: bool) {
+/// `phases` is scratch of [`TapIndex::phase_scratch_len`] elements.
+fn im2col<T: Element>(
+    item: &[T],
+    index: &TapIndex,
+    col: &mut [T],
+    ld: usize,
+    off: usize,
+    parallel: bool,
+    phases: &mut [T],
+) {
     let g = &index.geometry;
     let block = g.taps() * ld;
     let channels = item.len() / g.big_len().max(1);
     let col = &mut col[..channels * block];
+    if let Some(p) = &index.phases {
+        let phases = &mut phases[..channels * p.plane_len()];
+        if parallel {
+            col.par_chunks_exact_mut(block)
+                .zip(item.par_chunks_exact(g.big_len()))
+                .zip(phases.par_chunks_exact_mut(p.plane_len()))
+                .for_each(|((rows, plane), q)| p.im2col(plane, q, rows, ld, off));
+        } else {
+            let planes = col.chunks_exact_mut(block).zip(item.chunks_exact(g.big_len()));
+            for ((rows, plane), q) in planes.zip(phases.chunks_exact_mut(p.plane_len())) {
+                p.im2col(plane, q, rows, ld, off);
+            }
+        }
+        return;
+    }
     if parallel {
         col.par_chunks_exact_mut(block)
             .zip(item.par_chunks_exact(g.big_len()))
@@ -442,9 +454,33 @@ fn im2col<T: Element>(item: &[T], index: &TapIndex, col: &mut [T], ld: usize, of
 
 /// col2im of columns `off .. off + small_len` of `col` (row stride `ld`) into one batch item
 /// `item` (`channels` planes of the big grid), overwriting it.
-fn col2im<T: Element>(col: &[T], ld: usize, off: usize, index: &TapIndex, item: &mut [T], parallel: bool) {
+/// `phases` is scratch as for [`im2col`].
+fn col2im<T: Element>(
+    col: &[T],
+    ld: usize,
+    off: usize,
+    index: &TapIndex,
+    item: &mut [T],
+    parallel: bool,
+    phases: &mut [T],
+) {
     let g = &index.geometry;
     let block = g.taps() * ld;
+    if let Some(p) = &index.phases {
+        let phases = &mut phases[..item.len() / g.big_len() * p.plane_len()];
+        if parallel {
+            item.par_chunks_exact_mut(g.big_len())
+                .zip(col.par_chunks(block))
+                .zip(phases.par_chunks_exact_mut(p.plane_len()))
+                .for_each(|((plane, rows), q)| p.col2im(rows, ld, off, q, plane));
+        } else {
+            let planes = item.chunks_exact_mut(g.big_len()).zip(col.chunks(block));
+            for ((plane, rows), q) in planes.zip(phases.chunks_exact_mut(p.plane_len())) {
+                p.col2im(rows, ld, off, q, plane);
+            }
+        }
+        return;
+    }
     if parallel {
         item.par_chunks_exact_mut(g.big_len())
             .zip(col.par_chunks(block))
@@ -617,11 +653,12 @@ fn deinterleave<T: Element>(matrix: &[T], rows: usize, len: usize, items: &mut [
 pub(crate) struct Scratch<T> {
     col: Vec<T>,
     tmp: Vec<T>,
+    phases: Vec<T>,
 }
 
 impl<T> Scratch<T> {
     const fn new() -> Self {
-        Self { col: Vec::new(), tmp: Vec::new() }
+        Self { col: Vec::new(), tmp: Vec::new(), phases: Vec::new() }
     }
 }
 
@@ -701,8 +738,9 @@ pub(crate) fn conv2d<T: Element>(
             x
         } else {
             let col = sized(&mut scratch.col, k * cols);
+            let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_in));
             for (idx, item) in x.chunks_exact(c_in * bl).enumerate() {
-                im2col(item, &index, col, cols, idx * sl, par);
+                im2col(item, &index, col, cols, idx * sl, par, phases);
             }
             col
         };
@@ -762,8 +800,9 @@ pub(crate) fn conv_transpose2d<T: Element>(
         }
         let col = sized(&mut scratch.col, m * cols);
         matmul((m, cols, c_in), col, cols, false, w, rhs, par);
+        let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_out));
         for (idx, item) in out.chunks_exact_mut(c_out * bl).enumerate() {
-            col2im(col, cols, idx * sl, &index, item, par);
+            col2im(col, cols, idx * sl, &index, item, par, phases);
         }
     });
     out
@@ -808,8 +847,9 @@ pub(crate) fn weight_grad<T: Element>(
                     big
                 } else {
                     let col = sized(&mut scratch.col, k * cols);
+                    let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_big));
                     for (idx, item) in big.chunks_exact(c_big * bl).enumerate() {
-                        im2col(item, &index, col, cols, idx * sl, par);
+                        im2col(item, &index, col, cols, idx * sl, par, phases);
                     }
                     col
                 };
@@ -887,15 +927,22 @@ mod tests {
     }
 
     #[test]
-    fn im2col_and_col2im_tables_match_row_copies() {
+    fn im2col_and_col2im_paths_agree_and_are_adjoint() {
         let mut seed = 7u64;
         let mut next = move || {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
         };
-        for (big, k, stride, padding) in
-            [(9, 3, 1, 1), (8, 4, 2, 1), (11, 5, 2, 2), (7, 1, 2, 0), (9, 3, 3, 0), (4, 5, 1, 2)]
-        {
+        for (big, k, stride, padding) in [
+            (9, 3, 1, 1),
+            (8, 4, 2, 1),
+            (11, 5, 2, 2),
+            (7, 1, 2, 0),
+            (9, 3, 3, 0),
+            (4, 5, 1, 2),
+            (10, 4, 2, 3),
+            (6, 2, 4, 1),
+        ] {
             let small = (big + 2 * padding - k) / stride + 1;
             let g = Geometry {
                 big: (big, big + 1),
@@ -905,27 +952,41 @@ mod tests {
                 padding,
             };
             let (ld, off, channels) = (g.small_len() + 5, 3, 2);
+            // Row copies (the reference), the im2col table (col2im by rows), stride phases.
+            let indices = [TapIndex::rows(&g), TapIndex::table(&g), TapIndex::phases(&g)];
             let item: Vec<f64> = (0..channels * g.big_len()).map(|_| next()).collect();
-            let [mut a, mut b] = [0, 1].map(|_| vec![0.0; channels * g.taps() * ld]);
-            im2col(&item, &TapIndex::new(&g, false, false), &mut a, ld, off, false);
-            im2col(&item, &TapIndex::new(&g, true, false), &mut b, ld, off, true);
-            assert_eq!(a, b, "im2col {g:?}");
-            assert!(a.iter().any(|v| *v != 0.0));
             let col: Vec<f64> = (0..channels * g.taps() * ld).map(|_| next()).collect();
-            let [mut a, mut b] = [0, 1].map(|_| vec![f64::NAN; item.len()]);
-            col2im(&col, ld, off, &TapIndex::new(&g, false, false), &mut a, false);
-            col2im(&col, ld, off, &TapIndex::new(&g, false, true), &mut b, true);
-            assert_eq!(a, b, "col2im {g:?}");
-            // The adjoint: <im2col(x), c> = <x, col2im(c)> over the columns written.
-            let mut cx = vec![0.0; col.len()];
-            im2col(&item, &TapIndex::new(&g, false, false), &mut cx, ld, off, false);
-            let lhs: f64 = cx
-                .chunks(ld)
-                .zip(col.chunks(ld))
-                .map(|(u, v)| u[off..][..g.small_len()].iter().zip(&v[off..]).map(|(u, v)| u * v).sum::<f64>())
-                .sum();
-            let rhs: f64 = item.iter().zip(&a).map(|(u, v)| u * v).sum();
-            assert!((lhs - rhs).abs() < 1e-9, "adjoint {g:?}: {lhs} vs {rhs}");
+            let mut first: Option<(Vec<f64>, Vec<f64>)> = None;
+            for (path, index) in indices.iter().enumerate() {
+                for parallel in [false, true] {
+                    let mut phases = vec![f64::NAN; index.phase_scratch_len(channels)];
+                    let mut cx = vec![0.0; col.len()];
+                    im2col(&item, index, &mut cx, ld, off, parallel, &mut phases);
+                    let mut xc = vec![f64::NAN; item.len()];
+                    col2im(&col, ld, off, index, &mut xc, parallel, &mut phases);
+                    match &first {
+                        None => {
+                            assert!(cx.iter().any(|v| *v != 0.0));
+                            // The adjoint: <im2col(x), c> = <x, col2im(c)> over the columns written.
+                            let lhs: f64 = cx
+                                .chunks(ld)
+                                .zip(col.chunks(ld))
+                                .map(|(u, v)| {
+                                    u[off..][..g.small_len()].iter().zip(&v[off..]).map(|(u, v)| u * v).sum::<f64>()
+                                })
+                                .sum();
+                            let rhs: f64 = item.iter().zip(&xc).map(|(u, v)| u * v).sum();
+                            assert!((lhs - rhs).abs() < 1e-9, "adjoint {g:?}: {lhs} vs {rhs}");
+                            first = Some((cx, xc));
+                        }
+                        Some((cx0, xc0)) => {
+                            assert_eq!(&cx, cx0, "im2col path {path} {g:?}");
+                            let close = xc.iter().zip(xc0).all(|(a, b)| (a - b).abs() < 1e-12);
+                            assert!(close, "col2im path {path} {g:?}: {xc:?} vs {xc0:?}");
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -15,6 +15,7 @@ mod cpu;
 pub(crate) mod eager;
 mod kernels;
 mod norm;
+mod phases;
 
 pub use activation::{leaky_relu, tanh};
 pub use channel::channel_affine;
