@@ -31,9 +31,14 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// Element types the kernels support: the real types `gemm` implements.
-pub(crate) trait Element: candle_core::WithDType + sealed::Sealed {
+pub(crate) trait Element: candle_core::WithDType + Default + sealed::Sealed {
     /// This thread's scratch buffers for the element type.
     fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Scratch<Self>>>;
+
+    /// `dst[i] = src[reads[i]]`, zero where `reads[i]` is outside `src`.
+    fn gather(dst: &mut [Self], src: &[Self], reads: &[u32]) {
+        super::gather::scalar(dst, src, reads)
+    }
 }
 
 thread_local! {
@@ -44,6 +49,10 @@ thread_local! {
 impl Element for f32 {
     fn scratch() -> &'static std::thread::LocalKey<std::cell::Cell<Scratch<Self>>> {
         &SCRATCH_F32
+    }
+
+    fn gather(dst: &mut [Self], src: &[Self], reads: &[u32]) {
+        super::gather::f32(dst, src, reads)
     }
 }
 
@@ -277,9 +286,11 @@ fn scatter_add_strided<T: Element>(dst: &mut [T], src: &[T], stride: usize) {
 }
 
 /// Widest small grid for which a strided im2col reads through an index table (see
-/// [`TapIndex`]) rather than the stride phases; measured (ns per column element, 64 channels,
-/// 4×4 stride 2): tables 0.52 / 0.97 / 1.16 vs phases 0.71 / 1.09 / 2.30 on 16- / 8- / 4-wide
-/// small grids, phases 0.49 vs tables 1.04 and row copies 0.72 on 32-wide ones.
+/// [`TapIndex`]) rather than the stride phases. Measured (ns per column element, 64 channels,
+/// 4×4 stride 2, one thread; 2-core Xeon VM with AVX-512 gathers): tables 0.22-0.37 /
+/// 0.39-0.44 / 0.52-0.58 vs phases 0.36-0.56 / 0.79-0.90 / 1.7-1.9 on 16- / 8- / 4-wide small
+/// grids; on 32-wide ones 0.27-0.36 vs 0.38-0.51 (with scalar gathers on a Zen 3: 1.04 vs
+/// 0.49, hence the cut at 16).
 const IM2COL_TABLE_MAX_WIDTH: usize = 16;
 
 /// How im2col and col2im walk the receptive fields of a geometry, worked out once per call so
@@ -366,10 +377,7 @@ fn im2col_plane<T: Element>(plane: &[T], index: &TapIndex, rows: &mut [T], ld: u
     let (sl, zero) = (sh * sw, T::zero());
     if !index.reads.is_empty() {
         for (t, reads) in index.reads.chunks_exact(sl).enumerate() {
-            let dst = &mut rows[t * ld + off..][..sl];
-            for (d, &r) in dst.iter_mut().zip(reads) {
-                *d = plane.get(r as usize).copied().unwrap_or(zero);
-            }
+            T::gather(&mut rows[t * ld + off..][..sl], plane, reads);
         }
         return;
     }

@@ -13,6 +13,7 @@ pub(crate) mod activation;
 pub mod channel;
 mod cpu;
 pub(crate) mod eager;
+mod gather;
 mod kernels;
 mod norm;
 mod phases;
