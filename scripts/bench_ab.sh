@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interleaved A/B timing of several facegan binaries (and optionally PyTorch) on this
 # machine, whose speed drifts by tens of percent from minute to minute: each round runs every
-# program once, and the medians over rounds are compared. A tool for people; no build, test or
+# program once, and the medians (and minima: the least disturbed run) over rounds are
+# compared. A tool for people; no build, test or
 # CI step runs it.
 #
 #   scripts/bench_ab.sh ROUNDS MEASUREMENTS PROGRAM...
@@ -30,5 +31,5 @@ for line in sys.stdin:
     prog, name, ms = line.split()
     runs[(name, prog)].append(float(ms))
 for (name, prog), ms in sorted(runs.items()):
-    print(f"{name:22s} {prog:30s} median {statistics.median(ms):8.1f} ms  runs {[round(m) for m in ms]}")
+    print(f"{name:22s} {prog:30s} median {statistics.median(ms):8.1f} ms  min {min(ms):8.1f} ms  runs {[round(m) for m in ms]}")
 '
