@@ -695,6 +695,32 @@ fn sized<T: Element>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut buf[..len]
 }
 
+/// The im2col column matrix of a group of consecutive batch items (`channels` planes each):
+/// `channels·taps` rows, one column per small position of each item, built in `col_buf`; the
+/// items themselves when im2col is the identity (a pointwise geometry and a single item).
+fn columns<'a, T: Element>(
+    items: &'a [T],
+    channels: usize,
+    index: &TapIndex,
+    col_buf: &'a mut Vec<T>,
+    phase_buf: &mut Vec<T>,
+    par: bool,
+) -> &'a [T] {
+    let g = &index.geometry;
+    let item_len = channels * g.big_len();
+    let n = items.len() / item_len.max(1);
+    if g.is_pointwise() && n == 1 {
+        return items;
+    }
+    let cols = n * g.small_len();
+    let col = sized(col_buf, channels * g.taps() * cols);
+    let phases = sized(phase_buf, index.phase_scratch_len(channels));
+    for (idx, item) in items.chunks_exact(item_len).enumerate() {
+        im2col(item, index, col, cols, idx * g.small_len(), par, phases);
+    }
+    col
+}
+
 /// Runs `task(items, output chunk, scratch, parallel_inside)` for every task of `plan`, where the
 /// output chunk is the part of `out` (`item_len` elements per item) belonging to those items.
 fn run_tasks<T, F>(plan: Plan, batch: usize, out: &mut [T], item_len: usize, task: F)
@@ -742,16 +768,7 @@ pub(crate) fn conv2d<T: Element>(
     run_tasks(plan, batch, &mut out, c_out * sl, |items, out, scratch, par| {
         let x = &x[items.start * c_in * bl..items.end * c_in * bl];
         let cols = items.len() * sl;
-        let col: &[T] = if g.is_pointwise() && items.len() == 1 {
-            x
-        } else {
-            let col = sized(&mut scratch.col, k * cols);
-            let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_in));
-            for (idx, item) in x.chunks_exact(c_in * bl).enumerate() {
-                im2col(item, &index, col, cols, idx * sl, par, phases);
-            }
-            col
-        };
+        let col = columns(x, c_in, &index, &mut scratch.col, &mut scratch.phases, par);
         let w = Mat::row_major(w, k);
         let col = Mat::row_major(col, cols);
         if items.len() == 1 {
@@ -851,16 +868,7 @@ pub(crate) fn weight_grad<T: Element>(
                 let cols = items.len() * sl;
                 let big = &big[items.start * c_big * bl..items.end * c_big * bl];
                 let small = &small[items.start * c_small * sl..items.end * c_small * sl];
-                let col: &[T] = if g.is_pointwise() && items.len() == 1 {
-                    big
-                } else {
-                    let col = sized(&mut scratch.col, k * cols);
-                    let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_big));
-                    for (idx, item) in big.chunks_exact(c_big * bl).enumerate() {
-                        im2col(item, &index, col, cols, idx * sl, par, phases);
-                    }
-                    col
-                };
+                let col = columns(big, c_big, &index, &mut scratch.col, &mut scratch.phases, par);
                 let lhs = if items.len() == 1 {
                     small
                 } else {
