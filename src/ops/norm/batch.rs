@@ -112,39 +112,21 @@ struct Stats {
     inv_std: Vec<f64>,
 }
 
-/// The planes of channel `c`: `x[n, c, ..]` for every `n`.
-fn planes<T>(x: &[T], c: usize, (n, channels, inner): (usize, usize, usize)) -> impl Iterator<Item = &[T]> {
-    (0..n).map(move |i| &x[(i * channels + c) * inner..][..inner])
-}
-
-/// Per-channel `(Σ a, Σ a·b)` in f64 (with `b = None`: `(Σ a, Σ a²)`), channels in parallel.
-fn channel_moments<T: WithDType>(a: &[T], b: Option<&[T]>, dims: (usize, usize, usize)) -> Vec<(f64, f64)> {
-    (0..dims.1)
-        .into_par_iter()
-        .map(|c| {
-            let (mut s, mut p) = (0f64, 0f64);
-            match b {
-                None => {
-                    for plane in planes(a, c, dims) {
-                        for v in plane {
-                            let v = v.to_f64();
-                            s += v;
-                            p += v * v;
-                        }
-                    }
-                }
-                Some(b) => {
-                    for (pa, pb) in planes(a, c, dims).zip(planes(b, c, dims)) {
-                        for (u, v) in pa.iter().zip(pb) {
-                            let u = u.to_f64();
-                            s += u;
-                            p += u * v.to_f64();
-                        }
-                    }
-                }
-            }
-            (s, p)
-        })
+/// Per-channel `(Σ a, Σ a·b)` in f64 (with `b = None`: `(Σ a, Σ a²)`): sums per plane in
+/// memory order, in parallel, then per channel. (Walking each channel's planes instead, one
+/// page-sized plane every `C` planes, ran at a third of the memory bandwidth.)
+fn channel_moments<T: WithDType>(
+    a: &[T],
+    b: Option<&[T]>,
+    (_, channels, inner): (usize, usize, usize),
+) -> Vec<(f64, f64)> {
+    let len = inner.max(1);
+    let planes: Vec<(f64, f64)> = match b {
+        None => a.par_chunks(len).map(|p| super::sums(p, None)).collect(),
+        Some(b) => a.par_chunks(len).zip(b.par_chunks(len)).map(|(p, q)| super::sums(p, Some(q))).collect(),
+    };
+    (0..channels)
+        .map(|c| planes.iter().skip(c).step_by(channels).fold((0.0, 0.0), |(s, p), (ds, dp)| (s + ds, p + dp)))
         .collect()
 }
 

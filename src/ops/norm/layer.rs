@@ -87,12 +87,7 @@ impl LayerNorm {
         let moments: Vec<(f64, f64)> = x
             .par_chunks(d.len.max(1))
             .map(|s| {
-                let (mut sum, mut sq) = (0f64, 0f64);
-                for v in s {
-                    let v = v.to_f64();
-                    sum += v;
-                    sq += v * v;
-                }
+                let (sum, sq) = super::sums(s, None);
                 let mean = sum / d.len as f64;
                 (mean, 1.0 / ((sq / d.len as f64 - mean * mean).max(0.0) + self.eps).sqrt())
             })

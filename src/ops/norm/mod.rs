@@ -26,6 +26,38 @@ fn split(shape: &Shape) -> (usize, usize, usize) {
     (d[0], d[1], d[2..].iter().product())
 }
 
+/// `(Σ a, Σ a·b)` in f64 (with `b = None`: `(Σ a, Σ a²)`), over eight interleaved
+/// accumulators: a single running f64 sum is a chain of dependent additions (about four
+/// cycles per element), eight independent ones vectorise. With the memory-order walk of
+/// `batch::channel_moments`: 15.5-16.2 → 9.9-11.3 ms for the statistics of a 64×128×32×32
+/// activation on one thread.
+fn sums<T: candle_core::WithDType>(a: &[T], b: Option<&[T]>) -> (f64, f64) {
+    match b {
+        None => lanes(a, a, |u, _| u * u),
+        Some(b) => lanes(a, &b[..a.len()], |u, v| u * v.to_f64()),
+    }
+}
+
+#[inline(always)]
+fn lanes<T: candle_core::WithDType>(a: &[T], b: &[T], product: impl Fn(f64, T) -> f64) -> (f64, f64) {
+    const LANES: usize = 8;
+    let (mut s, mut p) = ([0f64; LANES], [0f64; LANES]);
+    let ((ca, ra), (cb, rb)) = (a.as_chunks::<LANES>(), b.as_chunks::<LANES>());
+    for (x, y) in ca.iter().zip(cb) {
+        for i in 0..LANES {
+            let u = x[i].to_f64();
+            s[i] += u;
+            p[i] += product(u, y[i]);
+        }
+    }
+    for (i, (x, &y)) in ra.iter().zip(rb).enumerate() {
+        let u = x.to_f64();
+        s[i] += u;
+        p[i] += product(u, y);
+    }
+    (s.iter().sum(), p.iter().sum())
+}
+
 fn contiguous<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
@@ -157,6 +189,25 @@ mod checks {
             let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
             assert!(scale > 1e-6, "gradient {i} is trivially zero");
             assert!(diff(a, b) < 1e-9 * scale.max(1.0), "gradient {i}: {}", diff(a, b));
+        }
+    }
+}
+
+#[cfg(test)]
+mod sums_tests {
+    #[test]
+    fn sums_match_plain_loops_on_every_tail_length() {
+        for n in [0usize, 1, 7, 8, 9, 23, 64] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() + 0.5).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let s: f64 = a.iter().map(|&v| v as f64).sum();
+            let sq: f64 = a.iter().map(|&v| v as f64 * v as f64).sum();
+            let ab: f64 = a.iter().zip(&b).map(|(&u, &v)| u as f64 * v as f64).sum();
+            let (s1, sq1) = super::sums(&a, None);
+            let (s2, ab2) = super::sums(&a, Some(&b));
+            for (got, want) in [(s1, s), (sq1, sq), (s2, s), (ab2, ab)] {
+                assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "n = {n}: {got} vs {want}");
+            }
         }
     }
 }
