@@ -958,6 +958,8 @@ mod tests {
             (4, 5, 1, 2),
             (10, 4, 2, 3),
             (6, 2, 4, 1),
+            (16, 4, 2, 1),
+            (32, 4, 2, 1),
         ] {
             let small = (big + 2 * padding - k) / stride + 1;
             let g = Geometry {

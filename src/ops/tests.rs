@@ -78,6 +78,8 @@ const CONV_CASES: &[ConvCase] = &[
     conv(1, 1, 1, (1, 1), 1, 1, 0),    // trivial
     conv(3, 2, 3, (2, 2), 5, 1, 2),    // kernel larger than the input
     conv(2, 16, 8, (16, 16), 4, 2, 1), // wide enough for several parallel tasks
+    conv(1, 2, 3, (36, 40), 4, 2, 1),  // strided im2col through the stride phases (20 wide)
+    conv(2, 2, 2, (32, 33), 4, 2, 1),  // 16-wide small grid: the fixed-width phase rows
 ];
 
 /// A conv_transpose2d test case: batch, channels in/out, input size, kernel, stride, padding,
