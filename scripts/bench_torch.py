@@ -21,6 +21,8 @@ Measurements (see src/bench.rs; N = --batch-size):
   conv2d_fwd[_bwd]     F.conv2d, x (N,128,32,32), w (256,128,4,4), stride 2, padding 1
   conv_transpose2d_fwd[_bwd]  F.conv_transpose2d, x (N,256,16,16), w (256,128,4,4), stride 2,
                        padding 1 (_bwd: gradients wrt x and w from a gradient of ones)
+  layer_XN_fwd_bwd     each of dcgan-64's ten convolutions (g1-g5: G's transposed ones,
+                       d1-d5: D's), forward and gradients wrt input and weight
 
 Networks: pytorch/examples' DCGAN G and D (nz=100, ngf=ndf=64, no biases, N(0, 0.02) weights,
 batch-norm scale N(1, 0.02)), D without its final Sigmoid (the losses take logits, as in
@@ -55,7 +57,32 @@ BENCH_NAMES = [
     "conv_transpose2d_fwd_bwd",
     "candle_conv_transpose2d_fwd",
     "candle_conv_transpose2d_fwd_bwd",
+    "layer_g1_fwd_bwd",
+    "layer_g2_fwd_bwd",
+    "layer_g3_fwd_bwd",
+    "layer_g4_fwd_bwd",
+    "layer_g5_fwd_bwd",
+    "layer_d1_fwd_bwd",
+    "layer_d2_fwd_bwd",
+    "layer_d3_fwd_bwd",
+    "layer_d4_fwd_bwd",
+    "layer_d5_fwd_bwd",
     "inception",
+]
+
+# dcgan-64's convolutions as in src/bench.rs (DCGAN64_LAYERS): name, transposed, input
+# channels, output channels, input side, stride, padding; kernel 4.
+DCGAN64_LAYERS = [
+    ("layer_g1", True, 100, 512, 1, 1, 0),
+    ("layer_g2", True, 512, 256, 4, 2, 1),
+    ("layer_g3", True, 256, 128, 8, 2, 1),
+    ("layer_g4", True, 128, 64, 16, 2, 1),
+    ("layer_g5", True, 64, 3, 32, 2, 1),
+    ("layer_d1", False, 3, 64, 64, 2, 1),
+    ("layer_d2", False, 64, 128, 32, 2, 1),
+    ("layer_d3", False, 128, 256, 16, 2, 1),
+    ("layer_d4", False, 256, 512, 8, 2, 1),
+    ("layer_d5", False, 512, 1, 4, 1, 0),
 ]
 
 NZ, NGF, NDF, NC, SIZE = 100, 64, 64, 3, 64
@@ -267,6 +294,21 @@ def main(argv):
             assert gx is not None and gw is not None
 
         run(f"{name}_fwd_bwd", False, fwd_bwd)
+
+    for name, transposed, c_in, c_out, side, stride, padding in DCGAN64_LAYERS:
+        if not selected(f"{name}_fwd_bwd"):
+            continue
+        lx = torch.randn(n, c_in, side, side).requires_grad_(True)
+        shape = (c_in, c_out, 4, 4) if transposed else (c_out, c_in, 4, 4)
+        lw = (torch.randn(*shape) * 0.05).requires_grad_(True)
+        conv = F.conv_transpose2d if transposed else F.conv2d
+
+        def layer_fwd_bwd(lx=lx, lw=lw, conv=conv, stride=stride, padding=padding):
+            y = conv(lx, lw, stride=stride, padding=padding)
+            gx, gw = torch.autograd.grad(y, (lx, lw), torch.ones_like(y))
+            assert gx is not None and gw is not None
+
+        run(f"{name}_fwd_bwd", False, layer_fwd_bwd)
 
     if selected("inception"):
         # The FID network on the same weights file as facegan, resize to 299 included.

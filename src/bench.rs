@@ -18,6 +18,7 @@
 //! | `conv2d_fwd[_bwd]`          | [`ops::conv2d`] of x (N,128,32,32) by w (256,128,4,4), stride 2, padding 1 (`_bwd`: backward to x and w from a gradient of ones) |
 //! | `conv_transpose2d_fwd[_bwd]`| [`ops::conv_transpose2d`] of x (N,256,16,16) by w (256,128,4,4), stride 2, padding 1 |
 //! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
+//! | `layer_g1_fwd_bwd` … `layer_d5_fwd_bwd` | each of dcgan-64's ten convolutions (G's transposed ones, then D's; shapes in `DCGAN64_LAYERS`) on a random input, forward and backward to input and weight |
 //! | `inception`                 | FID Inception-v3 pool3 features of N random 64×64 images, resize to 299 included (skipped with a note when the weights are missing, unless asked for by name) |
 //!
 //! N is the batch size (64 by default). The peak resident set (VmHWM) is read right after
@@ -56,7 +57,57 @@ pub const BENCH_NAMES: &[&str] = &[
     "conv_transpose2d_fwd_bwd",
     "candle_conv_transpose2d_fwd",
     "candle_conv_transpose2d_fwd_bwd",
+    "layer_g1_fwd_bwd",
+    "layer_g2_fwd_bwd",
+    "layer_g3_fwd_bwd",
+    "layer_g4_fwd_bwd",
+    "layer_g5_fwd_bwd",
+    "layer_d1_fwd_bwd",
+    "layer_d2_fwd_bwd",
+    "layer_d3_fwd_bwd",
+    "layer_d4_fwd_bwd",
+    "layer_d5_fwd_bwd",
     "inception",
+];
+
+/// One convolution of dcgan-64 (ngf = ndf = 64, nz = 100) for the `layer_*` measurements.
+struct Layer {
+    name: &'static str,
+    /// A transposed convolution (G) rather than a convolution (D).
+    transposed: bool,
+    c_in: usize,
+    c_out: usize,
+    /// Height and width of the input.
+    side: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+const fn layer(
+    name: &'static str,
+    transposed: bool,
+    c_in: usize,
+    c_out: usize,
+    side: usize,
+    stride: usize,
+    padding: usize,
+) -> Layer {
+    Layer { name, transposed, c_in, c_out, side, kernel: 4, stride, padding }
+}
+
+/// G's five transposed convolutions, then D's five convolutions, in forward order.
+const DCGAN64_LAYERS: [Layer; 10] = [
+    layer("layer_g1", true, 100, 512, 1, 1, 0),
+    layer("layer_g2", true, 512, 256, 4, 2, 1),
+    layer("layer_g3", true, 256, 128, 8, 2, 1),
+    layer("layer_g4", true, 128, 64, 16, 2, 1),
+    layer("layer_g5", true, 64, 3, 32, 2, 1),
+    layer("layer_d1", false, 3, 64, 64, 2, 1),
+    layer("layer_d2", false, 64, 128, 32, 2, 1),
+    layer("layer_d3", false, 128, 256, 16, 2, 1),
+    layer("layer_d4", false, 256, 512, 8, 2, 1),
+    layer("layer_d5", false, 512, 1, 4, 1, 0),
 ];
 
 /// The prefix of candle's reference measurements of the layer operations.
@@ -317,6 +368,27 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
         }
     }
 
+    for l in &DCGAN64_LAYERS {
+        let name = format!("{}_fwd_bwd", l.name);
+        if !b.selected(&name) {
+            continue;
+        }
+        let w_shape =
+            if l.transposed { (l.c_in, l.c_out, l.kernel, l.kernel) } else { (l.c_out, l.c_in, l.kernel, l.kernel) };
+        let x = Var::from_tensor(&rng.normal_tensor((n, l.c_in, l.side, l.side), 0.0, 1.0, &dev)?)?;
+        let w = Var::from_tensor(&rng.normal_tensor(w_shape, 0.0, 0.05, &dev)?)?;
+        b.run(&name, None, || {
+            let y = if l.transposed {
+                ops::conv_transpose2d(&x, &w, l.stride, l.padding, 0)?
+            } else {
+                ops::conv2d(&x, &w, l.stride, l.padding)?
+            };
+            let grads = y.backward()?;
+            ensure!(grads.get(&x).is_some() && grads.get(&w).is_some(), "{}: a gradient is missing", l.name);
+            Ok(())
+        })?;
+    }
+
     if b.selected("inception") {
         match crate::metrics::inception::Inception::load_default(&dev) {
             Ok(net) => {
@@ -364,7 +436,8 @@ mod tests {
         for e in &r.entries {
             assert!(positive(e.ms), "{e:?}");
             assert!(e.cpu_ms.is_none_or(|v| v.is_finite() && v >= 0.0), "{e:?}");
-            assert_eq!(e.images_per_s.is_some(), !e.name.contains("conv") && !e.name.starts_with("matmul"), "{e:?}");
+            let network = !e.name.contains("conv") && !e.name.starts_with("matmul") && !e.name.starts_with("layer_");
+            assert_eq!(e.images_per_s.is_some(), network, "{e:?}");
             assert!(e.images_per_s.is_none_or(positive), "{e:?}");
         }
         assert!(r.peak_rss_mib.is_some_and(positive) && r.peak_rss_after == "train_step", "{r:?}");
@@ -372,6 +445,35 @@ mod tests {
         assert!(table.contains("conv_transpose2d_fwd_bwd") && table.contains("x\n"), "{table}");
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["entries"].as_array().unwrap().len(), expected.len());
+    }
+
+    /// scripts/bench_torch.py must take the same measurements on the same layer shapes, or
+    /// `bench_compare.sh` compares different things.
+    #[test]
+    fn the_pytorch_twin_has_the_same_names_and_layers() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch.py");
+        let py = std::fs::read_to_string(path).unwrap();
+        let block = |start: &str| {
+            let from = py.find(start).unwrap_or_else(|| panic!("{start} missing from {path}"));
+            let len = py[from..].find("\n]").unwrap();
+            py[from + start.len()..from + len].to_string()
+        };
+        let quoted: Vec<String> = block("BENCH_NAMES = [").split('"').skip(1).step_by(2).map(str::to_string).collect();
+        assert_eq!(quoted, BENCH_NAMES);
+        let layers: Vec<String> = block("DCGAN64_LAYERS = [")
+            .lines()
+            .filter(|l| l.trim_start().starts_with('('))
+            .map(|l| l.trim().trim_end_matches(',').replace(' ', ""))
+            .collect();
+        let ours: Vec<String> = DCGAN64_LAYERS
+            .iter()
+            .map(|l| {
+                assert_eq!(l.kernel, 4, "the Python table assumes 4x4 kernels");
+                let t = if l.transposed { "True" } else { "False" };
+                format!("(\"{}\",{t},{},{},{},{},{})", l.name, l.c_in, l.c_out, l.side, l.stride, l.padding)
+            })
+            .collect();
+        assert_eq!(layers, ours);
     }
 
     #[test]
