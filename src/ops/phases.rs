@@ -1,4 +1,4 @@
-//! Stride-phase im2col and col2im for strided convolutions.
+//! Stride-phase im2col and col2im (any stride; [`super::kernels`] chooses when to use them).
 //!
 //! With stride `s`, kernel tap `a` of small position `i` reads big position `s·i + a − p`,
 //! which is position `i + ⌊(a − p)/s⌋` of the big grid's phase `(a − p) mod s` (the positions
@@ -6,7 +6,8 @@
 //! stored with a zero border wide enough for every tap, turns every receptive row of im2col into
 //! a contiguous window of one phase: the strided, bounds-checked gathers become plain row
 //! copies, and col2im becomes row additions into the phases followed by one interleaving pass.
-//! On dcgan-64's 4×4 stride-2 layers this replaced per-element index tables.
+//! col2im always goes this way; im2col does except on narrow strided grids, where the
+//! kernels' gather tables are faster (measurements at `IM2COL_TABLE_MAX_WIDTH`).
 
 use super::kernels::{gather_strided, Element, Geometry};
 use std::ops::Range;
