@@ -885,24 +885,29 @@ pub(crate) fn weight_grad<T: Element>(
             acc.fill(T::zero());
         }
     };
-    let mut out = vec![T::zero(); len];
-    if plan.parallel_tasks {
-        let workers = plan.threads;
-        let partials: Vec<Vec<T>> = (0..workers)
-            .into_par_iter()
-            .map(|worker| {
-                let mut acc = vec![T::zero(); len];
-                accumulate(&mut (worker..plan.tasks).step_by(workers), &mut acc, false);
-                acc
-            })
-            .collect();
-        for partial in &partials {
-            for (o, v) in out.iter_mut().zip(partial) {
+    if !plan.parallel_tasks {
+        let mut out = vec![T::zero(); len];
+        accumulate(&mut (0..plan.tasks), &mut out, true);
+        return out;
+    }
+    // One partial sum per worker; the first becomes the result and the others are added to
+    // it in parallel.
+    let workers = plan.threads;
+    let mut partials: Vec<Vec<T>> = (0..workers)
+        .into_par_iter()
+        .map(|worker| {
+            let mut acc = vec![T::zero(); len];
+            accumulate(&mut (worker..plan.tasks).step_by(workers), &mut acc, false);
+            acc
+        })
+        .collect();
+    let mut out = partials.swap_remove(0);
+    for partial in &partials {
+        out.par_chunks_mut(1 << 14).zip(partial.par_chunks(1 << 14)).for_each(|(o, p)| {
+            for (o, v) in o.iter_mut().zip(p) {
                 *o += *v;
             }
-        }
-    } else {
-        accumulate(&mut (0..plan.tasks), &mut out, true);
+        });
     }
     out
 }
