@@ -363,15 +363,26 @@ impl TapIndex {
         Self::phases(g)
     }
 
+    /// Scratch elements per channel plane that im2col / col2im hand to the plane functions: the
+    /// phases of a plane, or one unused element on the other paths (so that the per-plane
+    /// loops zip with the scratch the same way on every path).
+    fn phase_plane_len(&self) -> usize {
+        self.phases.map_or(1, |p| p.plane_len())
+    }
+
     /// Scratch elements im2col / col2im need for an item of `channels` planes.
     fn phase_scratch_len(&self, channels: usize) -> usize {
-        self.phases.map_or(0, |p| channels * p.plane_len())
+        channels * self.phase_plane_len()
     }
 }
 
 /// Copies the receptive fields of one channel plane (`big.0 × big.1`) into the `taps` rows of
-/// `rows` (a row-major block with row stride `ld`), at columns `off .. off + small_len`.
-fn im2col_plane<T: Element>(plane: &[T], index: &TapIndex, rows: &mut [T], ld: usize, off: usize) {
+/// `rows` (a row-major block with row stride `ld`), at columns `off .. off + small_len`;
+/// `phases` is the plane's scratch ([`TapIndex::phase_plane_len`]).
+fn im2col_plane<T: Element>(plane: &[T], index: &TapIndex, rows: &mut [T], ld: usize, off: usize, phases: &mut [T]) {
+    if let Some(p) = &index.phases {
+        return p.im2col(plane, phases, rows, ld, off);
+    }
     let g = &index.geometry;
     let (bw, (sh, sw), kw, s, p) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
     let (sl, zero) = (sh * sw, T::zero());
@@ -401,7 +412,10 @@ fn im2col_plane<T: Element>(plane: &[T], index: &TapIndex, rows: &mut [T], ld: u
 
 /// The adjoint of [`im2col_plane`]: writes into each position of the channel plane the sum of
 /// the entries of `rows` (row stride `ld`, columns `off ..`) that read it there.
-fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, index: &TapIndex, plane: &mut [T]) {
+fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, index: &TapIndex, plane: &mut [T], phases: &mut [T]) {
+    if let Some(p) = &index.phases {
+        return p.col2im(rows, ld, off, phases, plane);
+    }
     let g = &index.geometry;
     let (bw, (sh, sw), kw, s, p) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
     let rows = &rows[off..];
@@ -430,32 +444,19 @@ fn im2col<T: Element>(
     parallel: bool,
     phases: &mut [T],
 ) {
-    let g = &index.geometry;
+    let (g, pl) = (&index.geometry, index.phase_plane_len());
     let block = g.taps() * ld;
     let channels = item.len() / g.big_len().max(1);
-    let col = &mut col[..channels * block];
-    if let Some(p) = &index.phases {
-        let phases = &mut phases[..channels * p.plane_len()];
-        if parallel {
-            col.par_chunks_exact_mut(block)
-                .zip(item.par_chunks_exact(g.big_len()))
-                .zip(phases.par_chunks_exact_mut(p.plane_len()))
-                .for_each(|((rows, plane), q)| p.im2col(plane, q, rows, ld, off));
-        } else {
-            let planes = col.chunks_exact_mut(block).zip(item.chunks_exact(g.big_len()));
-            for ((rows, plane), q) in planes.zip(phases.chunks_exact_mut(p.plane_len())) {
-                p.im2col(plane, q, rows, ld, off);
-            }
-        }
-        return;
-    }
+    let (col, phases) = (&mut col[..channels * block], &mut phases[..channels * pl]);
     if parallel {
         col.par_chunks_exact_mut(block)
             .zip(item.par_chunks_exact(g.big_len()))
-            .for_each(|(rows, plane)| im2col_plane(plane, index, rows, ld, off));
+            .zip(phases.par_chunks_exact_mut(pl))
+            .for_each(|((rows, plane), q)| im2col_plane(plane, index, rows, ld, off, q));
     } else {
-        for (rows, plane) in col.chunks_exact_mut(block).zip(item.chunks_exact(g.big_len())) {
-            im2col_plane(plane, index, rows, ld, off);
+        let planes = col.chunks_exact_mut(block).zip(item.chunks_exact(g.big_len()));
+        for ((rows, plane), q) in planes.zip(phases.chunks_exact_mut(pl)) {
+            im2col_plane(plane, index, rows, ld, off, q);
         }
     }
 }
@@ -472,30 +473,18 @@ fn col2im<T: Element>(
     parallel: bool,
     phases: &mut [T],
 ) {
-    let g = &index.geometry;
+    let (g, pl) = (&index.geometry, index.phase_plane_len());
     let block = g.taps() * ld;
-    if let Some(p) = &index.phases {
-        let phases = &mut phases[..item.len() / g.big_len() * p.plane_len()];
-        if parallel {
-            item.par_chunks_exact_mut(g.big_len())
-                .zip(col.par_chunks(block))
-                .zip(phases.par_chunks_exact_mut(p.plane_len()))
-                .for_each(|((plane, rows), q)| p.col2im(rows, ld, off, q, plane));
-        } else {
-            let planes = item.chunks_exact_mut(g.big_len()).zip(col.chunks(block));
-            for ((plane, rows), q) in planes.zip(phases.chunks_exact_mut(p.plane_len())) {
-                p.col2im(rows, ld, off, q, plane);
-            }
-        }
-        return;
-    }
+    let phases = &mut phases[..item.len() / g.big_len().max(1) * pl];
     if parallel {
         item.par_chunks_exact_mut(g.big_len())
             .zip(col.par_chunks(block))
-            .for_each(|(plane, rows)| col2im_plane(rows, ld, off, index, plane));
+            .zip(phases.par_chunks_exact_mut(pl))
+            .for_each(|((plane, rows), q)| col2im_plane(rows, ld, off, index, plane, q));
     } else {
-        for (plane, rows) in item.chunks_exact_mut(g.big_len()).zip(col.chunks(block)) {
-            col2im_plane(rows, ld, off, index, plane);
+        let planes = item.chunks_exact_mut(g.big_len()).zip(col.chunks(block));
+        for ((plane, rows), q) in planes.zip(phases.chunks_exact_mut(pl)) {
+            col2im_plane(rows, ld, off, index, plane, q);
         }
     }
 }
