@@ -308,10 +308,10 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
     let mut peak = None;
     if b.any_selected(&["g_fwd_eval", "g_fwd_train", "d_fwd_bwd", "train_step"]) {
         let mut s = Session::new(&cfg, &dev)?;
-        let z = rng.normal_tensor((n, cfg.model.nz), 0.0, 1.0, &dev)?;
+        let z = s.g.sample_latent(n, &mut rng, &dev)?;
         let real = rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev)?;
-        b.run("g_fwd_eval", Some(n), || Ok(s.g.forward(&z, None, Mode::EVAL).map(drop)?))?;
-        b.run("g_fwd_train", Some(n), || Ok(s.g.forward(&z, None, Mode::TRAIN).map(drop)?))?;
+        b.run("g_fwd_eval", Some(n), || Ok(s.g.forward(&z, Mode::EVAL).map(drop)?))?;
+        b.run("g_fwd_train", Some(n), || Ok(s.g.forward(&z, Mode::TRAIN).map(drop)?))?;
         b.run("d_fwd_bwd", Some(n), || Ok(s.d.forward(&real, None, Mode::TRAIN)?.mean_all()?.backward().map(drop)?))?;
         if b.selected("train_step") {
             b.run("train_step", Some(n), || s.train_step(std::slice::from_ref(&real)).map(drop))?;
@@ -327,12 +327,12 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
         let gp = cfg.train.penalties.first().context("wgan-gp-64 has a penalty")?;
         let (kind, weight) = (gp.kind(), gp.weight);
         let mut s = Session::new(&cfg, &dev)?;
-        let z = rng.normal_tensor((n, cfg.model.nz), 0.0, 1.0, &dev)?;
+        let z = s.g.sample_latent(n, &mut rng, &dev)?;
         let real = rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev)?;
         let mut gp_rng = Rng::new(1);
         b.run("wgan_gp_critic_step", Some(n), || {
             // G without a graph (its weights detached, no input variable): torch.no_grad().
-            let fake = s.g.forward(&z, None, Mode::FROZEN)?;
+            let fake = s.g.forward(&z, Mode::FROZEN)?;
             let d = &s.d;
             let critic = |x: &Tensor| d.forward(x, None, Mode::TRAIN);
             let adv = loss.d_loss(&critic(&real)?, &critic(&fake)?)?;

@@ -8,7 +8,7 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Generator/discriminator family: "dcgan".
+    /// Generator/discriminator family (`crate::models::FAMILIES`): mlp, dcgan, resnet, ebgan.
     pub arch: String,
     /// Image side: 32, 64 or 128.
     pub image_size: usize,
@@ -21,11 +21,36 @@ pub struct ModelConfig {
     /// Normalisation in the discriminator's hidden layers: "batch", "layer" or "none".
     /// Per-sample gradient penalties need "layer" or "none".
     pub d_norm: String,
+    /// Spectral normalisation of the generator's convolutions and linear layers.
+    pub g_spectral_norm: bool,
+    /// Spectral normalisation of the discriminator's convolutions and linear layers.
+    pub d_spectral_norm: bool,
+    /// Side of the feature maps where G and D get a self-attention block (SAGAN); 0: none.
+    pub attention: usize,
+    /// Minibatch standard deviation before D's last layers, with this group size; 0: off.
+    pub mbstd_group: usize,
+    /// Self-modulation: G's batch norms take their scale and shift from z.
+    pub self_modulation: bool,
+    /// Dropout probability in D's hidden layers (the MLP GAN's discriminator).
+    pub d_dropout: f64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { arch: "dcgan".into(), image_size: 64, nz: 100, ngf: 64, ndf: 64, d_norm: "batch".into() }
+        Self {
+            arch: "dcgan".into(),
+            image_size: 64,
+            nz: 100,
+            ngf: 64,
+            ndf: 64,
+            d_norm: "batch".into(),
+            g_spectral_norm: false,
+            d_spectral_norm: false,
+            attention: 0,
+            mbstd_group: 0,
+            self_modulation: false,
+            d_dropout: 0.0,
+        }
     }
 }
 
@@ -62,6 +87,8 @@ pub struct TrainConfig {
     pub ema_decay: f64,
     /// Random horizontal flips of real images.
     pub flip: bool,
+    /// EBGAN's margin m: D's loss is E(x) + max(0, m − E(G(z))) (loss "ebgan").
+    pub ebgan_margin: f64,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +112,7 @@ impl Default for TrainConfig {
             seed: 0,
             ema_decay: 0.999,
             flip: true,
+            ebgan_margin: 1.0,
         }
     }
 }
@@ -148,88 +176,10 @@ pub struct RunConfig {
     pub data: DataConfig,
 }
 
-/// Names and one-line descriptions of the presets.
-pub const PRESETS: &[(&str, &str)] = &[
-    ("dcgan-32", "DCGAN at 32x32 (three up/down blocks), the classic Udacity face setting"),
-    ("dcgan-64", "DCGAN at 64x64 (Radford et al. 2015; pytorch/examples dcgan)"),
-    ("dcgan-128", "DCGAN at 128x128, one more block on each side"),
-    ("minimax-64", "dcgan-64 with the original saturating minimax loss (Goodfellow et al. 2014)"),
-    ("lsgan-64", "least-squares targets a=0, b=1, c=1 (Mao et al. 2017), no norm in D"),
-    ("wgan-64", "WGAN with weight clipping 0.01, RMSprop 5e-5, 5 critic steps (Arjovsky et al. 2017)"),
-    ("wgan-gp-64", "WGAN-GP: penalty 10, Adam 2e-4 (0.5, 0.9), 5 critic steps, layer-norm critic"),
-    ("hinge-64", "hinge loss with TTUR: lr 1e-4 G / 4e-4 D, betas (0, 0.9) (SAGAN)"),
-    ("dragan-64", "non-saturating loss + DRAGAN penalty 10 around perturbed reals, layer-norm D"),
-    ("r1-64", "non-saturating loss + lazy R1 penalty 10 every 16 steps, no-norm D (StyleGAN2)"),
-    ("fgan-kl-64", "f-GAN, KL divergence (Nowozin et al. 2016)"),
-    ("fgan-js-64", "f-GAN, Jensen-Shannon divergence (Nowozin et al. 2016)"),
-    ("ragan-64", "relativistic average GAN (Jolicoeur-Martineau 2018)"),
-    ("ralsgan-64", "relativistic average least-squares GAN, no norm in D"),
-    ("rahinge-64", "relativistic average hinge loss"),
-];
-
 impl RunConfig {
+    /// The named preset (`crate::presets::PRESETS`).
     pub fn preset(name: &str) -> Result<Self> {
-        let mut c = RunConfig { preset: name.to_string(), ..Default::default() };
-        match name {
-            "dcgan-32" => {
-                c.model.image_size = 32;
-                c.train.batch_size = 128;
-            }
-            "dcgan-64" => {}
-            "dcgan-128" => {
-                c.model.image_size = 128;
-            }
-            "minimax-64" => c.train.loss = "minimax".into(),
-            // Least-squares losses with a normalised D (batch or layer norm) leave G at its
-            // initial grey output on CelebA (500 steps, docs/losses.md); without norm they train.
-            "lsgan-64" => {
-                c.train.loss = "lsgan".into();
-                c.model.d_norm = "none".into();
-            }
-            "wgan-64" => {
-                let t = &mut c.train;
-                t.loss = "wgan".into();
-                t.optimizer = "rmsprop".into();
-                (t.lr_g, t.lr_d) = (5e-5, 5e-5);
-                t.weight_clip = 0.01;
-                t.n_critic = 5;
-            }
-            "wgan-gp-64" => {
-                let t = &mut c.train;
-                t.loss = "wgan".into();
-                t.penalties = vec![crate::penalty::PenaltyConfig::parse("wgan-gp:10")?];
-                (t.beta1, t.beta2) = (0.5, 0.9);
-                t.n_critic = 5;
-                c.model.d_norm = "layer".into();
-            }
-            "hinge-64" => {
-                let t = &mut c.train;
-                t.loss = "hinge".into();
-                (t.lr_g, t.lr_d) = (1e-4, 4e-4);
-                (t.beta1, t.beta2) = (0.0, 0.9);
-            }
-            "dragan-64" => {
-                c.train.penalties = vec![crate::penalty::PenaltyConfig::parse("dragan:10")?];
-                c.model.d_norm = "layer".into();
-            }
-            "r1-64" => {
-                c.train.penalties = vec![crate::penalty::PenaltyConfig::parse("r1:10:16")?];
-                c.model.d_norm = "none".into();
-            }
-            "fgan-kl-64" => c.train.loss = "fgan-kl".into(),
-            "fgan-js-64" => c.train.loss = "fgan-js".into(),
-            "ragan-64" => c.train.loss = "ragan".into(),
-            "ralsgan-64" => {
-                c.train.loss = "ralsgan".into();
-                c.model.d_norm = "none".into();
-            }
-            "rahinge-64" => c.train.loss = "rahinge".into(),
-            _ => bail!(
-                "unknown preset '{name}'; valid presets: {}",
-                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-            ),
-        }
-        Ok(c)
+        crate::presets::preset(name)
     }
 
     pub fn from_toml(text: &str, source: &str) -> Result<Self> {
@@ -254,28 +204,46 @@ impl RunConfig {
     /// Checks values that serde cannot: sizes, names, ranges.
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
-        if !matches!(m.arch.as_str(), "dcgan") {
-            bail!("model.arch '{}' is unknown; valid: dcgan", m.arch);
-        }
         if !(m.image_size >= 16 && m.image_size.is_power_of_two() && m.image_size <= 256) {
             bail!("model.image_size {} must be a power of two from 16 to 256", m.image_size);
         }
         if m.nz == 0 || m.ngf == 0 || m.ndf == 0 {
             bail!("model.nz, model.ngf and model.ndf must be positive");
         }
-        if !matches!(m.d_norm.as_str(), "batch" | "layer" | "none") {
-            bail!("model.d_norm '{}' is unknown; valid: batch, layer, none", m.d_norm);
-        }
+        crate::models::validate(m)?;
         let t = &self.train;
         let loss = crate::loss::AdversarialLoss::parse(&t.loss)?;
         for p in &t.penalties {
             p.validate()?;
         }
-        if !t.penalties.is_empty() && m.d_norm == "batch" {
+        let family = crate::models::family(&m.arch)?;
+        let per_sample = t.penalties.iter().find(|p| p.kind().target() == crate::penalty::Target::D);
+        if let Some(p) = per_sample.filter(|_| m.d_norm == "batch") {
             bail!(
                 "penalty {} needs the gradient of D for each sample on its own, but batch norm in D mixes the samples of a batch; set model.d_norm = \"layer\" (or \"none\", or --d-norm layer)",
-                t.penalties[0].kind
+                p.kind
             );
+        }
+        for p in &t.penalties {
+            if let Some(aux) = p.kind().needs_aux() {
+                if !family.d_aux.contains(&aux) {
+                    bail!(
+                        "penalty {} reads D's {aux}, which the {} family's discriminator does not provide",
+                        p.kind,
+                        m.arch
+                    );
+                }
+            }
+        }
+        if matches!(loss, crate::loss::AdversarialLoss::Energy { .. }) != family.energy_d {
+            bail!(
+                "loss {} and the {} family do not fit: the ebgan loss needs an energy-based discriminator (the ebgan family), and that discriminator needs the ebgan loss",
+                t.loss,
+                m.arch
+            );
+        }
+        if !(t.ebgan_margin > 0.0 && t.ebgan_margin.is_finite()) {
+            bail!("train.ebgan_margin {} must be a positive number", t.ebgan_margin);
         }
         if !matches!(t.optimizer.as_str(), "adam" | "rmsprop") {
             bail!("train.optimizer '{}' is unknown; valid: adam, rmsprop", t.optimizer);
@@ -336,8 +304,8 @@ mod tests {
 
     #[test]
     fn presets_are_valid_and_round_trip_through_toml() {
-        for (name, _) in PRESETS {
-            let c = RunConfig::preset(name).unwrap();
+        for p in crate::presets::PRESETS {
+            let c = RunConfig::preset(p.name).unwrap();
             c.validate().unwrap();
             let back = RunConfig::from_toml(&c.to_toml(), "test").unwrap();
             assert_eq!(c, back);

@@ -16,6 +16,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod penalty;
+pub mod presets;
 pub mod report;
 pub mod rng;
 pub mod sample;

@@ -50,6 +50,9 @@ pub enum AdversarialLoss {
     /// Relativistic average GANs: each side judges whether real data is more realistic
     /// than the average fake, and the reverse.
     RelativisticAverage(Relativistic),
+    /// EBGAN (Zhao et al. 2017) over energies E (D's outputs, ≥ 0, low for real data):
+    /// L_D = E(x) + max(0, m − E(G(z))), L_G = E(G(z)).
+    Energy { margin: f64 },
 }
 
 /// Every loss name `parse` accepts (aliases aside).
@@ -69,6 +72,7 @@ pub const LOSS_NAMES: &[&str] = &[
     "ragan",
     "ralsgan",
     "rahinge",
+    "ebgan",
 ];
 
 /// log(1 + e^x), stable for large |x| and differentiable to any order.
@@ -111,6 +115,14 @@ impl AdversarialLoss {
         Self::parse_with_targets(s, [0.0, 1.0, 1.0])
     }
 
+    /// The loss a training configuration names, with its LSGAN targets and EBGAN margin.
+    pub fn from_config(t: &crate::config::TrainConfig) -> Result<Self> {
+        Ok(match Self::parse_with_targets(&t.loss, t.lsgan_targets)? {
+            Self::Energy { .. } => Self::Energy { margin: t.ebgan_margin },
+            other => other,
+        })
+    }
+
     /// Parses a name; `lsgan_abc` are LSGAN's targets (fake, real, generator's).
     pub fn parse_with_targets(s: &str, lsgan_abc: [f64; 3]) -> Result<Self> {
         use Divergence::*;
@@ -131,6 +143,7 @@ impl AdversarialLoss {
             "ragan" | "rasgan" => Self::RelativisticAverage(Relativistic::Standard),
             "ralsgan" => Self::RelativisticAverage(Relativistic::LeastSquares),
             "rahinge" => Self::RelativisticAverage(Relativistic::Hinge),
+            "ebgan" | "energy" => Self::Energy { margin: 1.0 },
             _ => bail!("unknown loss '{s}'; valid losses: {}", LOSS_NAMES.join(", ")),
         })
     }
@@ -170,6 +183,7 @@ impl AdversarialLoss {
                 let (r, f) = relativistic_pair(real, fake)?;
                 relativistic(kind, &r, &f)
             }
+            Self::Energy { margin } => mean(real)? + mean(&(fake.neg()? + margin)?.relu()?)?,
         }
     }
 
@@ -180,6 +194,7 @@ impl AdversarialLoss {
             Self::NonSaturating => mean(&softplus(&fake.neg()?)?),
             Self::LeastSquares { c, .. } => mean(&(fake - c)?.sqr()?)? * 0.5,
             Self::Wasserstein | Self::Hinge => mean(fake)?.neg(),
+            Self::Energy { .. } => mean(fake),
             Self::FGan(div) => mean(&div.activation(fake)?)?.neg(),
             Self::RelativisticAverage(kind) => {
                 let real = real.ok_or_else(|| {
@@ -278,6 +293,7 @@ mod tests {
                 };
                 (side(r, mf, f, mr), side(f, mr, r, mf))
             }
+            Energy { margin } => (avg(r, |x| x) + avg(f, |x| (margin - x).max(0.0)), avg(f, |x| x)),
         }
     }
 

@@ -1,6 +1,7 @@
-//! Gradient penalties on the discriminator. Each is computed from D as a closure over
-//! its input, so the penalty's own gradient with respect to D's weights is exact
-//! (second order; needs `CANDLE_GRAD_DO_NOT_DETACH=1`).
+//! Regularisers, each with a target network, a weight and an interval: the gradient
+//! penalties on the discriminator, computed from D as a closure over its input so the
+//! penalty's own gradient with respect to D's weights is exact (second order; needs
+//! `CANDLE_GRAD_DO_NOT_DETACH=1`), and the generator-side terms (EBGAN's pulling-away term).
 
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -21,9 +22,19 @@ pub enum PenaltyKind {
     R1,
     /// R2: the same on fake data.
     R2,
+    /// EBGAN's pulling-away term on the generator (Zhao et al. 2017): the mean squared
+    /// cosine similarity between the discriminator's embeddings of different fakes.
+    PullAway,
 }
 
-pub const PENALTY_NAMES: &[&str] = &["wgan-gp", "one-sided-gp", "dragan", "r1", "r2"];
+/// The network a regulariser's gradient updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    D,
+    G,
+}
+
+pub const PENALTY_NAMES: &[&str] = &["wgan-gp", "one-sided-gp", "dragan", "r1", "r2", "pull-away"];
 
 impl PenaltyKind {
     pub fn parse(s: &str) -> Result<Self> {
@@ -33,6 +44,7 @@ impl PenaltyKind {
             "dragan" => Self::Dragan,
             "r1" => Self::R1,
             "r2" => Self::R2,
+            "pull-away" | "pt" => Self::PullAway,
             _ => bail!("unknown penalty '{s}'; valid penalties: {}", PENALTY_NAMES.join(", ")),
         })
     }
@@ -44,6 +56,22 @@ impl PenaltyKind {
             Self::Dragan => "dragan",
             Self::R1 => "r1",
             Self::R2 => "r2",
+            Self::PullAway => "pull-away",
+        }
+    }
+
+    pub fn target(&self) -> Target {
+        match self {
+            Self::PullAway => Target::G,
+            _ => Target::D,
+        }
+    }
+
+    /// The auxiliary output of D (`crate::models::DiscOutput::aux`) this term reads.
+    pub fn needs_aux(&self) -> Option<&'static str> {
+        match self {
+            Self::PullAway => Some("embedding"),
+            _ => None,
         }
     }
 }
@@ -104,7 +132,23 @@ impl PenaltyConfig {
 pub fn default_weight(kind: PenaltyKind) -> f64 {
     match kind {
         PenaltyKind::WganGp | PenaltyKind::OneSidedGp | PenaltyKind::Dragan | PenaltyKind::R1 | PenaltyKind::R2 => 10.0,
+        PenaltyKind::PullAway => 0.1,
     }
+}
+
+/// EBGAN's pulling-away term of embeddings `s` (N, ...): with ŝ_i = s_i / ‖s_i‖,
+/// PT = Σ_{i≠j} (ŝ_iᵀ ŝ_j)² / (N (N − 1)).
+pub fn pull_away(s: &Tensor) -> candle_core::Result<Tensor> {
+    let s = s.flatten_from(1)?;
+    let n = s.dim(0)?;
+    if n < 2 {
+        candle_core::bail!("the pulling-away term needs a batch of at least 2");
+    }
+    let norms = (s.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
+    let unit = s.broadcast_div(&norms)?;
+    let cos = unit.matmul(&unit.t()?)?;
+    let diag = unit.sqr()?.sum(1)?.sqr()?.sum_all()?;
+    (cos.sqr()?.sum_all()? - diag)? / (n * (n - 1)) as f64
 }
 
 /// Per-sample L2 norm of the gradient of sum(D(x)) with respect to x, keeping the
@@ -157,6 +201,7 @@ pub fn penalty(
         }
         PenaltyKind::R1 => input_gradient_norm_sq(d, real)?.mean_all()? * 0.5,
         PenaltyKind::R2 => input_gradient_norm_sq(d, fake)?.mean_all()? * 0.5,
+        PenaltyKind::PullAway => candle_core::bail!("pull-away regularises the generator, not D"),
     }
 }
 
@@ -195,5 +240,48 @@ mod tests {
         assert!((v(PenaltyKind::Dragan) - (norm - 1.0).powi(2)).abs() < 1e-12);
         assert!((v(PenaltyKind::R1) - 0.5 * norm * norm).abs() < 1e-12);
         assert!((v(PenaltyKind::R2) - 0.5 * norm * norm).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pull_away_closed_form_and_gradient() {
+        let dev = Device::Cpu;
+        let rows = [[1.0f64, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 2.0, 1.0]];
+        let unit: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| {
+                let n = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+                r.iter().map(|x| x / n).collect()
+            })
+            .collect();
+        let closed = |u: &[Vec<f64>]| {
+            let mut t = 0.0;
+            for i in 0..3 {
+                for j in 0..3 {
+                    if i != j {
+                        t += u[i].iter().zip(&u[j]).map(|(a, b)| a * b).sum::<f64>().powi(2);
+                    }
+                }
+            }
+            t / 6.0
+        };
+        let s = Var::new(&rows, &dev).unwrap();
+        let pt = pull_away(s.as_tensor()).unwrap();
+        assert!((pt.to_scalar::<f64>().unwrap() - closed(&unit)).abs() < 1e-12);
+        // Orthogonal embeddings are pulled apart as far as they go.
+        let eye = Tensor::eye(3, DType::F64, &dev).unwrap();
+        assert!(pull_away(&eye).unwrap().to_scalar::<f64>().unwrap().abs() < 1e-12);
+        // Gradient against central differences.
+        let g = pt.backward().unwrap().get(s.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
+        let value = |r: [[f64; 3]; 3]| pull_away(&Tensor::new(&r, &dev).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+        for i in 0..3 {
+            for j in 0..3 {
+                let (mut a, mut b) = (rows, rows);
+                a[i][j] += 1e-6;
+                b[i][j] -= 1e-6;
+                let fd = (value(a) - value(b)) / 2e-6;
+                assert!((fd - g[i][j]).abs() < 1e-6, "[{i}][{j}] {fd} vs {}", g[i][j]);
+            }
+        }
+        assert_eq!(PenaltyKind::parse("pull-away").unwrap().target(), Target::G);
     }
 }

@@ -7,6 +7,7 @@ use common::*;
 use facegan::config::RunConfig;
 use facegan::data::cache::{prepare, Dataset, PrepareOptions};
 use facegan::data::preprocess::CropResize;
+use facegan::models::Latent;
 use facegan::nn::Mode;
 use facegan::train::{checkpoint, train, trainer::Session, TrainOptions};
 use std::path::Path;
@@ -102,8 +103,8 @@ fn checkpoint_round_trip_and_generate_determinism() {
     assert_eq!(r.step, 2);
     assert_eq!(r.rng, s.rng);
     assert_eq!(r.opt_g.t, s.opt_g.t);
-    let z = Tensor::ones((2, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let diff = (s.g.forward(&z, None, Mode::EVAL).unwrap() - r.g.forward(&z, None, Mode::EVAL).unwrap())
+    let z = Latent::from_z(Tensor::ones((2, 16), candle_core::DType::F32, &Device::Cpu).unwrap());
+    let diff = (s.g.forward(&z, Mode::EVAL).unwrap() - r.g.forward(&z, Mode::EVAL).unwrap())
         .unwrap()
         .abs()
         .unwrap()
@@ -143,8 +144,8 @@ fn one_discriminator_step_lowers_its_loss_on_a_fixed_batch() {
     let ds = Dataset::open(&data).unwrap();
     let real =
         facegan::data::loader::images_to_tensor(&ds, &(0..8).collect::<Vec<_>>(), &[false; 8], &Device::Cpu).unwrap();
-    let z = s.rng.normal_tensor((8, 16), 0.0, 1.0, &Device::Cpu).unwrap();
-    let fake = s.g.forward(&z, None, Mode::TRAIN).unwrap().detach();
+    let z = s.g.sample_latent(8, &mut s.rng, &Device::Cpu).unwrap();
+    let fake = s.g.forward(&z, Mode::TRAIN).unwrap().detach();
     let loss = facegan::loss::AdversarialLoss::NonSaturating;
     let d_loss = |s: &Session| {
         loss.d_loss(&s.d.forward(&real, None, Mode::TRAIN).unwrap(), &s.d.forward(&fake, None, Mode::TRAIN).unwrap())

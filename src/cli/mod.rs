@@ -3,11 +3,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use facegan::bench::{run_bench, BenchOptions};
-use facegan::config::{RunConfig, PRESETS};
+use facegan::config::RunConfig;
 use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
 use facegan::data::{prepare, PrepareOptions};
 use facegan::device::parse_device;
+use facegan::presets::PRESETS;
 use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::generate::{generate, load_generator, shipped_model_path, write_faces, SHIPPED_MODEL};
 use facegan::sample::grid::save_png;
@@ -54,7 +55,7 @@ pub enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Print what a checkpoint or cache holds.
     Inspect { path: PathBuf },
-    /// List the presets.
+    /// List the network families and the presets.
     Presets,
     /// Time dcgan-64's building blocks on the CPU: layer operations (beside candle's own),
     /// a 2048³ matmul, G and D passes, a training step and a WGAN-GP critic step.
@@ -265,7 +266,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Presets => {
-            let text: String = PRESETS.iter().map(|(name, about)| format!("{name:12} {about}\n")).collect();
+            let mut text = String::from("Families (model.arch / --arch):\n");
+            for f in facegan::models::FAMILIES {
+                text.push_str(&format!("  {:8} {}\n", f.name, f.about));
+            }
+            text.push_str("\nPresets (--preset):\n");
+            for p in PRESETS {
+                text.push_str(&format!("  {:18} {}\n", p.name, p.about));
+            }
             print_out(&text)?;
         }
     }

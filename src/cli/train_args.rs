@@ -53,8 +53,9 @@ pub struct TrainArgs {
     /// fgan-gan, ragan, ralsgan, rahinge.
     #[arg(long)]
     loss: Option<String>,
-    /// Gradient penalty KIND[:WEIGHT[:EVERY]] (wgan-gp, one-sided-gp, dragan, r1, r2);
-    /// repeatable; replaces the preset's penalties. `--penalty none` removes them.
+    /// Regulariser KIND[:WEIGHT[:EVERY]]: the gradient penalties on D (wgan-gp,
+    /// one-sided-gp, dragan, r1, r2) and EBGAN's pull-away on G; repeatable; replaces the
+    /// preset's. `--penalty none` removes them.
     #[arg(long)]
     penalty: Vec<String>,
     /// Discriminator updates per generator update.
@@ -75,9 +76,33 @@ pub struct TrainArgs {
     /// Steps over which instance noise decays linearly to 0.
     #[arg(long)]
     instance_noise_steps: Option<u64>,
+    /// Network family: mlp, dcgan, resnet, ebgan (see `facegan presets`).
+    #[arg(long)]
+    arch: Option<String>,
     /// Discriminator normalisation: batch, layer or none.
     #[arg(long)]
     d_norm: Option<String>,
+    /// Spectral normalisation in the discriminator (true/false).
+    #[arg(long)]
+    d_spectral_norm: Option<bool>,
+    /// Spectral normalisation in the generator (true/false).
+    #[arg(long)]
+    g_spectral_norm: Option<bool>,
+    /// Self-attention at feature maps of this side in G and D (0: none).
+    #[arg(long)]
+    attention: Option<usize>,
+    /// Minibatch standard deviation in D with this group size (0: off).
+    #[arg(long)]
+    mbstd_group: Option<usize>,
+    /// Self-modulated batch norm in G (true/false).
+    #[arg(long)]
+    self_modulation: Option<bool>,
+    /// Dropout probability in D's hidden layers (mlp).
+    #[arg(long)]
+    d_dropout: Option<f64>,
+    /// EBGAN's margin (loss ebgan).
+    #[arg(long)]
+    ebgan_margin: Option<f64>,
     /// LSGAN targets a,b,c (fake, real, generator's).
     #[arg(long, value_delimiter = ',', num_args = 3)]
     lsgan_targets: Option<Vec<f64>>,
@@ -148,7 +173,14 @@ impl TrainArgs {
         set(&mut m.nz, self.nz);
         set(&mut m.ngf, self.ngf);
         set(&mut m.ndf, self.ndf);
+        set(&mut m.arch, self.arch.clone());
         set(&mut m.d_norm, self.d_norm.clone());
+        set(&mut m.d_spectral_norm, self.d_spectral_norm);
+        set(&mut m.g_spectral_norm, self.g_spectral_norm);
+        set(&mut m.attention, self.attention);
+        set(&mut m.mbstd_group, self.mbstd_group);
+        set(&mut m.self_modulation, self.self_modulation);
+        set(&mut m.d_dropout, self.d_dropout);
         let t = &mut c.train;
         set(&mut t.steps, self.steps);
         set(&mut t.batch_size, self.batch_size);
@@ -167,6 +199,7 @@ impl TrainArgs {
         set(&mut t.label_smoothing, self.label_smoothing);
         set(&mut t.instance_noise, self.instance_noise);
         set(&mut t.instance_noise_steps, self.instance_noise_steps);
+        set(&mut t.ebgan_margin, self.ebgan_margin);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }

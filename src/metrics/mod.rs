@@ -26,8 +26,8 @@ use crate::data::preprocess::{from_unit_range, load_face, CropResize};
 use crate::data::scan::scan_images;
 use crate::models::Generator;
 use crate::nn::Mode;
+use crate::sample::fixed_latents;
 use crate::sample::generate::{load_generator, GENERATE_TAG};
-use crate::sample::latents;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use fid::FeatureStats;
@@ -358,12 +358,12 @@ pub fn generate_images(
     if num == 0 {
         bail!("need at least one image to generate");
     }
-    let z = latents(seed, GENERATE_TAG, num, cfg.model.nz, device)?;
+    let z = fixed_latents(g, seed, GENERATE_TAG, num, device)?;
     let mut set =
         ImageSet { size: cfg.model.image_size, pixels: Vec::with_capacity(num * cfg.model.image_size.pow(2) * 3) };
     for start in (0..num).step_by(batch_size.max(1)) {
         let n = batch_size.max(1).min(num - start);
-        let x = g.forward(&z.narrow(0, start, n)?, None, Mode::EVAL)?;
+        let x = g.forward(&z.narrow(start, n)?, Mode::EVAL)?;
         let part = ImageSet::from_tensor(&x)?;
         if part.size != set.size {
             bail!("the generator makes {}x{} images, its config says {}", part.size, part.size, set.size);

@@ -5,18 +5,29 @@
 //! end. D mirrors it with stride-2 convolutions, LeakyReLU(0.2), batch norm on all but
 //! the first layer, and a 4x4 valid convolution to one logit. No biases (batch norm
 //! follows every hidden convolution). Weights N(0, 0.02), BN scale N(1, 0.02).
+//!
+//! Options: D's normalisation (batch, layer, none), spectral norm on D's convolutions
+//! (SN-DCGAN), and minibatch standard deviation before D's last convolution.
 
-use super::{Discriminator, Generator};
+use super::{stages, DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
 use crate::config::ModelConfig;
+use crate::nn::layers::LayerOpts;
+use crate::nn::stddev::minibatch_stddev;
 use crate::nn::{leaky_relu, BatchNorm2d, Conv2d, ConvTranspose2d, Mode, Norm, Params};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 
-/// Number of stride-2 stages between 4x4 and the image size.
-fn stages(cfg: &ModelConfig) -> usize {
-    (cfg.image_size / 4).trailing_zeros() as usize
-}
+pub const FAMILY: Family = Family {
+    name: "dcgan",
+    about: "DCGAN (Radford et al. 2015): transposed convolutions up, strided convolutions down",
+    options: &[ModelOption::DNorm, ModelOption::DSpectralNorm, ModelOption::MinibatchStddev],
+    d_aux: &[],
+    energy_d: false,
+    build_generator: |c, dev, rng| Ok(Box::new(DcganGenerator::new(c, dev, rng)?)),
+    build_discriminator: |c, dev, rng| Ok(Box::new(DcganDiscriminator::new(c, dev, rng)?)),
+    validate: |_| Ok(()),
+};
 
 pub struct DcganGenerator {
     params: Params,
@@ -52,7 +63,12 @@ impl DcganGenerator {
 }
 
 impl Generator for DcganGenerator {
-    fn forward(&self, z: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
+    fn latent_dim(&self) -> usize {
+        self.nz
+    }
+
+    fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor> {
+        let z = &latent.z;
         let mut x = z.reshape((z.dim(0)?, self.nz, 1, 1))?;
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
             x = bn.forward_act(&conv.forward(&x, mode)?, mode, Some(0.0))?;
@@ -71,6 +87,8 @@ pub struct DcganDiscriminator {
     /// Normalisation (batch norm in the classic recipe) after every conv but the
     /// first and the last.
     norms: Vec<Norm>,
+    /// Minibatch standard deviation group before the last convolution (0: none).
+    mbstd_group: usize,
 }
 
 impl DcganDiscriminator {
@@ -78,24 +96,32 @@ impl DcganDiscriminator {
         let mut p = Params::new(device);
         let n = stages(cfg);
         let width = |i: usize| cfg.ndf << i;
-        let mut convs = vec![Conv2d::new(&mut p, rng, "main.0", 3, width(0), 4, 2, 1, false)?];
+        let opts = LayerOpts { spectral: cfg.d_spectral_norm, ..LayerOpts::DCGAN };
+        let conv = |p: &mut Params, rng: &mut Rng, i: usize, cin, cout, stride, pad| {
+            Conv2d::with(p, rng, &format!("main.{i}"), (cin, cout, 4), stride, pad, opts)
+        };
+        let mut convs = vec![conv(&mut p, rng, 0, 3, width(0), 2, 1)?];
         let mut norms = Vec::new();
         for i in 1..n {
-            convs.push(Conv2d::new(&mut p, rng, &format!("main.{i}"), width(i - 1), width(i), 4, 2, 1, false)?);
+            convs.push(conv(&mut p, rng, i, width(i - 1), width(i), 2, 1)?);
             norms.push(Norm::new(&cfg.d_norm, &mut p, rng, &format!("main.{i}.norm"), width(i))?);
         }
-        convs.push(Conv2d::new(&mut p, rng, &format!("main.{n}"), width(n - 1), 1, 4, 1, 0, false)?);
-        Ok(Self { params: p, convs, norms })
+        let extra = usize::from(cfg.mbstd_group > 0);
+        convs.push(conv(&mut p, rng, n, width(n - 1) + extra, 1, 1, 0)?);
+        Ok(Self { params: p, convs, norms, mbstd_group: cfg.mbstd_group })
     }
 }
 
 impl Discriminator for DcganDiscriminator {
-    fn forward(&self, x: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
+    fn forward_full(&self, x: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<DiscOutput> {
         let mut h = leaky_relu(&self.convs[0].forward(x, mode)?, 0.2)?;
         for (conv, norm) in self.convs[1..].iter().zip(&self.norms) {
             h = norm.forward_act(&conv.forward(&h, mode)?, mode, Some(0.2))?;
         }
-        self.convs.last().unwrap().forward(&h, mode)?.flatten_all()
+        if self.mbstd_group > 0 {
+            h = minibatch_stddev(&h, self.mbstd_group)?;
+        }
+        Ok(DiscOutput::logits(self.convs.last().unwrap().forward(&h, mode)?.flatten_all()?))
     }
 
     fn params(&self) -> &Params {
@@ -109,7 +135,7 @@ mod tests {
     use crate::nn::Mode;
 
     fn cfg(size: usize) -> ModelConfig {
-        ModelConfig { arch: "dcgan".into(), image_size: size, nz: 16, ngf: 8, ndf: 8, d_norm: "batch".into() }
+        ModelConfig { image_size: size, nz: 16, ngf: 8, ndf: 8, ..Default::default() }
     }
 
     #[test]
@@ -120,7 +146,7 @@ mod tests {
             let g = DcganGenerator::new(&cfg(size), &dev, &mut rng).unwrap();
             let d = DcganDiscriminator::new(&cfg(size), &dev, &mut rng).unwrap();
             let z = rng.normal_tensor((2, 16), 0.0, 1.0, &dev).unwrap();
-            let x = g.forward(&z, None, Mode::TRAIN).unwrap();
+            let x = g.forward(&Latent::from_z(z), Mode::TRAIN).unwrap();
             assert_eq!(x.dims(), &[2, 3, size, size]);
             let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(v.iter().all(|a| (-1.0..=1.0).contains(a)));
@@ -130,6 +156,11 @@ mod tests {
                 let d = DcganDiscriminator::new(&c, &dev, &mut rng).unwrap();
                 assert_eq!(d.forward(&x, None, Mode::TRAIN).unwrap().dims(), &[2]);
             }
+            let c = ModelConfig { d_spectral_norm: true, mbstd_group: 4, ..cfg(size) };
+            let d = DcganDiscriminator::new(&c, &dev, &mut rng).unwrap();
+            assert_eq!(d.forward(&x, None, Mode::TRAIN).unwrap().dims(), &[2]);
+            // One extra input channel of the last convolution for the stddev.
+            assert_eq!(d.convs.last().unwrap().w.dims()[1], (8 << (stages(&c) - 1)) + 1);
         }
     }
 

@@ -1,36 +1,231 @@
-//! Generator and discriminator families, and the one place (`build_*`) that maps a
-//! model configuration to networks.
+//! Generator and discriminator families.
+//!
+//! A family is one file here that defines its networks and one [`Family`] entry (name,
+//! description, the layer options it accepts, its builders and its own checks); [`FAMILIES`]
+//! lists them, and everything else (configuration checks, training, sampling, checkpoints)
+//! goes through that list, never through a family's name. A new family is its file, its
+//! entry in [`FAMILIES`], a preset in `crate::presets` and its tests.
 
 pub mod dcgan;
+pub mod ebgan;
+pub mod mlp;
+pub mod resnet;
 
 use crate::config::ModelConfig;
 use crate::nn::{Mode, Params};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+
+/// What a generator makes images from. Families sample it themselves
+/// ([`Generator::sample_latent`]), so latents with more structure than one Gaussian vector
+/// (codes, labels, several styles) have a place to live.
+#[derive(Clone, Debug)]
+pub struct Latent {
+    /// The Gaussian latent, (N, latent_dim).
+    pub z: Tensor,
+    /// Conditioning labels, (N, L), for conditional families.
+    pub labels: Option<Tensor>,
+}
+
+impl Latent {
+    pub fn from_z(z: Tensor) -> Self {
+        Self { z, labels: None }
+    }
+
+    pub fn batch_size(&self) -> Result<usize> {
+        Ok(self.z.dim(0)?)
+    }
+
+    /// Samples `start..start + len` of the batch.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        let labels = match &self.labels {
+            Some(l) => Some(l.narrow(0, start, len)?),
+            None => None,
+        };
+        Ok(Self { z: self.z.narrow(0, start, len)?, labels })
+    }
+}
 
 pub trait Generator {
-    /// Latents `z` (N, nz) to images (N, 3, S, S) in [-1, 1].
-    fn forward(&self, z: &Tensor, labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor>;
+    /// Size of the Gaussian latent z.
+    fn latent_dim(&self) -> usize;
+
+    /// `n` latents drawn from `rng`; by default z ~ N(0, I) of [`Self::latent_dim`].
+    fn sample_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
+        Ok(Latent::from_z(rng.normal_tensor((n, self.latent_dim()), 0.0, 1.0, device)?))
+    }
+
+    /// Latents to images (N, 3, S, S) in [-1, 1].
+    fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor>;
+
     fn params(&self) -> &Params;
+}
+
+/// What a discriminator returns: one score per image, and named auxiliary outputs that
+/// losses and regularisers may read (e.g. EBGAN's embedding for the pulling-away term).
+pub struct DiscOutput {
+    /// (N,) logits (or, for energy-based discriminators, energies).
+    pub logits: Tensor,
+    pub aux: BTreeMap<&'static str, Tensor>,
+}
+
+impl DiscOutput {
+    pub fn logits(logits: Tensor) -> Self {
+        Self { logits, aux: BTreeMap::new() }
+    }
 }
 
 pub trait Discriminator {
-    /// Images (N, 3, S, S) to logits (N,).
-    fn forward(&self, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor>;
+    /// Images (N, 3, S, S) to logits and auxiliary outputs.
+    fn forward_full(&self, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<DiscOutput>;
+
+    /// Images to logits (N,).
+    fn forward(&self, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<Tensor> {
+        Ok(self.forward_full(x, labels, mode)?.logits)
+    }
+
     fn params(&self) -> &Params;
 }
 
-pub fn build_generator(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Box<dyn Generator>> {
-    match cfg.arch.as_str() {
-        "dcgan" => Ok(Box::new(dcgan::DcganGenerator::new(cfg, device, rng)?)),
-        a => bail!("unknown architecture '{a}'; valid: dcgan"),
+/// Layer options of `model` that a family may or may not accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelOption {
+    /// `d_norm` other than the default batch norm.
+    DNorm,
+    GSpectralNorm,
+    DSpectralNorm,
+    Attention,
+    MinibatchStddev,
+    SelfModulation,
+    Dropout,
+}
+
+impl ModelOption {
+    /// The configuration key, as a user writes it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::DNorm => "d_norm",
+            Self::GSpectralNorm => "g_spectral_norm",
+            Self::DSpectralNorm => "d_spectral_norm",
+            Self::Attention => "attention",
+            Self::MinibatchStddev => "mbstd_group",
+            Self::SelfModulation => "self_modulation",
+            Self::Dropout => "d_dropout",
+        }
+    }
+
+    /// Whether `cfg` sets this option away from its default.
+    fn is_set(&self, cfg: &ModelConfig) -> bool {
+        match self {
+            Self::DNorm => cfg.d_norm != "batch",
+            Self::GSpectralNorm => cfg.g_spectral_norm,
+            Self::DSpectralNorm => cfg.d_spectral_norm,
+            Self::Attention => cfg.attention != 0,
+            Self::MinibatchStddev => cfg.mbstd_group != 0,
+            Self::SelfModulation => cfg.self_modulation,
+            Self::Dropout => cfg.d_dropout != 0.0,
+        }
+    }
+
+    const ALL: [ModelOption; 7] = [
+        Self::DNorm,
+        Self::GSpectralNorm,
+        Self::DSpectralNorm,
+        Self::Attention,
+        Self::MinibatchStddev,
+        Self::SelfModulation,
+        Self::Dropout,
+    ];
+}
+
+pub type BuildG = fn(&ModelConfig, &Device, &mut Rng) -> Result<Box<dyn Generator>>;
+pub type BuildD = fn(&ModelConfig, &Device, &mut Rng) -> Result<Box<dyn Discriminator>>;
+
+/// One network family.
+pub struct Family {
+    /// The value of `model.arch`.
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Options this family's networks accept; setting any other is an error.
+    pub options: &'static [ModelOption],
+    /// Auxiliary outputs its discriminator provides (see [`DiscOutput::aux`]).
+    pub d_aux: &'static [&'static str],
+    /// Whether D outputs energies (low on real data) for the `ebgan` loss, not logits.
+    pub energy_d: bool,
+    pub build_generator: BuildG,
+    pub build_discriminator: BuildD,
+    /// Checks of this family's own (image sizes it supports, where attention can go).
+    pub validate: fn(&ModelConfig) -> Result<()>,
+}
+
+/// Every family, in the order `facegan presets` shows them.
+pub const FAMILIES: &[&Family] = &[&mlp::FAMILY, &dcgan::FAMILY, &resnet::FAMILY, &ebgan::FAMILY];
+
+/// The family named `name`, or an error listing the valid names.
+pub fn family(name: &str) -> Result<&'static Family> {
+    match FAMILIES.iter().find(|f| f.name == name) {
+        Some(f) => Ok(f),
+        None => bail!(
+            "model.arch '{name}' is unknown; valid families: {}",
+            FAMILIES.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
-pub fn build_discriminator(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Box<dyn Discriminator>> {
-    match cfg.arch.as_str() {
-        "dcgan" => Ok(Box::new(dcgan::DcganDiscriminator::new(cfg, device, rng)?)),
-        a => bail!("unknown architecture '{a}'; valid: dcgan"),
+/// Checks a model configuration against its family: every option it sets must be one the
+/// family accepts, and the family's own checks must pass.
+pub fn validate(cfg: &ModelConfig) -> Result<()> {
+    let fam = family(&cfg.arch)?;
+    for opt in ModelOption::ALL {
+        if opt.is_set(cfg) && !fam.options.contains(&opt) {
+            let valid: Vec<&str> = fam.options.iter().map(|o| o.key()).collect();
+            bail!(
+                "model.{} does not apply to the {} family (its options: {})",
+                opt.key(),
+                fam.name,
+                if valid.is_empty() { "none".to_string() } else { valid.join(", ") }
+            );
+        }
     }
+    if !matches!(cfg.d_norm.as_str(), "batch" | "layer" | "none") {
+        bail!("model.d_norm '{}' is unknown; valid: batch, layer, none", cfg.d_norm);
+    }
+    if cfg.mbstd_group == 1 {
+        bail!("model.mbstd_group 1 has no spread to measure; use 0 (off) or a group of 2 or more (4 as in the papers)");
+    }
+    if !(0.0..1.0).contains(&cfg.d_dropout) {
+        bail!("model.d_dropout {} must be in [0, 1)", cfg.d_dropout);
+    }
+    (fam.validate)(cfg)
+}
+
+/// Checks that attention, when asked for, sits at one of `resolutions` (the sides of the
+/// feature maps where the family can put it).
+pub fn check_attention(cfg: &ModelConfig, resolutions: &[usize]) -> Result<()> {
+    if cfg.attention != 0 && !resolutions.contains(&cfg.attention) {
+        bail!(
+            "model.attention {}: the {} networks at {}x{} have no feature map of that side; valid: {}",
+            cfg.attention,
+            cfg.arch,
+            cfg.image_size,
+            cfg.image_size,
+            resolutions.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn build_generator(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Box<dyn Generator>> {
+    (family(&cfg.arch)?.build_generator)(cfg, device, rng)
+}
+
+pub fn build_discriminator(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Box<dyn Discriminator>> {
+    (family(&cfg.arch)?.build_discriminator)(cfg, device, rng)
+}
+
+/// Number of stride-2 stages between 4x4 and the image size.
+pub(crate) fn stages(cfg: &ModelConfig) -> usize {
+    (cfg.image_size / 4).trailing_zeros() as usize
 }

@@ -22,9 +22,9 @@ pub use activation::{leaky_relu, tanh};
 pub use channel::channel_affine;
 pub use norm::{batch_norm, layer_norm};
 
-/// Largest absolute element difference of two tensors (unit tests of the custom ops).
+/// Largest absolute element difference of two tensors (unit tests).
 #[cfg(test)]
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
     d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }

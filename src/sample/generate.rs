@@ -1,6 +1,6 @@
 //! Making faces from a checkpoint.
 
-use super::{grid, latents};
+use super::{fixed_latents, grid};
 use crate::config::RunConfig;
 use crate::models::{build_generator, Generator};
 use crate::nn::Mode;
@@ -34,17 +34,17 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator
 }
 
 /// `count` images from latents drawn under `seed`, (N, 3, S, S) in [-1, 1].
-pub fn generate(g: &dyn Generator, cfg: &RunConfig, count: usize, seed: u64, device: &Device) -> Result<Tensor> {
+pub fn generate(g: &dyn Generator, _cfg: &RunConfig, count: usize, seed: u64, device: &Device) -> Result<Tensor> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let z = latents(seed, GENERATE_TAG, count, cfg.model.nz, device)?;
+    let z = fixed_latents(g, seed, GENERATE_TAG, count, device)?;
     // Batches of 64 keep memory flat for large counts; eval-mode batch norm makes
     // each face independent of its batch.
     let mut parts = Vec::new();
     for start in (0..count).step_by(64) {
         let n = 64.min(count - start);
-        parts.push(g.forward(&z.narrow(0, start, n)?, None, Mode::EVAL)?);
+        parts.push(g.forward(&z.narrow(start, n)?, Mode::EVAL)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

@@ -1,7 +1,9 @@
-//! The training loop. One step is a fixed sequence of phases:
-//! `D main` (adversarial loss on a real and a detached fake batch, one Optimizer update of
-//! D), then `G main` (the same fakes through the updated D, whose weights are frozen
-//! for this pass, one Optimizer update of G), then the EMA update of the generator.
+//! The training loop. One step is a sequence of phases:
+//! `D main` (adversarial loss on a real and a detached fake batch) plus `D reg` (the
+//! regularisers that target D, lazy ones on their interval), one Optimizer update of D,
+//! `n_critic` times; then `G main` (fakes through the updated D, whose weights are frozen
+//! for this pass) plus `G reg` (the regularisers that target G, reading D's auxiliary
+//! outputs), one Optimizer update of G; then the EMA update of the generator.
 
 use super::checkpoint::{self, Checkpoint};
 use super::optim::Optimizer;
@@ -14,9 +16,9 @@ use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
-use crate::penalty::{penalty, PenaltyKind};
+use crate::penalty::{penalty, pull_away, PenaltyKind, Target};
 use crate::rng::Rng;
-use crate::sample::{grid, latents, FIXED_LATENTS_TAG};
+use crate::sample::{fixed_latents, grid, FIXED_LATENTS_TAG};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -99,7 +101,7 @@ impl Session {
         let t = &cfg.train;
         let opt_g = Optimizer::from_name(&t.optimizer, g.params(), t.lr_g, t.beta1, t.beta2)?;
         let opt_d = Optimizer::from_name(&t.optimizer, d.params(), t.lr_d, t.beta1, t.beta2)?;
-        let loss = AdversarialLoss::parse_with_targets(&t.loss, t.lsgan_targets)?;
+        let loss = AdversarialLoss::from_config(t)?;
         let penalties = t.penalties.iter().map(|p| (p.kind(), p.weight, p.every)).collect();
         Ok(Self { cfg: cfg.clone(), device: device.clone(), g, d, g_ema, opt_g, opt_d, rng, step: 0, loss, penalties })
     }
@@ -176,7 +178,6 @@ impl Session {
         if reals.len() != nc {
             bail!("a step with n_critic = {nc} needs {nc} real batches, got {}", reals.len());
         }
-        let nz = self.cfg.model.nz;
         let sigma = self.instance_noise_std();
         let real_label = 1.0 - self.cfg.train.label_smoothing;
         let mut stats = StepStats::new();
@@ -185,22 +186,24 @@ impl Session {
         for (i, real) in reals.iter().enumerate() {
             // D main: real and detached fake.
             let n = real.dim(0)?;
-            let z = self.rng.normal_tensor((n, nz), 0.0, 1.0, &self.device)?;
-            let fake = self.g.forward(&z, None, Mode::TRAIN)?;
+            let latent = self.g.sample_latent(n, &mut self.rng, &self.device)?;
+            let labels = latent.labels.clone();
+            let fake = self.g.forward(&latent, Mode::TRAIN)?;
             let real_in = self.with_noise(real, sigma)?;
             let fake_in = self.with_noise(&fake.detach(), sigma)?;
-            let real_logits = self.d.forward(&real_in, None, Mode::TRAIN)?;
-            let fake_logits = self.d.forward(&fake_in, None, Mode::TRAIN)?;
+            let mode = self.d_mode(Mode::TRAIN);
+            let real_logits = self.d.forward(&real_in, labels.as_ref(), mode)?;
+            let fake_logits = self.d.forward(&fake_in, labels.as_ref(), mode)?;
             let adv = self.loss.d_loss_smoothed(&real_logits, &fake_logits, real_label)?;
             let mut d_total = adv.clone();
             // D reg: gradient penalties, lazy ones every `every` D steps, scaled by `every`.
             let d_step = self.step * nc as u64 + i as u64;
             for &(kind, weight, every) in &self.penalties {
-                if !d_step.is_multiple_of(every) || weight == 0.0 {
+                if kind.target() != Target::D || !d_step.is_multiple_of(every) || weight == 0.0 {
                     continue;
                 }
                 let d = &self.d;
-                let critic = |x: &Tensor| d.forward(x, None, Mode::TRAIN);
+                let critic = |x: &Tensor| d.forward(x, labels.as_ref(), mode);
                 let p = penalty(kind, &critic, &real_in, &fake_in, &mut self.rng)?;
                 add(&format!("penalty_{}", kind.name()), p.to_scalar::<f32>()? as f64);
                 d_total = (d_total + (p * (weight * every as f64))?)?;
@@ -219,26 +222,40 @@ impl Session {
             add("d_fake", mean_sigmoid(&fake_logits)?);
             add("logit_real", real_logits.mean_all()?.to_scalar::<f32>()? as f64);
             add("logit_fake", fake_logits.mean_all()?.to_scalar::<f32>()? as f64);
-            last_fake = Some((fake, real_in));
+            last_fake = Some((fake, labels, real_in));
         }
 
         // G main: with one critic step the same fakes (as DCGAN does), else new ones,
         // through the updated D with its weights frozen.
-        let (last_fake, real_in) = last_fake.expect("n_critic >= 1");
-        let fake = if nc == 1 {
-            last_fake
+        let (last_fake, last_labels, real_in) = last_fake.expect("n_critic >= 1");
+        let (fake, labels) = if nc == 1 {
+            (last_fake, last_labels)
         } else {
-            let z = self.rng.normal_tensor((reals[0].dim(0)?, nz), 0.0, 1.0, &self.device)?;
-            self.g.forward(&z, None, Mode::TRAIN)?
+            let latent = self.g.sample_latent(reals[0].dim(0)?, &mut self.rng, &self.device)?;
+            (self.g.forward(&latent, Mode::TRAIN)?, latent.labels)
         };
         let fake_in = self.with_noise(&fake, sigma)?;
-        let logits = self.d.forward(&fake_in, None, Mode::FROZEN)?;
+        let mode = self.d_mode(Mode::FROZEN);
+        let out = self.d.forward_full(&fake_in, labels.as_ref(), mode)?;
         let real_logits = match self.loss.g_needs_real() {
-            true => Some(self.d.forward(&real_in, None, Mode::FROZEN)?.detach()),
+            true => Some(self.d.forward(&real_in, labels.as_ref(), mode)?.detach()),
             false => None,
         };
-        let g_loss = self.loss.g_loss(real_logits.as_ref(), &logits)?;
-        let grads = g_loss.backward()?;
+        let g_loss = self.loss.g_loss(real_logits.as_ref(), &out.logits)?;
+        // G reg: regularisers of the generator, on their interval, scaled by it.
+        let mut g_total = g_loss.clone();
+        for &(kind, weight, every) in &self.penalties {
+            if kind.target() != Target::G || !self.step.is_multiple_of(every) || weight == 0.0 {
+                continue;
+            }
+            let value = match kind {
+                PenaltyKind::PullAway => pull_away(out.aux.get("embedding").context("D gave no embedding")?)?,
+                other => bail!("{} is not a generator regulariser", other.name()),
+            };
+            stats.insert(format!("penalty_{}", kind.name()), value.to_scalar::<f32>()? as f64);
+            g_total = (g_total + (value * (weight * every as f64))?)?;
+        }
+        let grads = g_total.backward()?;
         self.opt_g.step(self.g.params(), &grads)?;
         drop(grads);
 
@@ -258,14 +275,23 @@ impl Session {
         Ok(stats)
     }
 
+    /// `mode` for a pass of D, with a fresh seed for its stochastic layers (dropout) when it
+    /// has any, drawn from the run's RNG so that a resumed run repeats it.
+    fn d_mode(&mut self, mode: Mode) -> Mode {
+        match self.cfg.model.d_dropout > 0.0 {
+            true => mode.with_noise(self.rng.next_u64()),
+            false => mode,
+        }
+    }
+
     /// Gives the EMA generator batch-norm statistics of its own ("standing
     /// statistics"): the running averages copied from G do not match G_ema's weights.
     pub fn refresh_ema_stats(&self) -> Result<()> {
         let mut rng = Rng::derived(self.cfg.train.seed, STANDING_STATS_TAG);
         for k in 0..STANDING_STATS_BATCHES {
-            let z = rng.normal_tensor((64, self.cfg.model.nz), 0.0, 1.0, &self.device)?;
-            let mode = Mode { bn: BnMode::Accumulate(1.0 / (k as f64 + 1.0)), frozen: true };
-            self.g_ema.forward(&z, None, mode)?;
+            let latent = self.g_ema.sample_latent(64, &mut rng, &self.device)?;
+            let mode = Mode { bn: BnMode::Accumulate(1.0 / (k as f64 + 1.0)), frozen: true, noise: None };
+            self.g_ema.forward(&latent, mode)?;
         }
         Ok(())
     }
@@ -274,8 +300,8 @@ impl Session {
     pub fn sample_grid(&self) -> Result<image::RgbImage> {
         self.refresh_ema_stats()?;
         let n = self.cfg.log.sample_count;
-        let z = latents(self.cfg.train.seed, FIXED_LATENTS_TAG, n, self.cfg.model.nz, &self.device)?;
-        let x = self.g_ema.forward(&z, None, Mode::EVAL)?;
+        let latent = fixed_latents(self.g_ema.as_ref(), self.cfg.train.seed, FIXED_LATENTS_TAG, n, &self.device)?;
+        let x = self.g_ema.forward(&latent, Mode::EVAL)?;
         let cols = (n as f64).sqrt().ceil() as usize;
         Ok(grid::make_grid(&grid::to_images(&x)?, cols))
     }

@@ -1,0 +1,45 @@
+//! Nearest-neighbour 2x upsampling and 2x2 average pooling, the resolution changes of the
+//! ResNet blocks. Both are written with candle's reshape, broadcast and sum, which are each
+//! other's backward passes, so gradients of any order are exact.
+
+use candle_core::{Result, Tensor};
+
+/// (N, C, H, W) -> (N, C, 2H, 2W), each pixel repeated in a 2x2 square.
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?.reshape((n, c, 2 * h, 2 * w))
+}
+
+/// (N, C, H, W) -> (N, C, H/2, W/2), the mean of each 2x2 square (H and W even).
+pub fn avg_pool2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if h % 2 != 0 || w % 2 != 0 {
+        candle_core::bail!("avg_pool2x needs an even height and width, got {h}x{w}");
+    }
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)? * 0.25
+}
+
+/// (N, C, H, W) -> (N, C): the sum over every position (SN-GAN's global sum pooling).
+pub fn global_sum_pool(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(2)?.sum(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn closed_forms() {
+        let x = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
+        let p = avg_pool2x(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(p, [2.5, 4.5, 10.5, 12.5]);
+        let u = upsample2x(&avg_pool2x(&x).unwrap()).unwrap();
+        assert_eq!(u.dims(), &[1, 1, 4, 4]);
+        let row0 = u.get(0).unwrap().get(0).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
+        let row1 = u.get(0).unwrap().get(0).unwrap().get(1).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!((row0.clone(), row1), (vec![2.5, 2.5, 4.5, 4.5], row0));
+        assert_eq!(global_sum_pool(&x).unwrap().to_vec2::<f32>().unwrap(), [[120.0]]);
+        assert!(avg_pool2x(&x.narrow(3, 0, 3).unwrap()).is_err());
+    }
+}
