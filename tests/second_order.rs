@@ -65,6 +65,9 @@ fn every_penalty_weight_gradient_equals_finite_differences() {
     let fake = (x.clone() * 0.5).unwrap().sin().unwrap();
     for name in PENALTY_NAMES {
         let kind = PenaltyKind::parse(name).unwrap();
+        if kind.target() != facegan::penalty::Target::D {
+            continue; // generator regularisers have their own tests
+        }
         let value = |w: &Tensor| {
             let d = |inp: &Tensor| Ok(critic(inp, w, &v));
             zoo(kind, &d, &x, &fake, &mut facegan::rng::Rng::new(9)).unwrap()
@@ -123,4 +126,73 @@ fn gradient_penalty_in_f32_matches_f64() {
     for (a, b) in dw64.iter().zip(&dw32) {
         assert!((a - *b as f64).abs() < 1e-4 * scale, "{a} vs {b}");
     }
+}
+
+/// The model-zoo layers under a gradient penalty: spectral norm, self-attention (with its
+/// max-pooled keys and values and the fused softmax), nearest upsampling, average pooling
+/// and minibatch stddev in one critic, built in f64; the gradient of
+/// mean ||dD/dx||² with respect to every parameter equals central differences.
+#[test]
+fn zoo_layers_penalty_gradient_equals_finite_differences() {
+    use facegan::nn::attention::SelfAttention;
+    use facegan::nn::layers::{Init, LayerOpts};
+    use facegan::nn::resample::{avg_pool2x, upsample2x};
+    use facegan::nn::stddev::minibatch_stddev;
+    use facegan::nn::{BnMode, Conv2d, Mode, Params};
+    facegan::enable_second_order_gradients();
+    let dev = Device::Cpu;
+    let mut rng = facegan::rng::Rng::new(21);
+    let mut p = Params::with_dtype(&dev, DType::F64);
+    let sn = LayerOpts::new(true, Init::XavierUniform(1.0), true);
+    let conv1 = Conv2d::with(&mut p, &mut rng, "c1", (3, 8, 3), 1, 1, sn).unwrap();
+    let attn = SelfAttention::new(&mut p, &mut rng, "attn", 8, true).unwrap();
+    let conv2 = Conv2d::with(&mut p, &mut rng, "c2", (9, 1, 1), 1, 0, sn).unwrap();
+    attn.gamma.set(&Tensor::new(&[0.7f64], &dev).unwrap()).unwrap();
+    // Weights train (not frozen) but spectral norm does not iterate (evaluation statistics).
+    let mode = Mode { bn: BnMode::Eval, frozen: false, noise: None };
+    let critic = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let h = leaky_relu(&conv1.forward(x, mode)?, 0.2)?;
+        let h = attn.forward(&upsample2x(&h)?, mode)?;
+        let h = minibatch_stddev(&avg_pool2x(&h)?, 2)?;
+        conv2.forward(&h, mode)?.flatten_from(1)?.sum(1)
+    };
+    let x = rng.normal_tensor((2, 3, 8, 8), 0.0, 1.0, &dev).unwrap().to_dtype(DType::F64).unwrap();
+    // Training passes run spectral norm's power iteration: let u and v converge first.
+    let train = Mode { bn: BnMode::Train, ..mode };
+    for _ in 0..20 {
+        for c in [&conv1, &conv2] {
+            c.forward(&Tensor::zeros((1, c.w.dims()[1], 4, 4), DType::F64, &dev).unwrap(), train).unwrap();
+        }
+        attn.forward(&Tensor::zeros((1, 8, 4, 4), DType::F64, &dev).unwrap(), train).unwrap();
+    }
+    let value = || facegan::penalty::input_gradient_norm_sq(&critic, &x).unwrap().mean_all().unwrap();
+    let grads = value().backward().unwrap();
+    let mut checked = 0;
+    for (name, var) in p.trainable() {
+        // The last bias does not change dD/dx: no gradient, and central differences of 0.
+        let g = match grads.get(var.as_tensor()) {
+            Some(g) => g.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            None => vec![0.0; var.elem_count()],
+        };
+        let w0 = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in (0..w0.len()).step_by(w0.len().div_ceil(5)) {
+            let at = |delta: f64| {
+                let mut w = w0.clone();
+                w[i] += delta;
+                var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap()).unwrap();
+                let v = value().to_scalar::<f64>().unwrap();
+                var.set(&Tensor::from_vec(w0.clone(), var.dims(), &dev).unwrap()).unwrap();
+                v
+            };
+            let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()),
+                "{name}[{i}]: finite difference {fd}, autograd {}",
+                g[i]
+            );
+            checked += 1;
+        }
+        assert!(name == "c2.bias" || g.iter().any(|v| v.abs() > 1e-6), "{name}: gradient is trivially zero");
+    }
+    assert!(checked >= 30, "{checked}");
 }

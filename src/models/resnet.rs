@@ -45,8 +45,25 @@ pub const FAMILY: Family = Family {
     energy_d: false,
     build_generator: |c, dev, rng| Ok(Box::new(ResnetGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(ResnetDiscriminator::new(c, dev, rng)?)),
-    validate: |c| check_attention(c, &attention_sides(c)),
+    validate,
 };
+
+fn validate(c: &ModelConfig) -> Result<()> {
+    check_attention(c, &attention_sides(c))?;
+    if c.attention != 0 {
+        let n = stages(c);
+        let g_block = (c.attention / 8).trailing_zeros() as usize;
+        let d_block = (c.image_size / c.attention).trailing_zeros() as usize - 1;
+        let (g_width, d_width) = (c.ngf << (n - g_block - 1), c.ndf << d_block);
+        if g_width < 8 || d_width < 8 {
+            anyhow::bail!(
+                "model.attention {}: self-attention needs at least 8 channels, but G has {g_width} and D {d_width} there; raise ngf/ndf or attend at a smaller side",
+                c.attention
+            );
+        }
+    }
+    Ok(())
+}
 
 /// Hidden units of self-modulation's MLP from z to each BN's scale and shift.
 pub const SELF_MOD_HIDDEN: usize = 32;
@@ -329,6 +346,11 @@ mod tests {
         let bad = ModelConfig { attention: 64, ..cfg(64) };
         let e = super::super::validate(&bad).unwrap_err().to_string();
         assert!(e.contains("8, 16, 32"), "{e}");
+        let thin = ModelConfig { attention: 32, ndf: 4, ..cfg(64) };
+        let e = super::super::validate(&thin).unwrap_err().to_string();
+        assert!(e.contains("at least 8 channels") && e.contains("D 4"), "{e}");
+        let c = ModelConfig { attention: 32, ngf: 4, ndf: 8, ..cfg(64) };
+        super::super::validate(&c).unwrap(); // G has 8 channels at 32x32, D 8
     }
 
     /// Parameter counts of the SN-GAN ResNet at 64x64 with ngf = ndf = 64, nz = 128, written

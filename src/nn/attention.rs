@@ -1,13 +1,15 @@
 //! Self-attention over positions (Zhang et al. 2019, SAGAN): 1x1 convolutions make queries
-//! and keys of C/8 channels and values of C/2, a softmax over all positions weighs the
-//! values for each position, a 1x1 convolution maps them back to C channels, and a learned
-//! γ (starting at 0, so the block starts as the identity) scales what is added to the input.
-//! Keys and values are not max-pooled (BigGAN's cheaper variant does).
+//! and keys of C/8 channels and values of C/2, a softmax over positions weighs the values for
+//! each position, a 1x1 convolution maps them back to C channels, and a learned γ (starting
+//! at 0, so the block starts as the identity) scales what is added to the input. As in the
+//! official SAGAN code (and BigGAN), keys and values are max-pooled 2x2 first, so each of the
+//! H·W queries attends over H·W/4 positions: a quarter of the cost of the paper's formula.
 
 use super::layers::{Conv2d, Init, LayerOpts};
 use super::{Mode, Params};
+use crate::ops::{max_pool2x, softmax_last};
 use crate::rng::Rng;
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{Result, Tensor, Var};
 
 pub struct SelfAttention {
     query: Conv2d,
@@ -15,13 +17,6 @@ pub struct SelfAttention {
     value: Conv2d,
     out: Conv2d,
     pub gamma: Var,
-}
-
-/// Softmax over the last dimension, with the maximum subtracted (as a constant) first.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 impl SelfAttention {
@@ -45,11 +40,11 @@ impl SelfAttention {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (n, _, h, w) = x.dims4()?;
         let hw = h * w;
-        let q = self.query.forward(x, mode)?.reshape((n, (), hw))?.transpose(1, 2)?.contiguous()?; // (n, hw, c/8)
-        let k = self.key.forward(x, mode)?.reshape((n, (), hw))?; // (n, c/8, hw)
-        let attn = softmax_last(&q.matmul(&k)?)?; // (n, hw query, hw key)
-        let v = self.value.forward(x, mode)?.reshape((n, (), hw))?; // (n, c/2, hw)
-        let o = v.matmul(&attn.transpose(1, 2)?.contiguous()?)?.reshape((n, (), h, w))?;
+        let q = self.query.forward(x, mode)?.reshape((n, (), hw))?.transpose(1, 2)?; // (n, hw, c/8)
+        let k = max_pool2x(&self.key.forward(x, mode)?)?.reshape((n, (), hw / 4))?; // (n, c/8, hw/4)
+        let attn = softmax_last(&q.matmul(&k)?)?; // (n, hw query, hw/4 key)
+        let v = max_pool2x(&self.value.forward(x, mode)?)?.reshape((n, (), hw / 4))?; // (n, c/2, hw/4)
+        let o = v.matmul(&attn.transpose(1, 2)?)?.reshape((n, (), h, w))?;
         let o = self.out.forward(&o, mode)?;
         let gamma = if mode.frozen { self.gamma.as_tensor().detach() } else { self.gamma.as_tensor().clone() };
         x + o.broadcast_mul(&gamma.reshape((1, 1, 1, 1))?)?

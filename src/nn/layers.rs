@@ -222,8 +222,8 @@ impl BatchNorm2d {
     /// layers that supply their own ([`super::modulated::ModulatedBatchNorm`]).
     pub fn new_plain(p: &mut Params, name: &str, c: usize) -> Result<Self> {
         let dev = p.device.clone();
-        let gamma = Var::from_tensor(&Tensor::ones(c, candle_core::DType::F32, &dev)?)?;
-        let beta = Var::from_tensor(&Tensor::zeros(c, candle_core::DType::F32, &dev)?)?;
+        let gamma = Var::from_tensor(&Tensor::ones(c, p.dtype, &dev)?)?;
+        let beta = Var::from_tensor(&Tensor::zeros(c, p.dtype, &dev)?)?;
         let running_mean =
             p.buffer(&format!("{name}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &dev)?)?;
         let running_var = p.buffer(&format!("{name}.running_var"), Tensor::ones(c, candle_core::DType::F32, &dev)?)?;

@@ -12,28 +12,34 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Clone)]
 pub struct Params {
     pub device: Device,
+    /// The dtype of every tensor stored here (f32; f64 in gradient tests).
+    pub dtype: DType,
     params: BTreeMap<String, Var>,
     buffers: BTreeMap<String, Var>,
 }
 
 impl Params {
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), params: BTreeMap::new(), buffers: BTreeMap::new() }
+        Self::with_dtype(device, DType::F32)
     }
 
-    fn insert(map: &mut BTreeMap<String, Var>, name: &str, t: Tensor) -> candle_core::Result<Var> {
+    pub fn with_dtype(device: &Device, dtype: DType) -> Self {
+        Self { device: device.clone(), dtype, params: BTreeMap::new(), buffers: BTreeMap::new() }
+    }
+
+    fn insert(map: &mut BTreeMap<String, Var>, name: &str, t: Tensor, dtype: DType) -> candle_core::Result<Var> {
         assert!(!map.contains_key(name), "parameter {name} defined twice");
-        let v = Var::from_tensor(&t)?;
+        let v = Var::from_tensor(&t.to_dtype(dtype)?)?;
         map.insert(name.to_string(), v.clone());
         Ok(v)
     }
 
     pub fn param(&mut self, name: &str, t: Tensor) -> candle_core::Result<Var> {
-        Self::insert(&mut self.params, name, t)
+        Self::insert(&mut self.params, name, t, self.dtype)
     }
 
     pub fn buffer(&mut self, name: &str, t: Tensor) -> candle_core::Result<Var> {
-        Self::insert(&mut self.buffers, name, t)
+        Self::insert(&mut self.buffers, name, t, self.dtype)
     }
 
     /// A parameter drawn from N(mean, std^2).
@@ -67,21 +73,39 @@ impl Params {
         self.params.values().map(|v| v.elem_count()).sum()
     }
 
-    /// Sets every parameter and buffer to `other`'s values (same architecture).
+    /// The pairs of same-named tensors of `self` and `other`, which must hold the same
+    /// names with the same shapes (the same architecture).
+    fn paired<'a>(
+        mine: &'a BTreeMap<String, Var>,
+        theirs: &'a BTreeMap<String, Var>,
+    ) -> candle_core::Result<Vec<(&'a Var, &'a Var)>> {
+        if mine.len() != theirs.len() {
+            candle_core::bail!("parameter sets differ: {} tensors against {}", mine.len(), theirs.len());
+        }
+        mine.iter()
+            .map(|(name, a)| match theirs.get(name) {
+                Some(b) if b.dims() == a.dims() => Ok((a, b)),
+                Some(b) => candle_core::bail!("parameter {name}: shape {:?} against {:?}", a.dims(), b.dims()),
+                None => candle_core::bail!("parameter {name} has no counterpart of that name"),
+            })
+            .collect()
+    }
+
+    /// Sets every parameter and buffer to the value of `other`'s of the same name.
     pub fn copy_from(&self, other: &Params) -> candle_core::Result<()> {
-        for (a, b) in self.params.values().zip(other.params.values()) {
+        for (a, b) in Self::paired(&self.params, &other.params)? {
             a.set(&b.as_tensor().detach())?;
         }
-        for (a, b) in self.buffers.values().zip(other.buffers.values()) {
+        for (a, b) in Self::paired(&self.buffers, &other.buffers)? {
             a.set(&b.as_tensor().detach())?;
         }
         Ok(())
     }
 
-    /// Exponential moving average: self = decay * self + (1 - decay) * other, for the
-    /// parameters; buffers are copied (as StyleGAN2-ADA does).
+    /// Exponential moving average by name: self = decay * self + (1 - decay) * other, for
+    /// the parameters; buffers are copied (as StyleGAN2-ADA does).
     pub fn ema_from(&self, other: &Params, decay: f64) -> candle_core::Result<()> {
-        for (a, b) in self.params.values().zip(other.params.values()) {
+        for (a, b) in Self::paired(&self.params, &other.params)? {
             let new = if crate::ops::is_fast_cpu(a.as_tensor()) && a.dtype() == b.dtype() {
                 let out = run_eager(&Lerp { decay }, &[a.as_tensor(), b.as_tensor()], &[a.shape().clone()])?;
                 out.into_iter().next().expect("one output")
@@ -90,7 +114,7 @@ impl Params {
             };
             a.set(&new.detach())?;
         }
-        for (a, b) in self.buffers.values().zip(other.buffers.values()) {
+        for (a, b) in Self::paired(&self.buffers, &other.buffers)? {
             a.set(&b.as_tensor().detach())?;
         }
         Ok(())
@@ -124,7 +148,7 @@ impl Params {
                         v.dims()
                     );
                 }
-                v.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+                v.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
             }
         }
         if !missing.is_empty() {

@@ -1,4 +1,5 @@
-//! Nearest-neighbour 2x upsampling and 2x2 average pooling, the resolution changes of the
+//! Nearest-neighbour 2x upsampling and 2x2 average pooling (max pooling is
+//! `crate::ops::max_pool2x`), the resolution changes of the
 //! ResNet blocks. Both are written with candle's reshape, broadcast and sum, which are each
 //! other's backward passes, so gradients of any order are exact.
 
@@ -34,6 +35,8 @@ mod tests {
         let x = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
         let p = avg_pool2x(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(p, [2.5, 4.5, 10.5, 12.5]);
+        let m = crate::ops::max_pool2x(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(m, [5.0, 7.0, 13.0, 15.0]);
         let u = upsample2x(&avg_pool2x(&x).unwrap()).unwrap();
         assert_eq!(u.dims(), &[1, 1, 4, 4]);
         let row0 = u.get(0).unwrap().get(0).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();

@@ -11,7 +11,7 @@
 
 use super::{Mode, Params};
 use crate::rng::Rng;
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 
 /// PyTorch's `F.normalize` epsilon.
 const EPS: f64 = 1e-12;
@@ -47,8 +47,8 @@ impl SpectralNorm {
         let u = self.u.as_tensor().to_dtype(m.dtype())?.reshape((self.rows, 1))?;
         let v = normalised(&m.t()?.matmul(&u)?)?;
         let u = normalised(&m.matmul(&v)?)?;
-        self.v.set(&v.flatten_all()?.to_dtype(DType::F32)?.detach())?;
-        self.u.set(&u.flatten_all()?.to_dtype(DType::F32)?.detach())?;
+        self.v.set(&v.flatten_all()?.to_dtype(self.v.dtype())?.detach())?;
+        self.u.set(&u.flatten_all()?.to_dtype(self.u.dtype())?.detach())?;
         Ok(())
     }
 

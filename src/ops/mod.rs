@@ -17,10 +17,14 @@ mod gather;
 mod kernels;
 mod norm;
 mod phases;
+mod pool;
+mod softmax;
 
 pub use activation::{leaky_relu, tanh};
 pub use channel::channel_affine;
 pub use norm::{batch_norm, layer_norm};
+pub use pool::max_pool2x;
+pub use softmax::softmax_last;
 
 /// Largest absolute element difference of two tensors (unit tests).
 #[cfg(test)]
