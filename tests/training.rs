@@ -301,3 +301,95 @@ fn compare_draws_one_captioned_panel_per_model() {
     let (ok, out) = run(&["compare", "/no/such/run", "--out", png.to_str().unwrap()]);
     assert!(!ok && out.contains("/no/such/run"), "{out}");
 }
+
+/// A full DCGAN checkpoint written before the model-family redesign (commit bba5c4c, format
+/// 1: `train --preset dcgan-32 --ngf 4 --ndf 4 --nz 8 --batch-size 8 --seed 11` on the 24
+/// synthetic faces of `synthetic_faces`, stopped at step 4 of 6) loads, makes the faces that
+/// version made from it (`generate --count 4 --columns 4 --seed 3`, byte for byte), and
+/// resumes to step 6 with the faces that version's uninterrupted run made at step 6.
+#[test]
+fn checkpoint_from_before_the_families_loads_generates_and_resumes() {
+    facegan::enable_second_order_gradients();
+    use facegan::sample::generate::{generate, load_generator, write_faces};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pre-families");
+    let old = fixtures.join("dcgan32-step4.safetensors");
+    let t = tempfile::tempdir().unwrap();
+    let faces_of = |ck: &Path, name: &str| {
+        let (g, cfg) = load_generator(ck, &Device::Cpu).unwrap();
+        let x = generate(g.as_ref(), &cfg, 4, 3, &Device::Cpu).unwrap();
+        let out = t.path().join(name);
+        write_faces(&x, &out, 4).unwrap();
+        std::fs::read(out).unwrap()
+    };
+    let ck = checkpoint::read(&old, &Device::Cpu).unwrap();
+    assert_eq!((ck.format_version(), ck.step()), (1, 4));
+    assert_eq!(faces_of(&old, "f4.png"), std::fs::read(fixtures.join("faces-step4-seed3.png")).unwrap());
+
+    let run = t.path().join("run");
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::copy(&old, checkpoint::checkpoint_path(&run, 4)).unwrap();
+    let mut cfg = ck.config.clone();
+    cfg.data.path = prepared(t.path(), 24, 32).display().to_string();
+    let done = train(opts(&cfg, &run, true, None)).unwrap();
+    assert_eq!(done.step, 6);
+    assert_eq!(checkpoint::read(&done.checkpoint, &Device::Cpu).unwrap().format_version(), 2);
+    assert_eq!(faces_of(&done.checkpoint, "f6.png"), std::fs::read(fixtures.join("faces-step6-seed3.png")).unwrap());
+}
+
+/// A file from a newer facegan is refused with a message that says so.
+#[test]
+fn a_newer_checkpoint_format_is_refused_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("future.safetensors");
+    let cfg = RunConfig::preset("dcgan-32").unwrap();
+    let mut meta = checkpoint::base_meta(checkpoint::KIND_GENERATOR, 0, &cfg);
+    meta.insert("config".into(), cfg.to_toml());
+    let tensors = std::collections::HashMap::from([(
+        "x".to_string(),
+        Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )]);
+    checkpoint::write(&path, &tensors, meta, false).unwrap();
+    // Rewrite the tag as a later format would.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let tag = b"facegan-checkpoint-2";
+    let at = bytes.windows(tag.len()).position(|w| w == tag).expect("the format tag");
+    bytes[at + tag.len() - 1] = b'9';
+    std::fs::write(&path, bytes).unwrap();
+    let e = checkpoint::read(&path, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("future.safetensors") && e.contains("format 9") && e.contains("newer"), "{e}");
+}
+
+/// Resume is bitwise for the zoo's stateful layers: spectral norm's u and v (in G and D,
+/// attention included), minibatch stddev, with n_critic = 2; and MLP dropout, whose masks
+/// come from the run's RNG. Every tensor of the checkpoint, buffers included, is equal.
+#[test]
+fn resume_is_bitwise_with_spectral_norm_attention_and_dropout() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 24, 32);
+    let mut sn = tiny_config(&data);
+    let m = &mut sn.model;
+    (m.arch, m.ngf, m.ndf, m.d_norm) = ("resnet".into(), 4, 4, "none".into());
+    (m.g_spectral_norm, m.d_spectral_norm, m.attention, m.mbstd_group) = (true, true, 8, 2);
+    (sn.train.loss, sn.train.n_critic) = ("hinge".into(), 2);
+    let mut mlp = tiny_config(&data);
+    (mlp.model.arch, mlp.model.d_dropout) = ("mlp".into(), 0.5);
+    for (name, cfg) in [("sn", sn), ("mlp", mlp)] {
+        let a = train(opts(&cfg, &t.path().join(format!("{name}-a")), false, None)).unwrap();
+        train(opts(&cfg, &t.path().join(format!("{name}-b")), false, Some(3))).unwrap();
+        let b = train(opts(&cfg, &t.path().join(format!("{name}-b")), true, None)).unwrap();
+        let ca = checkpoint::read(&a.checkpoint, &Device::Cpu).unwrap();
+        let cb = checkpoint::read(&b.checkpoint, &Device::Cpu).unwrap();
+        let (fa, fb) = (flat(&ca, ""), flat(&cb, ""));
+        assert_eq!(fa.len(), fb.len());
+        if name == "sn" {
+            assert!(fa.iter().any(|(n, _)| n == "D.buffers.block0.conv1.sn_u"), "u is in the checkpoint");
+            assert!(fa.iter().any(|(n, _)| n.starts_with("G.params.attention")), "G has attention");
+        }
+        for ((na, va), (nb, vb)) in fa.iter().zip(&fb) {
+            assert_eq!(na, nb);
+            assert!(va == vb, "{name}: {na} differs after resume");
+        }
+        assert_eq!(ca.meta["rng"], cb.meta["rng"]);
+    }
+}

@@ -9,7 +9,12 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT: &str = "facegan-checkpoint-1";
+/// The metadata tag of a checkpoint is this prefix and its format version.
+pub const FORMAT_PREFIX: &str = "facegan-checkpoint-";
+/// The format this build writes. 1: before model families (DCGAN only). 2: the family
+/// registry: the configuration may carry layer options, and the metadata names the family.
+/// Tensor names are the same in both, so version 1 files load as they are.
+pub const FORMAT_VERSION: u32 = 2;
 /// A checkpoint holding every network and the optimizer state.
 pub const KIND_FULL: &str = "full";
 /// A checkpoint holding only the EMA generator, for sharing and `generate`.
@@ -25,6 +30,11 @@ pub struct Checkpoint {
 impl Checkpoint {
     pub fn kind(&self) -> &str {
         self.meta.get("kind").map(String::as_str).unwrap_or("")
+    }
+
+    /// The format version the file was written in (1 or 2).
+    pub fn format_version(&self) -> u32 {
+        self.meta.get("format").and_then(|f| parse_format(f)).unwrap_or(0)
     }
 
     pub fn step(&self) -> u64 {
@@ -52,7 +62,7 @@ pub fn write(
             ensure_dir(dir)?;
         }
     }
-    meta.insert("format".into(), FORMAT.into());
+    meta.insert("format".into(), format!("{FORMAT_PREFIX}{FORMAT_VERSION}"));
     let mut cpu = HashMap::new();
     for (k, t) in tensors {
         let t = t.detach().to_device(&Device::Cpu)?;
@@ -75,8 +85,14 @@ pub fn read(path: &Path, device: &Device) -> Result<Checkpoint> {
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("{e:?} (truncated or not a safetensors file)")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!("no '{FORMAT}' format tag")));
+    match meta.get("format").and_then(|f| parse_format(f)) {
+        None => return Err(bad(format!("no '{FORMAT_PREFIX}N' format tag"))),
+        Some(v) if v > FORMAT_VERSION => {
+            return Err(bad(format!(
+                "it is format {v}, written by a newer facegan; this build reads formats 1 to {FORMAT_VERSION}"
+            )))
+        }
+        Some(_) => {}
     }
     let tensors =
         candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(format!("{e} (truncated?)")))?;
@@ -128,9 +144,15 @@ pub fn prune(run: &Path, keep: usize) {
     }
 }
 
+/// The version in a format tag `facegan-checkpoint-N`.
+fn parse_format(tag: &str) -> Option<u32> {
+    tag.strip_prefix(FORMAT_PREFIX)?.parse().ok().filter(|&v| v >= 1)
+}
+
 pub fn base_meta(kind: &str, step: u64, config: &RunConfig) -> HashMap<String, String> {
     HashMap::from([
         ("kind".to_string(), kind.to_string()),
+        ("family".to_string(), config.model.arch.clone()),
         ("step".to_string(), step.to_string()),
         ("config".to_string(), config.to_toml()),
     ])
