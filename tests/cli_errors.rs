@@ -146,3 +146,35 @@ fn bad_checkpoints_and_resume_targets() {
     let (ok, out) = run(&args);
     assert!(!ok && out.contains("already holds a run"), "{out}");
 }
+
+/// Model options that do not fit a family are refused before anything is written, each
+/// with the reason.
+#[test]
+fn family_options_that_do_not_fit_say_why() {
+    let t = tempfile::tempdir().unwrap();
+    let out_dir = t.path().join("r");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", "x", "--out", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--arch", "stylegan9"], &["stylegan9", "mlp, dcgan, resnet, ebgan"]),
+        (&["--preset", "sngan-64", "--attention", "64"], &["attention 64", "8, 16, 32"]),
+        (&["--preset", "sagan-64", "--ndf", "4"], &["at least 8 channels"]),
+        (&["--preset", "ebgan-64", "--d-spectral-norm", "true"], &["d_spectral_norm", "ebgan", "d_norm"]),
+        (&["--preset", "dcgan-64", "--attention", "16"], &["attention", "dcgan"]),
+        (&["--preset", "resnet-wgan-gp-64", "--d-norm", "batch"], &["batch norm", "wgan-gp"]),
+        (&["--preset", "dcgan-64", "--loss", "ebgan"], &["ebgan", "energy"]),
+        (&["--preset", "dcgan-64", "--penalty", "pull-away"], &["pull-away", "embedding"]),
+        (&["--preset", "mlp-64", "--mbstd-group", "1"], &["mbstd_group"]),
+    ];
+    for (args, needles) in cases {
+        let (ok, out) = train(args);
+        assert!(!ok, "{args:?} was accepted");
+        for n in *needles {
+            assert!(out.contains(n), "{args:?}: no '{n}' in:\n{out}");
+        }
+        assert!(!out_dir.exists(), "{args:?} created the run folder");
+    }
+}
