@@ -18,6 +18,11 @@ Measurements (see src/bench.rs; N = --batch-size):
                        frozen, G loss on the same fakes, Adam; EMA of G
   wgan_gp_critic_step  layer-norm critic: G(z) under no_grad, WGAN loss + 10 x gradient penalty
                        (create_graph=True), backward, Adam (betas 0.5, 0.9)
+  sngan64_train_step   the sngan-64 preset's step as facegan's Session::train_step: 5 D steps
+                       (G(z) with a graph, hinge loss on a real batch and the detached fakes,
+                       Adam (0, 0.9)), then G's step with new fakes through D with frozen
+                       weights, then the EMA; images/s counts the 5 N real images
+  sagan64_train_step   the same for sagan-64: one D step, the fakes reused for G, TTUR
   conv2d_fwd[_bwd]     F.conv2d, x (N,128,32,32), w (256,128,4,4), stride 2, padding 1
   conv_transpose2d_fwd[_bwd]  F.conv_transpose2d, x (N,256,16,16), w (256,128,4,4), stride 2,
                        padding 1 (_bwd: gradients wrt x and w from a gradient of ones)
@@ -48,6 +53,8 @@ BENCH_NAMES = [
     "g_fwd_train",
     "d_fwd_bwd",
     "train_step",
+    "sngan64_train_step",
+    "sagan64_train_step",
     "wgan_gp_critic_step",
     "conv2d_fwd",
     "conv2d_fwd_bwd",
@@ -150,6 +157,116 @@ def build_networks(torch):
     for net in nets:
         net.apply(weights_init)
     return nets
+
+
+def build_resnet(torch, size=64, nz=128, ngf=32, ndf=32, g_sn=False, attention=0):
+    """facegan's resnet family (src/models/resnet.rs): SN in D always (the sngan/sagan presets),
+    in G with g_sn; self-attention after the block whose output has side `attention`, with
+    max-pooled keys and values; Xavier-uniform weights (gain sqrt 2 in residual branches)."""
+    nn, F = torch.nn, torch.nn.functional
+    sn = nn.utils.spectral_norm
+
+    def conv(cin, cout, k, spectral, gain, bias=True):
+        c = nn.Conv2d(cin, cout, k, 1, k // 2, bias=bias)
+        nn.init.xavier_uniform_(c.weight, gain)
+        if bias:
+            nn.init.zeros_(c.bias)
+        return sn(c) if spectral else c
+
+    def linear(cin, cout, spectral):
+        lin = nn.Linear(cin, cout)
+        nn.init.xavier_uniform_(lin.weight, 1.0)
+        nn.init.zeros_(lin.bias)
+        return sn(lin) if spectral else lin
+
+    class Attention(nn.Module):
+        def __init__(self, c, spectral):
+            super().__init__()
+            self.q = conv(c, c // 8, 1, spectral, 1.0, bias=False)
+            self.k = conv(c, c // 8, 1, spectral, 1.0, bias=False)
+            self.v = conv(c, c // 2, 1, spectral, 1.0, bias=False)
+            self.o = conv(c // 2, c, 1, spectral, 1.0, bias=False)
+            self.gamma = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            q = self.q(x).flatten(2).transpose(1, 2)
+            k = F.max_pool2d(self.k(x), 2).flatten(2)
+            v = F.max_pool2d(self.v(x), 2).flatten(2)
+            attn = torch.softmax(q @ k, dim=-1)
+            o = (v @ attn.transpose(1, 2)).view(n, c // 2, h, w)
+            return x + self.gamma * self.o(o)
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+            self.c1, self.c2 = conv(cin, cout, 3, g_sn, 2**0.5), conv(cout, cout, 3, g_sn, 2**0.5)
+            self.sc = conv(cin, cout, 1, g_sn, 1.0)
+
+        def forward(self, x):
+            h = self.c1(F.interpolate(F.relu(self.bn1(x)), scale_factor=2))
+            h = self.c2(F.relu(self.bn2(h)))
+            return h + self.sc(F.interpolate(x, scale_factor=2))
+
+    class Down(nn.Module):
+        def __init__(self, cin, cout, first, down):
+            super().__init__()
+            self.first, self.down = first, down
+            self.c1, self.c2 = conv(cin, cout, 3, True, 2**0.5), conv(cout, cout, 3, True, 2**0.5)
+            self.sc = conv(cin, cout, 1, True, 1.0) if (first or down or cin != cout) else None
+
+        def forward(self, x):
+            h = x if self.first else F.relu(x)
+            h = self.c2(F.relu(self.c1(h)))
+            if self.down:
+                h = F.avg_pool2d(h, 2)
+            if self.sc is None:
+                s = x
+            elif self.first:
+                s = self.sc(F.avg_pool2d(x, 2))
+            else:
+                s = self.sc(x)
+                s = F.avg_pool2d(s, 2) if self.down else s
+            return h + s
+
+    stages = (size // 4).bit_length() - 1
+
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.top = ngf << stages
+            self.input = linear(nz, 16 * self.top, g_sn)
+            blocks = []
+            for i in range(stages):
+                blocks.append(Up(ngf << (stages - i), ngf << (stages - i - 1)))
+                if attention == 8 << i:
+                    blocks.append(Attention(ngf << (stages - i - 1), g_sn))
+            self.blocks = nn.Sequential(*blocks)
+            self.bn = nn.BatchNorm2d(ngf)
+            self.out = conv(ngf, 3, 3, g_sn, 1.0)
+
+        def forward(self, z):
+            h = self.blocks(self.input(z).view(-1, self.top, 4, 4))
+            return torch.tanh(self.out(F.relu(self.bn(h))))
+
+    class D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            blocks, side = [], size
+            for i in range(stages + 1):
+                last = i == stages
+                blocks.append(Down(3 if i == 0 else ndf << (i - 1), ndf << i, i == 0, not last))
+                side = side if last else side // 2
+                if attention == side and not last:
+                    blocks.append(Attention(ndf << i, True))
+            self.blocks = nn.Sequential(*blocks)
+            self.head = linear(ndf << stages, 1, True)
+
+        def forward(self, x):
+            return self.head(F.relu(self.blocks(x)).sum((2, 3))).flatten()
+
+    return G(), D()
 
 
 def parse_args(argv):
@@ -260,6 +377,46 @@ def main(argv):
         run("train_step", True, train_step)
         peak, peak_after = peak_rss_mib(), "train_step"
     del g_ema, opt_g, opt_d
+
+    for name, n_critic, lrs, g_sn, attention in [
+        ("sngan64_train_step", 5, (2e-4, 2e-4), False, 0),
+        ("sagan64_train_step", 1, (1e-4, 4e-4), True, 32),
+    ]:
+        if not selected(name):
+            continue
+        rg, rd = build_resnet(torch, g_sn=g_sn, attention=attention)
+        r_ema = build_resnet(torch, g_sn=g_sn, attention=attention)[0]
+        r_ema.load_state_dict(rg.state_dict())
+        print(f"{name}: G {sum(p.numel() for p in rg.parameters())} and D "
+              f"{sum(p.numel() for p in rd.parameters())} parameters", file=sys.stderr)
+        r_opt_g = torch.optim.Adam(rg.parameters(), lr=lrs[0], betas=(0.0, 0.9))
+        r_opt_d = torch.optim.Adam(rd.parameters(), lr=lrs[1], betas=(0.0, 0.9))
+        reals = [torch.rand(n, NC, SIZE, SIZE) * 2 - 1 for _ in range(n_critic)]
+
+        def resnet_step(rg=rg, rd=rd, r_ema=r_ema, r_opt_g=r_opt_g, r_opt_d=r_opt_d, reals=reals):
+            fake = None
+            for real in reals:
+                fake = rg(torch.randn(n, 128))
+                r_opt_d.zero_grad(set_to_none=True)
+                d_loss = F.relu(1 - rd(real)).mean() + F.relu(1 + rd(fake.detach())).mean()
+                d_loss.backward()
+                r_opt_d.step()
+            if len(reals) > 1:
+                fake = rg(torch.randn(n, 128))
+            rd.requires_grad_(False)
+            r_opt_g.zero_grad(set_to_none=True)
+            g_loss = -rd(fake).mean()
+            g_loss.backward()
+            r_opt_g.step()
+            rd.requires_grad_(True)
+            with torch.no_grad():
+                torch._foreach_lerp_(list(r_ema.parameters()), list(rg.parameters()), 1 - 0.999)
+                for b_ema, b in zip(r_ema.buffers(), rg.buffers()):
+                    b_ema.copy_(b)
+
+        run(name, True, resnet_step)
+        entries[-1]["images_per_s"] *= n_critic
+        del rg, rd, r_ema, r_opt_g, r_opt_d
 
     opt_c = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.9))
 

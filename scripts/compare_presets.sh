@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Trains every 64x64 loss preset with the same budget on the same data, then draws one
-# picture with a sample grid from each (same latents) and prints each one's sliced
-# Wasserstein distance to the data: the comparison in docs/losses.md. A tool for people: no build, test or CI step runs it.
+# Trains every 64x64 loss preset (or the PRESETS given) with the same budget on the same
+# data, then draws one picture with a sample grid from each (same latents) and prints each
+# one's sliced Wasserstein distance to the data: the comparison in docs/losses.md. A tool for
+# people: no build, test or CI step runs it.
 #
 #   scripts/compare_presets.sh [DATA] [OUT]
 #
 # DATA: image folder or prepared cache (default ../shared/data/celeba/img_align_celeba)
 # OUT:  folder for the runs (default runs/compare); each preset trains into OUT/PRESET.
-# Environment (the budget): STEPS (G steps, default 500), BATCH (32), WIDTH (ngf = ndf, 32),
+# Environment (the budget): STEPS (G steps, default 500), or IMAGES (real images shown to D:
+# each preset gets IMAGES / (BATCH x its n_critic) steps, the fair budget across presets with
+# different n_critic), BATCH (32), WIDTH (ngf = ndf, 32; `preset` keeps each preset's own),
 # PRESETS (space separated, default all the 64x64 loss presets), PICTURE (the output PNG,
 # default OUT/compare.png), BIN (a facegan binary to use instead of building one).
 #
@@ -35,6 +38,12 @@ runs=()
 for p in $presets; do
     run="$out/$p"
     runs+=("$run")
+    if [ -n "${IMAGES:-}" ]; then
+        n_critic=$("$bin" presets --show "$p" | sed -n 's/^n_critic = //p')
+        steps=$((IMAGES / (batch * n_critic)))
+    fi
+    widths=(--ngf "$width" --ndf "$width")
+    [ "$width" = preset ] && widths=()
     if [ -f "$run/checkpoints/step-$(printf %07d "$steps").safetensors" ]; then
         echo "== $p: done"
         continue
@@ -46,7 +55,7 @@ for p in $presets; do
         echo "== $p: training $steps steps (batch $batch, ngf = ndf = $width)"
         rm -rf "$run"
         "$bin" train --data "$data" --preset "$p" --out "$run" --steps "$steps" --batch-size "$batch" \
-            --ngf "$width" --ndf "$width" --seed 1 --log-every 10 --sample-every 100 --checkpoint-every 100 --quiet
+            "${widths[@]}" --seed 1 --log-every 10 --sample-every 100 --checkpoint-every 100 --quiet
     fi
 done
 

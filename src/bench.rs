@@ -15,6 +15,8 @@
 //! | `d_fwd_bwd`                 | mean D(x) on a real batch, backward to D's weights             |
 //! | `train_step`                | [`Session::train_step`] of dcgan-64 on a fixed real batch       |
 //! | `wgan_gp_critic_step`       | wgan-gp-64's layer-norm critic: G(z) without graph, WGAN D loss + 10 × gradient penalty (a double backward), backward, Adam step |
+//! | `sngan64_train_step`        | [`Session::train_step`] of the sngan-64 preset (ResNet, SN in D, hinge, 5 D steps with a real batch each, then G): images/s counts the 5·N real images |
+//! | `sagan64_train_step`        | the same for sagan-64 (SN in G and D, attention at 32x32, one D step) |
 //! | `conv2d_fwd[_bwd]`          | [`ops::conv2d`] of x (N,128,32,32) by w (256,128,4,4), stride 2, padding 1 (`_bwd`: backward to x and w from a gradient of ones) |
 //! | `conv_transpose2d_fwd[_bwd]`| [`ops::conv_transpose2d`] of x (N,256,16,16) by w (256,128,4,4), stride 2, padding 1 |
 //! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
@@ -48,6 +50,8 @@ pub const BENCH_NAMES: &[&str] = &[
     "g_fwd_train",
     "d_fwd_bwd",
     "train_step",
+    "sngan64_train_step",
+    "sagan64_train_step",
     "wgan_gp_critic_step",
     "conv2d_fwd",
     "conv2d_fwd_bwd",
@@ -318,6 +322,20 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
             peak_rss_after = "train_step";
             peak = peak_rss_mib();
         }
+    }
+
+    for (name, preset) in [("sngan64_train_step", "sngan-64"), ("sagan64_train_step", "sagan-64")] {
+        if !b.selected(name) {
+            continue;
+        }
+        let mut cfg = RunConfig::preset(preset)?;
+        cfg.train.batch_size = n;
+        let mut s = Session::new(&cfg, &dev)?;
+        let nc = cfg.train.n_critic as usize;
+        let reals = (0..nc)
+            .map(|_| rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        b.run(name, Some(n * nc), || s.train_step(&reals).map(drop))?;
     }
 
     if b.selected("wgan_gp_critic_step") {

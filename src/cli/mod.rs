@@ -55,8 +55,12 @@ pub enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Print what a checkpoint or cache holds.
     Inspect { path: PathBuf },
-    /// List the network families and the presets.
-    Presets,
+    /// List the network families and the presets, or print one preset's whole configuration.
+    Presets {
+        /// Print this preset's configuration as TOML (the starting point of `--config`).
+        #[arg(long)]
+        show: Option<String>,
+    },
     /// Time dcgan-64's building blocks on the CPU: layer operations (beside candle's own),
     /// a 2048³ matmul, G and D passes, a training step and a WGAN-GP critic step.
     Bench(BenchArgs),
@@ -265,7 +269,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("wrote {}", path.display());
             }
         }
-        Command::Presets => {
+        Command::Presets { show: Some(name) } => print_out(&RunConfig::preset(&name)?.to_toml())?,
+        Command::Presets { show: None } => {
             let mut text = String::from("Families (model.arch / --arch):\n");
             for f in facegan::models::FAMILIES {
                 text.push_str(&format!("  {:8} {}\n", f.name, f.about));

@@ -377,5 +377,20 @@ mod tests {
         let down = |i: usize, o: usize| conv(i, o, 3) + conv(o, o, 3) + conv(i, o, 1);
         let d_count = down(3, 64) + down(64, 128) + down(128, 256) + down(256, 512) + down(512, 1024) + 1024 + 1;
         assert_eq!(d.params().num_parameters(), d_count);
+        // The same as the PyTorch twin (scripts/bench_torch.py, build_resnet(ngf=64, ndf=64)).
+        assert_eq!((g_count, d_count), (12_220_675, 19_542_721));
+    }
+
+    /// The sngan-64 and sagan-64 presets' networks have the parameter counts of their PyTorch
+    /// twins in scripts/bench_torch.py (`build_resnet`, counted with torch 2.15).
+    #[test]
+    fn preset_parameter_counts_match_the_pytorch_twins() {
+        for (preset, g_count, d_count) in [("sngan-64", 3_586_179, 4_887_905), ("sagan-64", 3_591_300, 4_889_186)] {
+            let c = crate::presets::preset(preset).unwrap().model;
+            let mut rng = Rng::new(0);
+            let g = ResnetGenerator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let d = ResnetDiscriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            assert_eq!((g.params().num_parameters(), d.params().num_parameters()), (g_count, d_count), "{preset}");
+        }
     }
 }
