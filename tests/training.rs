@@ -393,3 +393,80 @@ fn resume_is_bitwise_with_spectral_norm_attention_and_dropout() {
         assert_eq!(ca.meta["rng"], cb.meta["rng"]);
     }
 }
+
+/// A Python with the `tensorboard` package: `$FACEGAN_TB_PYTHON`, else a throwaway virtual
+/// environment with tensorboard installed from PyPI into `dir`. None (a skip, with the reason)
+/// where that cannot be done, except under CI=true, where it must.
+fn tensorboard_python(dir: &Path) -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("FACEGAN_TB_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = dir.join("tb-venv");
+    let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success())
+        && std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "tensorboard"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        return Some(venv.join("bin/python"));
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but the tensorboard package could not be installed into a virtual environment");
+    }
+    eprintln!("skipping: could not install the tensorboard package (python3 -m venv + pip install tensorboard)");
+    None
+}
+
+/// `facegan train` writes TensorBoard event files that the real `tensorboard` package reads
+/// back: every stats.jsonl value as a scalar at its step, and the sample grids as images.
+#[test]
+fn tensorboard_reads_the_runs_scalars_and_sample_grids() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let Some(python) = tensorboard_python(t.path()) else { return };
+    let data = prepared(t.path(), 24, 32);
+    let mut cfg = tiny_config(&data);
+    cfg.train.penalties = vec![facegan::penalty::PenaltyConfig::parse("r1:1:2").unwrap()];
+    cfg.model.d_norm = "none".into();
+    let run = t.path().join("run");
+    train(opts(&cfg, &run, false, None)).unwrap();
+    let script = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0, "images": 0})
+ea.Reload()
+tags = ea.Tags()
+out = {"scalars": {t: [[e.step, e.value] for e in ea.Scalars(t)] for t in tags["scalars"]},
+       "images": [[e.step, e.width, e.height, len(e.encoded_image_string)] for e in ea.Images("samples")]}
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(&python).args(["-c", script]).arg(run.join("tb")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = facegan::train::stats::read(&run.join("stats.jsonl")).unwrap();
+    assert_eq!(lines.len(), 3);
+    let mut checked = 0;
+    for l in &lines {
+        let mut fields = vec![("d_loss", l.d_loss), ("g_loss", l.g_loss), ("d_real", l.d_real), ("d_fake", l.d_fake)];
+        fields.extend(l.extra.iter().map(|(k, v)| (k.as_str(), *v)));
+        assert!(fields.iter().any(|(k, _)| *k == "penalty_r1"), "{fields:?}");
+        for (tag, want) in fields {
+            let series = v["scalars"][tag].as_array().unwrap_or_else(|| panic!("no scalar {tag} in {v}"));
+            let at =
+                series.iter().find(|p| p[0].as_u64() == Some(l.step)).unwrap_or_else(|| panic!("{tag} at {}", l.step));
+            assert_eq!(at[1].as_f64().unwrap() as f32, want as f32, "{tag} at step {}", l.step);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * 7, "four named fields, two logits and the penalty per line");
+    // Grids at steps 0, 3 and 6: 16 faces of 32x32, 4 per row, 2-pixel gaps.
+    let images: Vec<Vec<u64>> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect())
+        .collect();
+    let grid = image::open(run.join("samples/step-0000006.png")).unwrap();
+    assert_eq!(images.iter().map(|i| i[0]).collect::<Vec<_>>(), [0, 3, 6]);
+    assert!(images.iter().all(|i| i[1] == grid.width() as u64 && i[2] == grid.height() as u64 && i[3] > 100));
+}

@@ -1,9 +1,11 @@
-//! Training: the step sequence, optimizers, checkpoints and the files a run leaves.
+//! Training: the step sequence, optimizers, checkpoints and the files a run leaves
+//! (stats.jsonl, TensorBoard event files, sample grids, metrics).
 
 pub mod checkpoint;
 pub mod eval;
 pub mod optim;
 pub mod stats;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use trainer::{train, TrainOptions, TrainOutcome};

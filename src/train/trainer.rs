@@ -376,8 +376,12 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let bar = if tty { ProgressBar::new(total) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap());
     bar.set_position(session.step);
+    let mut tb = super::tensorboard::EventWriter::create(&run.join(super::tensorboard::TB_DIR), session.step)?;
     if session.step == 0 {
-        grid::save_png(&session.sample_grid()?, &run.join("samples").join("step-0000000.png"))?;
+        let g = session.sample_grid()?;
+        grid::save_png(&g, &run.join("samples").join("step-0000000.png"))?;
+        tb.image(0, "samples", &g)?;
+        tb.flush()?;
     }
 
     let stats_path = run.join("stats.jsonl");
@@ -405,6 +409,16 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
                 (interval_steps * (cfg.train.batch_size * cfg.train.n_critic as usize) as u64) as f64 / secs.max(1e-9);
             let line = stats::line(step, acc.take(), ips, start.elapsed().as_secs_f64());
             stats::append(&stats_path, &line)?;
+            let mut scalars = vec![
+                ("d_loss", line.d_loss),
+                ("g_loss", line.g_loss),
+                ("d_real", line.d_real),
+                ("d_fake", line.d_fake),
+                ("img_per_s", line.img_per_s),
+            ];
+            scalars.extend(line.extra.iter().map(|(k, v)| (k.as_str(), *v)));
+            tb.scalars(step, &scalars)?;
+            tb.flush()?;
             let (d, g, dr, df) = (line.d_loss, line.g_loss, line.d_real, line.d_fake);
             let mut msg = format!("D {d:.3} G {g:.3} D(x) {dr:.2} D(G(z)) {df:.2}");
             for (k, v) in line.extra.iter().filter(|(k, _)| k.starts_with("penalty_")) {
@@ -420,11 +434,24 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             interval_steps = 0;
         }
         if step % cfg.log.sample_every == 0 || step == total {
-            grid::save_png(&session.sample_grid()?, &run.join("samples").join(format!("step-{step:07}.png")))?;
+            let g = session.sample_grid()?;
+            grid::save_png(&g, &run.join("samples").join(format!("step-{step:07}.png")))?;
+            tb.image(step, "samples", &g)?;
+            tb.flush()?;
         }
         if let Some(ev) = evaluation.as_ref().filter(|_| step % cfg.log.eval_every == 0 || step == total) {
             session.refresh_ema_stats()?;
             let line = ev.run(session.g_ema.as_ref(), &cfg, step)?;
+            let metrics = [
+                ("metrics/fid", line.fid),
+                ("metrics/kid", line.kid),
+                ("metrics/precision", line.precision),
+                ("metrics/recall", line.recall),
+                ("metrics/swd", line.swd),
+            ];
+            let present: Vec<(&str, f64)> = metrics.iter().filter_map(|(k, v)| v.map(|v| (*k, v))).collect();
+            tb.scalars(step, &present)?;
+            tb.flush()?;
             if tty {
                 bar.println(format!("step {step}: {}", line.summary()));
             } else if opts.progress {
