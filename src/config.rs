@@ -197,6 +197,70 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// Every setting as `section.key = value` (TOML syntax), sorted by key.
+    pub fn flat(&self) -> Vec<(String, String)> {
+        fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&key, v, out);
+                    }
+                }
+                other => out.push((prefix.to_string(), other.to_string())),
+            }
+        }
+        let mut out = Vec::new();
+        walk("", &toml::Value::try_from(self).expect("config serialises"), &mut out);
+        out.sort();
+        out
+    }
+
+    /// The settings that change a run's trajectory and differ between `self` (a run's
+    /// checkpoint) and `requested`: (key, checkpoint's value, requested value). Only the run
+    /// length (`train.steps`), logging, evaluation and sampling (`log.*`), the data path and
+    /// the preset label may change freely on resume.
+    pub fn trajectory_changes(&self, requested: &RunConfig) -> Vec<(String, String, String)> {
+        let free = |k: &str| k == "train.steps" || k.starts_with("log.") || k == "data.path" || k == "preset";
+        let (mine, theirs) = (self.flat(), requested.flat());
+        let get = |v: &[(String, String)], k: &str| {
+            v.iter().find(|(key, _)| key == k).map(|(_, x)| x.clone()).unwrap_or_else(|| "(unset)".into())
+        };
+        let mut keys: Vec<&String> = mine.iter().chain(&theirs).map(|(k, _)| k).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| !free(k))
+            .filter_map(|k| {
+                let (a, b) = (get(&mine, k), get(&theirs, k));
+                (a != b).then(|| (k.clone(), a, b))
+            })
+            .collect()
+    }
+
+    /// Applies `KEY=VALUE` (e.g. `train.lr_d=1e-4`, `train.loss=hinge`): VALUE in TOML syntax,
+    /// or a bare word taken as a string. Returns the key.
+    pub fn apply_override(&mut self, spec: &str) -> Result<String> {
+        let Some((key, value)) = spec.split_once('=') else {
+            bail!("--override '{spec}': expected KEY=VALUE, e.g. train.lr_d=1e-4");
+        };
+        let key = key.trim();
+        let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {}", value.trim())) {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(value.trim().to_string()),
+        };
+        let mut table = toml::Value::try_from(&*self)?;
+        let mut slot = &mut table;
+        for part in key.split('.') {
+            slot = slot.get_mut(part).with_context(|| {
+                format!("--override '{spec}': no setting '{key}' (see `facegan presets --show NAME`)")
+            })?;
+        }
+        *slot = parsed;
+        *self = RunConfig::from_toml(&toml::to_string(&table)?, &format!("--override {spec}"))?;
+        Ok(key.to_string())
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::fsutil::write_atomic(path, self.to_toml().as_bytes())
     }
@@ -330,6 +394,24 @@ mod tests {
         let mut c = RunConfig::preset("hinge-64").unwrap();
         c.train.label_smoothing = 0.1;
         assert!(c.validate().unwrap_err().to_string().contains("cross-entropy"));
+    }
+
+    #[test]
+    fn trajectory_changes_list_every_difference_but_the_free_settings() {
+        let a = RunConfig::preset("wgan-gp-64").unwrap();
+        let mut b = a.clone();
+        (b.train.steps, b.log.log_every, b.data.path) = (99, 7, "elsewhere".into());
+        assert!(a.trajectory_changes(&b).is_empty());
+        (b.train.seed, b.train.n_critic) = (5, 2);
+        b.train.penalties.clear();
+        let keys: Vec<String> = a.trajectory_changes(&b).into_iter().map(|c| c.0).collect();
+        assert_eq!(keys, ["train.n_critic", "train.penalties", "train.seed"]);
+        let mut c = a.clone();
+        assert_eq!(c.apply_override("train.lr_d=1e-4").unwrap(), "train.lr_d");
+        assert_eq!(c.apply_override("train.loss=hinge").unwrap(), "train.loss");
+        assert_eq!((c.train.lr_d, c.train.loss.as_str()), (1e-4, "hinge"));
+        assert!(c.apply_override("train.lr=1").unwrap_err().to_string().contains("no setting 'train.lr'"));
+        assert!(c.apply_override("train.n_critic=0").is_err());
     }
 
     #[test]

@@ -139,6 +139,11 @@ fn bad_checkpoints_and_resume_targets() {
     // Resuming with another architecture or size is refused, and the run is untouched.
     let (ok, out) =
         run(&["train", "--resume", run_dir.to_str().unwrap(), "--image-size", "64", "--steps", "4", "--quiet"]);
+    assert!(!ok && out.contains("model.image_size: 32 in the checkpoint, 64 requested"), "{out}");
+    assert_eq!(std::fs::read(&ck).unwrap(), bytes);
+    // Even with --override: the networks cannot change under a run.
+    let r = run_dir.to_str().unwrap();
+    let (ok, out) = run(&["train", "--resume", r, "--override", "model.image_size=64", "--steps", "4", "--quiet"]);
     assert!(!ok && out.contains("model settings differ"), "{out}");
     assert_eq!(std::fs::read(&ck).unwrap(), bytes);
 
@@ -177,4 +182,36 @@ fn family_options_that_do_not_fit_say_why() {
         }
         assert!(!out_dir.exists(), "{args:?} created the run folder");
     }
+}
+
+/// `train --resume` refuses flags that would silently change the run, listing each one; with
+/// `--override KEY=VALUE` the change is made and recorded in config-history.jsonl. Run length
+/// and logging change freely.
+#[test]
+fn resume_refuses_silent_changes_and_records_overrides() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let run_dir = t.path().join("run");
+    let r = run_dir.to_str().unwrap();
+    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", r, "--preset", "dcgan-32"];
+    args.extend_from_slice(&["--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "4", "--steps", "2"]);
+    let (ok, out) = run(&args);
+    assert!(ok, "{out}");
+    let (ok, out) =
+        run(&["train", "--resume", r, "--steps", "3", "--seed", "9", "--batch-size", "8", "--loss", "hinge"]);
+    assert!(!ok, "{out}");
+    for needle in ["train.seed: 0 in the checkpoint, 9 requested", "train.batch_size: 4", "train.loss", "--override"] {
+        assert!(out.contains(needle), "no '{needle}' in:\n{out}");
+    }
+    assert!(!run_dir.join("config-history.jsonl").exists());
+    let (ok, out) = run(&["train", "--resume", r, "--steps", "3", "--override", "train.lr_d=1e-4", "--log-every", "1"]);
+    assert!(ok, "{out}");
+    let history = std::fs::read_to_string(run_dir.join("config-history.jsonl")).unwrap();
+    assert!(
+        history.contains("\"step\":2") && history.contains("train.lr_d") && history.contains("0.0001"),
+        "{history}"
+    );
+    let (ok, out) = run(&["train", "--resume", r, "--steps", "4", "--override", "train.lr=1"]);
+    assert!(!ok && out.contains("no setting 'train.lr'"), "{out}");
 }

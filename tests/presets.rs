@@ -61,6 +61,7 @@ fn run_preset(name: &str) {
         device: Device::Cpu,
         progress: false,
         stop_after: None,
+        overrides: Vec::new(),
     })
     .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     assert_eq!(out.step, STEPS);

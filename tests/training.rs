@@ -44,6 +44,7 @@ fn opts(cfg: &RunConfig, run: &Path, resume: bool, stop_after: Option<u64>) -> T
         device: Device::Cpu,
         progress: false,
         stop_after,
+        overrides: Vec::new(),
     }
 }
 

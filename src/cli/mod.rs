@@ -167,14 +167,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => {
             let device = parse_device(&a.device)?;
-            let (config, run_dir, resume) = match &a.resume {
+            let ((config, overrides), run_dir, resume) = match &a.resume {
                 Some(run) => {
                     let ck = checkpoint::read(&checkpoint::latest(run)?, &candle_core::Device::Cpu)?;
-                    (a.config(ck.config)?, run.clone(), true)
+                    (a.config_with_overrides(ck.config)?, run.clone(), true)
                 }
                 None => {
                     let out = a.out.clone().context("give --out runs/NAME for a new run, or --resume runs/NAME")?;
-                    (a.config(RunConfig::preset(&a.preset)?)?, out, false)
+                    (a.config_with_overrides(RunConfig::preset(&a.preset)?)?, out, false)
                 }
             };
             if config.data.path.is_empty() {
@@ -191,6 +191,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 device,
                 progress: !a.quiet,
                 stop_after: None,
+                overrides,
             })?;
             eprintln!(
                 "{} at step {}; checkpoint {}; samples in {}",

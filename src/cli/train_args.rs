@@ -134,6 +134,12 @@ pub struct TrainArgs {
     /// Metrics of the evaluation: fid, kid, pr, swd (default fid).
     #[arg(long)]
     eval_metrics: Option<String>,
+    /// Set any setting, KEY=VALUE (e.g. train.lr_d=1e-4, train.loss=hinge), applied last. On
+    /// --resume this is the way to change a setting that changes the run's trajectory (seed,
+    /// batch size, losses, penalties, n_critic, optimizer, learning rates, ...); the change is
+    /// recorded in the run's config-history.jsonl. Repeatable.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
@@ -229,6 +235,13 @@ impl TrainArgs {
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// The configuration with the --override settings applied, and their keys.
+    pub fn config_with_overrides(&self, base: RunConfig) -> Result<(RunConfig, Vec<String>)> {
+        let mut c = self.config(base)?;
+        let keys = self.overrides.iter().map(|o| c.apply_override(o)).collect::<Result<Vec<_>>>()?;
+        Ok((c, keys))
     }
 }
 

@@ -57,7 +57,13 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Stop (with a checkpoint) after this step, as an interruption would.
     pub stop_after: Option<u64>,
+    /// Settings (`section.key`) a resume may change although they change the run's
+    /// trajectory (`--override`); any other such change is refused.
+    pub overrides: Vec<String>,
 }
+
+/// File of a run's configuration changes on resume, one JSON line each.
+pub const CONFIG_HISTORY: &str = "config-history.jsonl";
 
 #[derive(Debug)]
 pub struct TrainOutcome {
@@ -345,7 +351,32 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let mut session = if opts.resume {
         let path = checkpoint::latest(run)?;
         let ck = checkpoint::read(&path, &opts.device)?;
+        let changes = ck.config.trajectory_changes(&opts.config);
+        let refused: Vec<String> = changes
+            .iter()
+            .filter(|(k, _, _)| !opts.overrides.contains(k))
+            .map(|(k, old, new)| format!("  {k}: {old} in the checkpoint, {new} requested"))
+            .collect();
+        if !refused.is_empty() {
+            bail!(
+                "{}: resuming with these settings would silently change the run:\n{}\nleave them out to continue the run as it was, or name each one with --override KEY=VALUE",
+                run.display(),
+                refused.join("\n")
+            );
+        }
         let s = Session::from_checkpoint(&ck, &opts.config, &opts.device)?;
+        if !changes.is_empty() {
+            let entry = serde_json::json!({
+                "step": s.step,
+                "changes": changes.iter().map(|(k, old, new)| (k.clone(), serde_json::json!([old, new]))).collect::<serde_json::Map<_, _>>(),
+            });
+            let mut text = std::fs::read_to_string(run.join(CONFIG_HISTORY)).unwrap_or_default();
+            text.push_str(&format!("{entry}\n"));
+            crate::fsutil::write_atomic(&run.join(CONFIG_HISTORY), text.as_bytes())?;
+            for (k, old, new) in &changes {
+                eprintln!("override: {k} {old} -> {new} from step {}", s.step);
+            }
+        }
         eprintln!("resuming {} from step {}", run.display(), s.step);
         stats::truncate_after(&run.join("stats.jsonl"), s.step)?;
         stats::truncate_after(&run.join(super::eval::METRICS_FILE), s.step)?;
