@@ -49,3 +49,74 @@ fn generate_with_no_arguments_uses_the_shipped_model() {
             .len();
     assert!(size < 20_000_000);
 }
+
+/// A Python with torch, numpy and pillow: `$FACEGAN_TORCH_PYTHON`, else `python3` if it has
+/// them. Torch is never required: without it the test skips, saying so (also under CI).
+fn torch_python() -> Option<String> {
+    let candidates = [std::env::var("FACEGAN_TORCH_PYTHON").ok(), Some("python3".to_string())];
+    let found = candidates.into_iter().flatten().find(|py| {
+        std::process::Command::new(py)
+            .args(["-c", "import torch, numpy, PIL"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        eprintln!("skipping: no Python with torch, numpy and pillow (set FACEGAN_TORCH_PYTHON)");
+    }
+    found
+}
+
+/// scripts/to_pytorch.py loads the shipped DCGAN and an MLP generator into torch modules that
+/// make the faces `facegan generate` makes from the same seed (to within one level of 255 in
+/// a pixel, the rounding of a float difference).
+#[test]
+fn the_pytorch_script_makes_the_same_faces() {
+    let Some(py) = torch_python() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 8);
+    let mlp_run = t.path().join("mlp");
+    let (ok, out) = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        mlp_run.to_str().unwrap(),
+        "--preset",
+        "mlp-32",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--quiet",
+    ]);
+    assert!(ok, "{out}");
+    let mlp = mlp_run.join("checkpoints/step-0000002.safetensors");
+    for (name, model) in [("shipped", root.join("models/dcgan64-celeba.safetensors")), ("mlp", mlp)] {
+        let ours = t.path().join(format!("{name}-facegan/"));
+        let theirs = t.path().join(format!("{name}-torch"));
+        let m = model.to_str().unwrap();
+        let (ok, out) =
+            run(&["generate", "--checkpoint", m, "--count", "6", "--seed", "4", "--out", ours.to_str().unwrap()]);
+        assert!(ok, "{out}");
+        let o = std::process::Command::new(&py)
+            .arg(root.join("scripts/to_pytorch.py"))
+            .args([m, "--count", "6", "--seed", "4", "--out", theirs.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for i in 0..6 {
+            let f = format!("face-{i:04}.png");
+            let a = image::open(ours.join(&f)).unwrap().to_rgb8();
+            let b = image::open(theirs.join(&f)).unwrap().to_rgb8();
+            assert_eq!(a.dimensions(), b.dimensions());
+            let worst = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+            assert!(worst <= 1, "{name} face {i}: pixels differ by {worst}");
+        }
+    }
+}
