@@ -471,3 +471,47 @@ print(json.dumps(out))
     assert_eq!(images.iter().map(|i| i[0]).collect::<Vec<_>>(), [0, 3, 6]);
     assert!(images.iter().all(|i| i[1] == grid.width() as u64 && i[2] == grid.height() as u64 && i[3] > 100));
 }
+
+/// Headless Chromium: `chromium` or `chromium-browser` on the PATH (Debian's package, which
+/// .ci/run installs). None (a skip, saying why) elsewhere; a failure under CI=true.
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but no chromium on the PATH (.ci/run installs Debian's chromium)");
+        }
+        eprintln!("skipping the rendering check: no chromium on the PATH (apt-get install chromium)");
+    }
+    found
+}
+
+/// The run's report.html is one self-contained file, and renders in headless Chromium with no
+/// console message, its script showing the newest of the run's three sample grids.
+#[test]
+fn report_page_is_self_contained_and_renders() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let run = t.path().join("run");
+    train(opts(&tiny_config(&data), &run, false, None)).unwrap();
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert_eq!(page.matches("<img class=\"grid").count(), 3, "grids at steps 0, 3 and 6");
+    for external in ["src=\"http", "href=\"http", "src=\"//", "url(http", "@import"] {
+        assert!(!page.contains(external), "report.html loads something from elsewhere: {external}");
+    }
+    assert!(page.contains("lr_g") && page.contains("<svg") && page.contains("images/s"));
+    let Some(browser) = chromium() else { return };
+    let out = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--dump-dom"])
+        .arg(format!("file://{}", run.join("report.html").display()))
+        .output()
+        .unwrap();
+    let (dom, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert!(dom.contains("data-ready=\"3\""), "the page's script did not run to its end");
+    assert!(dom.contains("step 6 (3 of 3)"), "the newest grid is not the one shown");
+}

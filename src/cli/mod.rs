@@ -34,7 +34,7 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Make faces with a checkpoint (by default, the model the repository ships).
     Generate(GenerateArgs),
-    /// Rebuild progress.gif and losses.png of a run.
+    /// Rebuild progress.gif, losses.png, metrics.png and report.html of a run.
     Report {
         /// The run folder.
         run: PathBuf,

@@ -1,5 +1,8 @@
 //! What a run leaves for people to look at: progress.gif over the sample grids,
-//! losses.png with the loss curves and, when the run evaluated itself, metrics.png.
+//! losses.png with the loss curves, metrics.png when the run evaluated itself, and
+//! report.html with all of it on one self-contained page (`html`).
+
+pub mod html;
 
 use crate::train::eval::{MetricsLine, METRICS_FILE};
 use crate::train::stats;
@@ -45,7 +48,7 @@ pub fn write_report(run: &Path) -> Result<()> {
             plot_metrics(&lines, &run.join("metrics.png"))?;
         }
     }
-    Ok(())
+    html::write_html(run)
 }
 
 pub fn write_gif(frames: &[PathBuf], out: &Path) -> Result<()> {
