@@ -1,23 +1,18 @@
-//! Nearest-neighbour 2x upsampling and 2x2 average pooling (max pooling is
-//! `crate::ops::max_pool2x`), the resolution changes of the
-//! ResNet blocks. Both are written with candle's reshape, broadcast and sum, which are each
-//! other's backward passes, so gradients of any order are exact.
+//! Nearest-neighbour 2x upsampling, 2x2 average pooling and global sum pooling, the
+//! resolution changes of the ResNet blocks (max pooling is `crate::ops::max_pool2x`). The
+//! first two are our CPU ops (`crate::ops::upsample2x_scaled`, `sum_pool2x_scaled`), each the
+//! other's backward pass, so gradients of any order are exact.
 
 use candle_core::{Result, Tensor};
 
 /// (N, C, H, W) -> (N, C, 2H, 2W), each pixel repeated in a 2x2 square.
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?.reshape((n, c, 2 * h, 2 * w))
+    crate::ops::upsample2x_scaled(x, 1.0)
 }
 
 /// (N, C, H, W) -> (N, C, H/2, W/2), the mean of each 2x2 square (H and W even).
 pub fn avg_pool2x(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    if h % 2 != 0 || w % 2 != 0 {
-        candle_core::bail!("avg_pool2x needs an even height and width, got {h}x{w}");
-    }
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)? * 0.25
+    crate::ops::sum_pool2x_scaled(x, 0.25)
 }
 
 /// (N, C, H, W) -> (N, C): the sum over every position (SN-GAN's global sum pooling).

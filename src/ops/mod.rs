@@ -18,12 +18,14 @@ mod kernels;
 mod norm;
 mod phases;
 mod pool;
+mod resample;
 mod softmax;
 
 pub use activation::{leaky_relu, tanh};
 pub use channel::channel_affine;
 pub use norm::{batch_norm, layer_norm};
 pub use pool::max_pool2x;
+pub use resample::{sum_pool2x_scaled, upsample2x_scaled};
 pub use softmax::softmax_last;
 
 /// Largest absolute element difference of two tensors (unit tests).
