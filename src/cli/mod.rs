@@ -61,8 +61,9 @@ pub enum Command {
         #[arg(long)]
         show: Option<String>,
     },
-    /// Time dcgan-64's building blocks on the CPU: layer operations (beside candle's own),
-    /// a 2048³ matmul, G and D passes, a training step and a WGAN-GP critic step.
+    /// Time training on the CPU: dcgan-64's layer operations (beside candle's own), a 2048³
+    /// matmul, G and D passes, the dcgan-64, sngan-64 and sagan-64 training steps and a
+    /// WGAN-GP critic step.
     Bench(BenchArgs),
 }
 
@@ -143,8 +144,9 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
     /// Comma-separated name prefixes of the measurements to take (default: all), e.g.
     /// `conv2d,candle_conv2d`, `train_step` or `matmul,g_`. Names: matmul_2048, g_fwd_eval,
-    /// g_fwd_train, d_fwd_bwd, train_step, wgan_gp_critic_step, and conv2d_fwd[_bwd],
-    /// conv_transpose2d_fwd[_bwd], each also with a candle_ prefix.
+    /// g_fwd_train, d_fwd_bwd, train_step, sngan64_train_step, sagan64_train_step,
+    /// wgan_gp_critic_step, conv2d_fwd[_bwd], conv_transpose2d_fwd[_bwd] (each also with a
+    /// candle_ prefix), layer_g1_fwd_bwd … layer_d5_fwd_bwd, inception.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
