@@ -46,7 +46,7 @@ impl SelfAttention {
         let v = max_pool2x(&self.value.forward(x, mode)?)?.reshape((n, (), hw / 4))?; // (n, c/2, hw/4)
         let o = v.matmul(&attn.transpose(1, 2)?)?.reshape((n, (), h, w))?;
         let o = self.out.forward(&o, mode)?;
-        let gamma = if mode.frozen { self.gamma.as_tensor().detach() } else { self.gamma.as_tensor().clone() };
+        let gamma = super::layers::weight(&self.gamma, mode);
         x + o.broadcast_mul(&gamma.reshape((1, 1, 1, 1))?)?
     }
 }

@@ -68,7 +68,8 @@ fn layer_weight(w: &Var, sn: &Option<SpectralNorm>, mode: Mode) -> Result<Tensor
     }
 }
 
-fn weight(v: &Var, mode: Mode) -> Tensor {
+/// The variable as a forward pass uses it: detached when the network is frozen.
+pub(crate) fn weight(v: &Var, mode: Mode) -> Tensor {
     if mode.frozen {
         v.as_tensor().detach()
     } else {
@@ -211,11 +212,7 @@ impl BatchNorm2d {
     pub fn new(p: &mut Params, rng: &mut Rng, name: &str, c: usize) -> Result<Self> {
         let gamma = p.normal(&format!("{name}.weight"), &[c], 1.0, DCGAN_INIT_STD, rng)?;
         let beta = p.zeros(&format!("{name}.bias"), &[c])?;
-        let dev = p.device.clone();
-        let running_mean =
-            p.buffer(&format!("{name}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &dev)?)?;
-        let running_var = p.buffer(&format!("{name}.running_var"), Tensor::ones(c, candle_core::DType::F32, &dev)?)?;
-        Ok(Self { gamma, beta, running_mean, running_var, eps: 1e-5 })
+        Self::with_affine(p, name, gamma, beta)
     }
 
     /// Batch norm without learnable scale and shift (γ = 1, β = 0, not parameters), for
@@ -224,6 +221,12 @@ impl BatchNorm2d {
         let dev = p.device.clone();
         let gamma = Var::from_tensor(&Tensor::ones(c, p.dtype, &dev)?)?;
         let beta = Var::from_tensor(&Tensor::zeros(c, p.dtype, &dev)?)?;
+        Self::with_affine(p, name, gamma, beta)
+    }
+
+    /// The running-statistics buffers around a given scale and shift.
+    fn with_affine(p: &mut Params, name: &str, gamma: Var, beta: Var) -> Result<Self> {
+        let (c, dev) = (gamma.elem_count(), p.device.clone());
         let running_mean =
             p.buffer(&format!("{name}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &dev)?)?;
         let running_var = p.buffer(&format!("{name}.running_var"), Tensor::ones(c, candle_core::DType::F32, &dev)?)?;

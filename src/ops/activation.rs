@@ -32,13 +32,6 @@ struct LeakyRelu {
     slope: f64,
 }
 
-fn contiguous<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("{op}: input not contiguous"),
-    }
-}
-
 fn map<T: Copy + Send + Sync + Default>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     let mut out = super::filled_par(x.len(), T::default());
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
@@ -68,11 +61,15 @@ impl CustomOp1 for LeakyRelu {
         let out = match s {
             CpuStorage::F32(v) => {
                 let k = self.slope as f32;
-                CpuStorage::F32(map(contiguous(v, l, self.name())?, move |x| x * if x > 0.0 { 1.0 } else { k }))
+                CpuStorage::F32(map(super::contiguous_slice(v, l, self.name())?, move |x| {
+                    x * if x > 0.0 { 1.0 } else { k }
+                }))
             }
             CpuStorage::F64(v) => {
                 let k = self.slope;
-                CpuStorage::F64(map(contiguous(v, l, self.name())?, move |x| x * if x > 0.0 { 1.0 } else { k }))
+                CpuStorage::F64(map(super::contiguous_slice(v, l, self.name())?, move |x| {
+                    x * if x > 0.0 { 1.0 } else { k }
+                }))
             }
             _ => bail!("leaky-relu: f32 or f64 only"),
         };
@@ -101,12 +98,12 @@ impl CustomOp2 for LeakyReluGrad {
         let out = match (s1, s2) {
             (CpuStorage::F32(g), CpuStorage::F32(x)) => {
                 let k = self.slope as f32;
-                let (g, x) = (contiguous(g, l1, name)?, contiguous(x, l2, name)?);
+                let (g, x) = (super::contiguous_slice(g, l1, name)?, super::contiguous_slice(x, l2, name)?);
                 CpuStorage::F32(zip_map(g, x, move |g, x| g * if x > 0.0 { 1.0 } else { k }))
             }
             (CpuStorage::F64(g), CpuStorage::F64(x)) => {
                 let k = self.slope;
-                let (g, x) = (contiguous(g, l1, name)?, contiguous(x, l2, name)?);
+                let (g, x) = (super::contiguous_slice(g, l1, name)?, super::contiguous_slice(x, l2, name)?);
                 CpuStorage::F64(zip_map(g, x, move |g, x| g * if x > 0.0 { 1.0 } else { k }))
             }
             _ => bail!("leaky-relu-grad: f32 or f64, both the same"),
@@ -140,8 +137,8 @@ impl CustomOp1 for Tanh {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(map(contiguous(v, l, self.name())?, f32::tanh)),
-            CpuStorage::F64(v) => CpuStorage::F64(map(contiguous(v, l, self.name())?, f64::tanh)),
+            CpuStorage::F32(v) => CpuStorage::F32(map(super::contiguous_slice(v, l, self.name())?, f32::tanh)),
+            CpuStorage::F64(v) => CpuStorage::F64(map(super::contiguous_slice(v, l, self.name())?, f64::tanh)),
             _ => bail!("tanh: f32 or f64 only"),
         };
         Ok((out, l.shape().clone()))
@@ -166,12 +163,16 @@ impl CustomOp2 for TanhGrad {
         }
         let name = self.name();
         let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(y)) => {
-                CpuStorage::F32(zip_map(contiguous(g, l1, name)?, contiguous(y, l2, name)?, |g, y| g * (1.0 - y * y)))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(y)) => {
-                CpuStorage::F64(zip_map(contiguous(g, l1, name)?, contiguous(y, l2, name)?, |g, y| g * (1.0 - y * y)))
-            }
+            (CpuStorage::F32(g), CpuStorage::F32(y)) => CpuStorage::F32(zip_map(
+                super::contiguous_slice(g, l1, name)?,
+                super::contiguous_slice(y, l2, name)?,
+                |g, y| g * (1.0 - y * y),
+            )),
+            (CpuStorage::F64(g), CpuStorage::F64(y)) => CpuStorage::F64(zip_map(
+                super::contiguous_slice(g, l1, name)?,
+                super::contiguous_slice(y, l2, name)?,
+                |g, y| g * (1.0 - y * y),
+            )),
             _ => bail!("tanh-grad: f32 or f64, both the same"),
         };
         Ok((out, l1.shape().clone()))

@@ -2,14 +2,7 @@
 //! averages, and the derivatives of backward ops, each one parallel pass instead of a chain
 //! of candle ops (each a single-threaded pass that allocates).
 
-use candle_core::{bail, CpuStorage, Layout, Result, Shape, Storage, Tensor, WithDType};
-
-fn slice<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("{op}: input not contiguous"),
-    }
-}
+use candle_core::{bail, CpuStorage, Result, Shape, Storage, Tensor, WithDType};
 
 /// A computation on the contents of several CPU tensors of one dtype, producing new
 /// tensors outside the graph.
@@ -29,7 +22,7 @@ pub(crate) fn run_eager<E: Eager>(e: &E, inputs: &[&Tensor], shapes: &[Shape]) -
             let mut slices = Vec::with_capacity(guards.len());
             for (storage, layout) in &guards {
                 match &**storage {
-                    Storage::Cpu(CpuStorage::$variant(v)) => slices.push(slice(v, layout, E::NAME)?),
+                    Storage::Cpu(CpuStorage::$variant(v)) => slices.push(super::contiguous_slice(v, layout, E::NAME)?),
                     _ => bail!("{}: f32 or f64 CPU inputs, all the same", E::NAME),
                 }
             }

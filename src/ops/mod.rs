@@ -56,6 +56,14 @@ pub(crate) fn filled_par<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> 
     v
 }
 
+/// The elements of a contiguous CPU storage slice under `l`; `op` names the op in the error.
+pub(crate) fn contiguous_slice<'a, T>(s: &'a [T], l: &candle_core::Layout, op: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => bail!("{op}: input not contiguous"),
+    }
+}
+
 /// Whether our CPU kernels handle this tensor (f32 or f64 on the CPU).
 pub(crate) fn is_fast_cpu(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)

@@ -36,13 +36,6 @@ fn argmax<T: PartialOrd + Copy>(plane: &[T], w: usize, i: usize, j: usize) -> us
     best
 }
 
-fn slice<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("{op}: input not contiguous"),
-    }
-}
-
 /// The three computations, over planes of `x` (H, W) in parallel.
 enum Kind {
     /// out (H/2, W/2) = x at the chosen elements.
@@ -90,8 +83,12 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, _, h, w) = l.shape().dims4()?;
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(run(&Kind::Pool, slice(v, l, self.name())?, &[], (h, w))),
-            CpuStorage::F64(v) => CpuStorage::F64(run(&Kind::Pool, slice(v, l, self.name())?, &[], (h, w))),
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(run(&Kind::Pool, super::contiguous_slice(v, l, self.name())?, &[], (h, w)))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(run(&Kind::Pool, super::contiguous_slice(v, l, self.name())?, &[], (h, w)))
+            }
             _ => bail!("max-pool-2x: f32 or f64 only"),
         };
         Ok((out, half_shape(l.shape())?))
@@ -126,12 +123,18 @@ impl CustomOp2 for Chosen {
         let kind = if self.scatter { Kind::Scatter } else { Kind::Gather };
         let name = self.name();
         let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(o)) => {
-                CpuStorage::F32(run(&kind, slice(x, l1, name)?, slice(o, l2, name)?, (h, w)))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(o)) => {
-                CpuStorage::F64(run(&kind, slice(x, l1, name)?, slice(o, l2, name)?, (h, w)))
-            }
+            (CpuStorage::F32(x), CpuStorage::F32(o)) => CpuStorage::F32(run(
+                &kind,
+                super::contiguous_slice(x, l1, name)?,
+                super::contiguous_slice(o, l2, name)?,
+                (h, w),
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(o)) => CpuStorage::F64(run(
+                &kind,
+                super::contiguous_slice(x, l1, name)?,
+                super::contiguous_slice(o, l2, name)?,
+                (h, w),
+            )),
             _ => bail!("{name}: f32 or f64, both the same"),
         };
         let shape = if self.scatter { l1.shape().clone() } else { half_shape(l1.shape())? };

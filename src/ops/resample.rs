@@ -34,13 +34,6 @@ struct Resample {
     scale: f64,
 }
 
-fn slice<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("resample: input not contiguous"),
-    }
-}
-
 /// Over planes of `h` x `w` (the input's): upsampled or window-summed, times `k`.
 fn run<T: candle_core::WithDType>(x: &[T], (h, w): (usize, usize), up: bool, k: T) -> Vec<T> {
     let plane = h * w;
@@ -84,8 +77,12 @@ impl CustomOp1 for Resample {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(run(slice(v, l)?, (h, w), self.up, self.scale as f32)),
-            CpuStorage::F64(v) => CpuStorage::F64(run(slice(v, l)?, (h, w), self.up, self.scale)),
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(run(super::contiguous_slice(v, l, self.name())?, (h, w), self.up, self.scale as f32))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(run(super::contiguous_slice(v, l, self.name())?, (h, w), self.up, self.scale))
+            }
             _ => bail!("{}: f32 or f64 only", self.name()),
         };
         let shape = if self.up { (n, c, 2 * h, 2 * w) } else { (n, c, h / 2, w / 2) };

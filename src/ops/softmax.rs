@@ -28,13 +28,6 @@ fn softmax_grad(g: &Tensor, y: &Tensor) -> Result<Tensor> {
     g.contiguous()?.apply_op2(&y.contiguous()?, SoftmaxGrad)
 }
 
-fn slice<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("{op}: input not contiguous"),
-    }
-}
-
 /// The element types of the kernels, with their exponential.
 trait Float: candle_core::WithDType {
     /// Below this, exp underflows to (nearly) zero; it is returned as 0 without calling
@@ -114,8 +107,8 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let w = last_dim(l)?;
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(slice(v, l, self.name())?, w)),
-            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(slice(v, l, self.name())?, w)),
+            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(super::contiguous_slice(v, l, self.name())?, w)),
+            CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(super::contiguous_slice(v, l, self.name())?, w)),
             _ => bail!("softmax-last: f32 or f64 only"),
         };
         Ok((out, l.shape().clone()))
@@ -139,12 +132,16 @@ impl CustomOp2 for SoftmaxGrad {
         }
         let (w, name) = (last_dim(l1)?, self.name());
         let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(y)) => {
-                CpuStorage::F32(softmax_grad_rows(slice(g, l1, name)?, slice(y, l2, name)?, w))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(y)) => {
-                CpuStorage::F64(softmax_grad_rows(slice(g, l1, name)?, slice(y, l2, name)?, w))
-            }
+            (CpuStorage::F32(g), CpuStorage::F32(y)) => CpuStorage::F32(softmax_grad_rows(
+                super::contiguous_slice(g, l1, name)?,
+                super::contiguous_slice(y, l2, name)?,
+                w,
+            )),
+            (CpuStorage::F64(g), CpuStorage::F64(y)) => CpuStorage::F64(softmax_grad_rows(
+                super::contiguous_slice(g, l1, name)?,
+                super::contiguous_slice(y, l2, name)?,
+                w,
+            )),
             _ => bail!("softmax-grad: f32 or f64, both the same"),
         };
         Ok((out, l1.shape().clone()))

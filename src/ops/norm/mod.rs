@@ -18,7 +18,7 @@ mod layer;
 pub use batch::batch_norm;
 pub use layer::layer_norm;
 
-use candle_core::{bail, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CustomOp2, CustomOp3, Result, Shape, Tensor};
 
 /// (outer = N, channels = C, inner = H·W) of a shape.
 fn split(shape: &Shape) -> (usize, usize, usize) {
@@ -58,24 +58,17 @@ fn lanes<T: candle_core::WithDType>(a: &[T], b: &[T], product: impl Fn(f64, T) -
     (s.iter().sum(), p.iter().sum())
 }
 
-fn contiguous<'a, T>(s: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("{op}: input not contiguous"),
-    }
-}
-
 /// Evaluates `$body` on the f32 or f64 contents (contiguous slices) of CPU storages that
 /// must all have one dtype, wrapping the resulting vector back into a `CpuStorage`.
 macro_rules! dispatch {
     ($name:expr, ($($s:ident, $l:ident),+), |$($v:ident),+| $body:expr) => {
         match ($($s),+) {
             ($(CpuStorage::F32($v)),+) => {
-                $(let $v = super::contiguous($v, $l, $name)?;)+
+                $(let $v = crate::ops::contiguous_slice($v, $l, $name)?;)+
                 CpuStorage::F32($body)
             }
             ($(CpuStorage::F64($v)),+) => {
-                $(let $v = super::contiguous($v, $l, $name)?;)+
+                $(let $v = crate::ops::contiguous_slice($v, $l, $name)?;)+
                 CpuStorage::F64($body)
             }
             _ => bail!("{}: f32 or f64 inputs, all the same", $name),
