@@ -33,6 +33,12 @@ pub struct ModelConfig {
     pub self_modulation: bool,
     /// Dropout probability in D's hidden layers (the MLP GAN's discriminator).
     pub d_dropout: f64,
+    /// Style families: size of the intermediate latent w (unset: nz).
+    pub w_dim: Option<usize>,
+    /// Style families: fully connected layers of the mapping network (unset: 8).
+    pub mapping_layers: Option<usize>,
+    /// Style families: probability that a training batch mixes two latents' styles (unset: 0.9).
+    pub style_mixing: Option<f64>,
 }
 
 impl Default for ModelConfig {
@@ -50,6 +56,9 @@ impl Default for ModelConfig {
             mbstd_group: 0,
             self_modulation: false,
             d_dropout: 0.0,
+            w_dim: None,
+            mapping_layers: None,
+            style_mixing: None,
         }
     }
 }
@@ -282,13 +291,22 @@ impl RunConfig {
         }
         let family = crate::models::family(&m.arch)?;
         let per_sample = t.penalties.iter().find(|p| p.kind().target() == crate::penalty::Target::D);
-        if let Some(p) = per_sample.filter(|_| m.d_norm == "batch") {
+        let d_has_batch_norm = m.d_norm == "batch" && family.options.contains(&crate::models::ModelOption::DNorm);
+        if let Some(p) = per_sample.filter(|_| d_has_batch_norm) {
             bail!(
                 "penalty {} needs the gradient of D for each sample on its own, but batch norm in D mixes the samples of a batch; set model.d_norm = \"layer\" (or \"none\", or --d-norm layer)",
                 p.kind
             );
         }
         for p in &t.penalties {
+            if p.kind().needs_w_space() && !family.w_space {
+                bail!(
+                    "penalty {} measures G's path length in its intermediate latent space W, which the {} family does not have (style families: {})",
+                    p.kind,
+                    m.arch,
+                    crate::models::style_family_names()
+                );
+            }
             if let Some(aux) = p.kind().needs_aux() {
                 if !family.d_aux.contains(&aux) {
                     bail!(

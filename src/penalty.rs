@@ -25,6 +25,10 @@ pub enum PenaltyKind {
     /// EBGAN's pulling-away term on the generator (Zhao et al. 2017): the mean squared
     /// cosine similarity between the discriminator's embeddings of different fakes.
     PullAway,
+    /// StyleGAN2's path-length regulariser on G (Karras et al. 2020): E[(‖J_wᵀy‖ − a)²], y an
+    /// image-shaped Gaussian scaled by 1/sqrt(H·W), J_w the Jacobian of the image with respect
+    /// to the ws, a the moving mean of the lengths (decay 0.01); on half the batch.
+    PathLength,
 }
 
 /// The network a regulariser's gradient updates.
@@ -34,7 +38,7 @@ pub enum Target {
     G,
 }
 
-pub const PENALTY_NAMES: &[&str] = &["wgan-gp", "one-sided-gp", "dragan", "r1", "r2", "pull-away"];
+pub const PENALTY_NAMES: &[&str] = &["wgan-gp", "one-sided-gp", "dragan", "r1", "r2", "pull-away", "path-length"];
 
 impl PenaltyKind {
     pub fn parse(s: &str) -> Result<Self> {
@@ -45,6 +49,7 @@ impl PenaltyKind {
             "r1" => Self::R1,
             "r2" => Self::R2,
             "pull-away" | "pt" => Self::PullAway,
+            "path-length" | "pl" => Self::PathLength,
             _ => bail!("unknown penalty '{s}'; valid penalties: {}", PENALTY_NAMES.join(", ")),
         })
     }
@@ -57,12 +62,13 @@ impl PenaltyKind {
             Self::R1 => "r1",
             Self::R2 => "r2",
             Self::PullAway => "pull-away",
+            Self::PathLength => "path-length",
         }
     }
 
     pub fn target(&self) -> Target {
         match self {
-            Self::PullAway => Target::G,
+            Self::PullAway | Self::PathLength => Target::G,
             _ => Target::D,
         }
     }
@@ -73,6 +79,11 @@ impl PenaltyKind {
             Self::PullAway => Some("embedding"),
             _ => None,
         }
+    }
+
+    /// Whether this term needs G's intermediate latent space W.
+    pub fn needs_w_space(&self) -> bool {
+        *self == Self::PathLength
     }
 }
 
@@ -133,6 +144,7 @@ pub fn default_weight(kind: PenaltyKind) -> f64 {
     match kind {
         PenaltyKind::WganGp | PenaltyKind::OneSidedGp | PenaltyKind::Dragan | PenaltyKind::R1 | PenaltyKind::R2 => 10.0,
         PenaltyKind::PullAway => 0.1,
+        PenaltyKind::PathLength => 2.0,
     }
 }
 
@@ -149,6 +161,63 @@ pub fn pull_away(s: &Tensor) -> candle_core::Result<Tensor> {
     let cos = unit.matmul(&unit.t()?)?;
     let diag = unit.sqr()?.sum(1)?.sqr()?.sum_all()?;
     (cos.sqr()?.sum_all()? - diag)? / (n * (n - 1)) as f64
+}
+
+/// Decay of the path-length regulariser's moving mean (StyleGAN2's pl_decay).
+pub const PATH_LENGTH_DECAY: f64 = 0.01;
+
+/// One evaluation of the path-length regulariser.
+pub struct PathLength {
+    /// (‖J_wᵀy‖ − a)² averaged over the batch, a scalar differentiable with respect to the
+    /// synthesis network's weights and to `ws_leaf`.
+    pub value: Tensor,
+    /// The mean path length of this batch, and the moving mean a after it.
+    pub mean_length: f64,
+    pub new_mean: f64,
+    /// The ws as computed by the mapping network (in its graph), and the leaf the synthesis
+    /// network read them from: the regulariser reaches the mapping network through
+    /// [`PathLength::mapping_surrogate`].
+    pub ws: Tensor,
+    pub ws_leaf: Var,
+}
+
+impl PathLength {
+    /// Σ ws ⊙ (∂loss/∂ws_leaf), whose gradient with respect to the mapping network's weights is
+    /// the regulariser's (the chain rule through ws): `grads` is the backward pass of a loss
+    /// containing [`PathLength::value`].
+    pub fn mapping_surrogate(&self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<Option<Tensor>> {
+        match grads.get(self.ws_leaf.as_tensor()) {
+            Some(g) => Ok(Some(self.ws.mul(&g.detach())?.sum_all()?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The path-length regulariser of `g` on `latent` (StyleGAN2): the images' gradient along a
+/// random image-shaped direction y (N(0, 1)/sqrt(H·W)) with respect to the ws, its length
+/// sqrt(mean over ws of Σ_dim grad²) per sample, and the squared deviation from the moving
+/// mean `mean` (updated with decay [`PATH_LENGTH_DECAY`]).
+pub fn path_length(
+    g: &dyn crate::models::style::StyleGenerator,
+    latent: &crate::models::Latent,
+    mode: crate::nn::Mode,
+    mean: f64,
+    rng: &mut Rng,
+) -> candle_core::Result<PathLength> {
+    let ws = crate::models::style::latent_ws(g, latent, None, mode)?;
+    let ws_leaf = Var::from_tensor(&ws.detach())?;
+    let img = g.synthesis(ws_leaf.as_tensor(), latent.noise.as_deref(), mode)?;
+    let (_, _, h, w) = img.dims4()?;
+    let y = rng.normal_tensor(img.shape(), 0.0, 1.0 / ((h * w) as f64).sqrt(), img.device())?.to_dtype(img.dtype())?;
+    let grads = img.mul(&y)?.sum_all()?.backward()?;
+    let gw = grads
+        .get(ws_leaf.as_tensor())
+        .ok_or_else(|| candle_core::Error::Msg("the images do not depend on the ws".into()))?;
+    let lengths = gw.sqr()?.sum(2)?.mean(1)?.sqrt()?;
+    let mean_length = lengths.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let new_mean = mean + (mean_length - mean) * PATH_LENGTH_DECAY;
+    let value = (lengths - new_mean)?.sqr()?.mean_all()?;
+    Ok(PathLength { value, mean_length, new_mean, ws, ws_leaf })
 }
 
 /// Per-sample L2 norm of the gradient of sum(D(x)) with respect to x, keeping the
@@ -201,7 +270,9 @@ pub fn penalty(
         }
         PenaltyKind::R1 => input_gradient_norm_sq(d, real)?.mean_all()? * 0.5,
         PenaltyKind::R2 => input_gradient_norm_sq(d, fake)?.mean_all()? * 0.5,
-        PenaltyKind::PullAway => candle_core::bail!("pull-away regularises the generator, not D"),
+        PenaltyKind::PullAway | PenaltyKind::PathLength => {
+            candle_core::bail!("{} regularises the generator, not D", kind.name())
+        }
     }
 }
 

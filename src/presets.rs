@@ -40,6 +40,29 @@ fn sagan(c: &mut RunConfig, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// StyleGAN2 (Karras et al. 2020, config F's recipe, with StyleGAN2-ADA's choices where the
+/// paper's 1024x1024 settings do not carry over), at CPU widths: w_dim = nz = 256 (paper 512),
+/// ngf = ndf = 32 at 32x32 and 64x64 and 16 at 128x128 (so 128 to 256 channels at the widest;
+/// paper 512), 8 mapping layers, style mixing 0.9, minibatch stddev over groups of 4; the
+/// non-saturating loss with lazy R1 every 16 D steps, γ = 0.0002·S²/batch (ADA's heuristic),
+/// path length weight 2 every 4 steps; Adam (0, 0.99) at 0.0025 scaled by the lazy ratio
+/// (16/17 for D, 4/5 for G; ADA also rescales β2, which we do not); batch 32; G's EMA with a
+/// half-life of about 10k images.
+fn stylegan2(c: &mut RunConfig, size: usize) -> Result<()> {
+    let m = &mut c.model;
+    let width = if size >= 128 { 16 } else { 32 };
+    (m.arch, m.image_size, m.nz, m.ngf, m.ndf) = ("stylegan2".into(), size, 256, width, width);
+    (m.w_dim, m.mapping_layers, m.style_mixing, m.mbstd_group) = (Some(256), Some(8), Some(0.9), 4);
+    let t = &mut c.train;
+    t.batch_size = 32;
+    t.loss = "non-saturating".into();
+    let gamma = 0.0002 * (size * size) as f64 / t.batch_size as f64;
+    t.penalties = vec![PenaltyConfig::parse(&format!("r1:{gamma}:16"))?, PenaltyConfig::parse("path-length:2:4")?];
+    (t.lr_g, t.lr_d, t.beta1, t.beta2) = (0.0025 * 4.0 / 5.0, 0.0025 * 16.0 / 17.0, 0.0, 0.99);
+    t.ema_decay = 0.998;
+    Ok(())
+}
+
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "mlp-32",
@@ -241,6 +264,22 @@ pub const PRESETS: &[Preset] = &[
             c.train.penalties = vec![PenaltyConfig::parse("pull-away:0.1")?];
             Ok(())
         },
+    },
+    Preset {
+        name: "stylegan2-32",
+        about: "StyleGAN2 at 32x32 for quick runs (see stylegan2-64)",
+        apply: |c| stylegan2(c, 32),
+    },
+    Preset {
+        name: "stylegan2-64",
+        about:
+            "StyleGAN2 (Karras et al. 2020): w 256, ngf/ndf 32 (paper 512 channels), lazy R1, path length, mixing 0.9",
+        apply: |c| stylegan2(c, 64),
+    },
+    Preset {
+        name: "stylegan2-128",
+        about: "StyleGAN2 at 128x128, ngf/ndf 16 (128 channels at the widest)",
+        apply: |c| stylegan2(c, 128),
     },
 ];
 

@@ -1,7 +1,8 @@
 //! Every preset trains 200 steps on real CelebA faces at 64x64 (small widths) without
 //! NaN or inf, and its losses and penalty values land in stats.jsonl. The ResNet presets
 //! run at ngf = ndf = 4 (8 where attention needs it) with batch 4: the behaviour under
-//! test (the preset's recipe staying finite) does not need more, and CI's time does.
+//! test (the preset's recipe staying finite) does not need more, and CI's time does; the
+//! style presets likewise, with w_dim 32.
 
 mod common;
 use candle_core::Device;
@@ -41,7 +42,10 @@ fn run_preset(name: &str) {
     if cfg.model.image_size != 64 {
         return; // dcgan-32 and dcgan-128 are covered by the model shape tests
     }
-    let resnet = cfg.model.arch == "resnet";
+    let resnet = matches!(cfg.model.arch.as_str(), "resnet" | "stylegan2");
+    if cfg.model.w_dim.is_some() {
+        cfg.model.w_dim = Some(32);
+    }
     cfg.model.ngf = if resnet { 4 } else { 8 };
     cfg.model.ndf = if resnet && cfg.model.attention == 0 { 4 } else { 8 };
     cfg.model.nz = 32;
@@ -75,6 +79,9 @@ fn run_preset(name: &str) {
             assert!(v.is_finite() && *v >= 0.0, "{name}: {l:?}");
         }
         assert!(l.extra["logit_real"].is_finite() && l.extra["logit_fake"].is_finite());
+        if cfg.train.penalties.iter().any(|p| p.kind == "path-length") {
+            assert!(l.extra["pl_mean"] > 0.0 && l.extra["pl_mean"].is_finite(), "{name}: {l:?}");
+        }
     }
 }
 
@@ -111,4 +118,5 @@ preset_tests! {
     sagan_64 => "sagan-64",
     selfmod_64 => "selfmod-64",
     ebgan_64 => "ebgan-64",
+    stylegan2_64 => "stylegan2-64",
 }

@@ -100,6 +100,15 @@ pub struct TrainArgs {
     /// Dropout probability in D's hidden layers (mlp).
     #[arg(long)]
     d_dropout: Option<f64>,
+    /// Style families: size of the intermediate latent w (default: nz).
+    #[arg(long)]
+    w_dim: Option<usize>,
+    /// Style families: depth of the mapping network (default 8).
+    #[arg(long)]
+    mapping_layers: Option<usize>,
+    /// Style families: probability of style mixing in a training batch (default 0.9).
+    #[arg(long)]
+    style_mixing: Option<f64>,
     /// EBGAN's margin (loss ebgan).
     #[arg(long)]
     ebgan_margin: Option<f64>,
@@ -187,6 +196,9 @@ impl TrainArgs {
         set(&mut m.mbstd_group, self.mbstd_group);
         set(&mut m.self_modulation, self.self_modulation);
         set(&mut m.d_dropout, self.d_dropout);
+        m.w_dim = self.w_dim.or(m.w_dim);
+        m.mapping_layers = self.mapping_layers.or(m.mapping_layers);
+        m.style_mixing = self.style_mixing.or(m.style_mixing);
         let t = &mut c.train;
         set(&mut t.steps, self.steps);
         set(&mut t.batch_size, self.batch_size);

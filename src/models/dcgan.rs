@@ -24,6 +24,7 @@ pub const FAMILY: Family = Family {
     options: &[ModelOption::DNorm, ModelOption::DSpectralNorm, ModelOption::MinibatchStddev],
     d_aux: &[],
     energy_d: false,
+    w_space: false,
     build_generator: |c, dev, rng| Ok(Box::new(DcganGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(DcganDiscriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),

@@ -10,6 +10,8 @@ pub mod dcgan;
 pub mod ebgan;
 pub mod mlp;
 pub mod resnet;
+pub mod style;
+pub mod stylegan2;
 
 use crate::config::ModelConfig;
 use crate::nn::{Mode, Params};
@@ -27,11 +29,15 @@ pub struct Latent {
     pub z: Tensor,
     /// Conditioning labels, (N, L), for conditional families.
     pub labels: Option<Tensor>,
+    /// Style families: one seed per sample for its per-pixel noise inputs (None: no noise).
+    pub noise: Option<Vec<u64>>,
+    /// Style mixing: a second z, whose w drives the layers from this index on.
+    pub mix: Option<(Tensor, usize)>,
 }
 
 impl Latent {
     pub fn from_z(z: Tensor) -> Self {
-        Self { z, labels: None }
+        Self { z, labels: None, noise: None, mix: None }
     }
 
     pub fn batch_size(&self) -> Result<usize> {
@@ -44,7 +50,12 @@ impl Latent {
             Some(l) => Some(l.narrow(0, start, len)?),
             None => None,
         };
-        Ok(Self { z: self.z.narrow(0, start, len)?, labels })
+        let noise = self.noise.as_ref().map(|s| s[start..start + len].to_vec());
+        let mix = match &self.mix {
+            Some((z2, cutoff)) => Some((z2.narrow(0, start, len)?, *cutoff)),
+            None => None,
+        };
+        Ok(Self { z: self.z.narrow(0, start, len)?, labels, noise, mix })
     }
 }
 
@@ -57,10 +68,22 @@ pub trait Generator {
         Ok(Latent::from_z(rng.normal_tensor((n, self.latent_dim()), 0.0, 1.0, device)?))
     }
 
+    /// The latents of a training step: [`Self::sample_latent`], plus whatever regularisation
+    /// the family draws with them (style mixing).
+    fn sample_training_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
+        self.sample_latent(n, rng, device)
+    }
+
     /// Latents to images (N, 3, S, S) in [-1, 1].
     fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor>;
 
     fn params(&self) -> &Params;
+
+    /// The intermediate latent space W of a style-based generator (truncation, style mixing,
+    /// path length); None for the other families.
+    fn style(&self) -> Option<&dyn style::StyleGenerator> {
+        None
+    }
 }
 
 /// What a discriminator returns: one score per image, and named auxiliary outputs that
@@ -100,6 +123,9 @@ pub enum ModelOption {
     MinibatchStddev,
     SelfModulation,
     Dropout,
+    WDim,
+    MappingLayers,
+    StyleMixing,
 }
 
 impl ModelOption {
@@ -113,6 +139,9 @@ impl ModelOption {
             Self::MinibatchStddev => "mbstd_group",
             Self::SelfModulation => "self_modulation",
             Self::Dropout => "d_dropout",
+            Self::WDim => "w_dim",
+            Self::MappingLayers => "mapping_layers",
+            Self::StyleMixing => "style_mixing",
         }
     }
 
@@ -126,10 +155,13 @@ impl ModelOption {
             Self::MinibatchStddev => cfg.mbstd_group != 0,
             Self::SelfModulation => cfg.self_modulation,
             Self::Dropout => cfg.d_dropout != 0.0,
+            Self::WDim => cfg.w_dim.is_some(),
+            Self::MappingLayers => cfg.mapping_layers.is_some(),
+            Self::StyleMixing => cfg.style_mixing.is_some(),
         }
     }
 
-    const ALL: [ModelOption; 7] = [
+    const ALL: [ModelOption; 10] = [
         Self::DNorm,
         Self::GSpectralNorm,
         Self::DSpectralNorm,
@@ -137,6 +169,9 @@ impl ModelOption {
         Self::MinibatchStddev,
         Self::SelfModulation,
         Self::Dropout,
+        Self::WDim,
+        Self::MappingLayers,
+        Self::StyleMixing,
     ];
 }
 
@@ -154,6 +189,9 @@ pub struct Family {
     pub d_aux: &'static [&'static str],
     /// Whether D outputs energies (low on real data) for the `ebgan` loss, not logits.
     pub energy_d: bool,
+    /// Whether G has an intermediate latent space W ([`Generator::style`]): truncation,
+    /// style mixing and path-length regularisation apply.
+    pub w_space: bool,
     pub build_generator: BuildG,
     pub build_discriminator: BuildD,
     /// Checks of this family's own (image sizes it supports, where attention can go).
@@ -161,7 +199,12 @@ pub struct Family {
 }
 
 /// Every family, in the order `facegan presets` shows them.
-pub const FAMILIES: &[&Family] = &[&mlp::FAMILY, &dcgan::FAMILY, &resnet::FAMILY, &ebgan::FAMILY];
+pub const FAMILIES: &[&Family] = &[&mlp::FAMILY, &dcgan::FAMILY, &resnet::FAMILY, &ebgan::FAMILY, &stylegan2::FAMILY];
+
+/// The families with a W space, comma-separated (for messages).
+pub fn style_family_names() -> String {
+    FAMILIES.iter().filter(|f| f.w_space).map(|f| f.name).collect::<Vec<_>>().join(", ")
+}
 
 /// The family named `name`, or an error listing the valid names.
 pub fn family(name: &str) -> Result<&'static Family> {
@@ -194,6 +237,12 @@ pub fn validate(cfg: &ModelConfig) -> Result<()> {
     }
     if cfg.mbstd_group == 1 {
         bail!("model.mbstd_group 1 has no spread to measure; use 0 (off) or a group of 2 or more (4 as in the papers)");
+    }
+    if let Some(p) = cfg.style_mixing.filter(|p| !(0.0..=1.0).contains(p)) {
+        bail!("model.style_mixing {p} is a probability and must be in [0, 1]");
+    }
+    if cfg.w_dim == Some(0) || cfg.mapping_layers == Some(0) {
+        bail!("model.w_dim and model.mapping_layers must be at least 1");
     }
     if !(0.0..1.0).contains(&cfg.d_dropout) {
         bail!("model.d_dropout {} must be in [0, 1)", cfg.d_dropout);

@@ -43,6 +43,7 @@ pub const FAMILY: Family = Family {
     ],
     d_aux: &[],
     energy_d: false,
+    w_space: false,
     build_generator: |c, dev, rng| Ok(Box::new(ResnetGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(ResnetDiscriminator::new(c, dev, rng)?)),
     validate,

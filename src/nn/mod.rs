@@ -4,10 +4,14 @@
 //! `spectral`: spectral normalisation of a weight; `attention`: SAGAN self-attention;
 //! `modulated`: batch norm whose scale and shift come from a conditioning input
 //! (self-modulation, conditional batch norm); `stddev`: minibatch standard deviation;
-//! `resample`: nearest-neighbour upsampling and average pooling.
+//! `resample`: nearest-neighbour upsampling and average pooling, and StyleGAN's blurred forms;
+//! `equalized`: equalised-learning-rate linear and conv layers (StyleGAN);
+//! `modconv`: StyleGAN2's modulated convolution and the per-pixel noise inputs.
 
 pub mod attention;
+pub mod equalized;
 pub mod layers;
+pub mod modconv;
 pub mod modulated;
 pub mod params;
 pub mod resample;

@@ -15,6 +15,18 @@ pub fn avg_pool2x(x: &Tensor) -> Result<Tensor> {
     crate::ops::sum_pool2x_scaled(x, 0.25)
 }
 
+/// StyleGAN's blurred 2x upsampling: nearest, then the [1, 2, 1] blur; together the
+/// [1, 3, 3, 1] filter (bilinear weights 3/4 and 1/4).
+pub fn upsample2x_blur(x: &Tensor) -> Result<Tensor> {
+    crate::ops::blur121(&upsample2x(x)?)
+}
+
+/// StyleGAN's blurred 2x downsampling: the [1, 2, 1] blur, then 2x2 averages; together the
+/// [1, 3, 3, 1]/8 filter at stride 2.
+pub fn downsample2x_blur(x: &Tensor) -> Result<Tensor> {
+    avg_pool2x(&crate::ops::blur121(x)?)
+}
+
 /// (N, C, H, W) -> (N, C): the sum over every position (SN-GAN's global sum pooling).
 pub fn global_sum_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.sum(2)

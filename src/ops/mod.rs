@@ -25,7 +25,7 @@ pub use activation::{leaky_relu, tanh};
 pub use channel::channel_affine;
 pub use norm::{batch_norm, layer_norm};
 pub use pool::max_pool2x;
-pub use resample::{sum_pool2x_scaled, upsample2x_scaled};
+pub use resample::{blur121, sum_pool2x_scaled, upsample2x_scaled};
 pub use softmax::softmax_last;
 
 /// Largest absolute element difference of two tensors (unit tests).

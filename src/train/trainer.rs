@@ -16,7 +16,7 @@ use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
-use crate::penalty::{penalty, pull_away, PenaltyKind, Target};
+use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target};
 use crate::rng::Rng;
 use crate::sample::{fixed_latents, grid, FIXED_LATENTS_TAG};
 use anyhow::{bail, Context, Result};
@@ -85,6 +85,8 @@ pub struct Session {
     pub step: u64,
     loss: AdversarialLoss,
     penalties: Vec<(PenaltyKind, f64, u64)>,
+    /// Moving mean of the path lengths (path-length regulariser).
+    pub pl_mean: f64,
 }
 
 /// Per-step numbers for the logs, by name.
@@ -109,7 +111,20 @@ impl Session {
         let opt_d = Optimizer::from_name(&t.optimizer, d.params(), t.lr_d, t.beta1, t.beta2)?;
         let loss = AdversarialLoss::from_config(t)?;
         let penalties = t.penalties.iter().map(|p| (p.kind(), p.weight, p.every)).collect();
-        Ok(Self { cfg: cfg.clone(), device: device.clone(), g, d, g_ema, opt_g, opt_d, rng, step: 0, loss, penalties })
+        Ok(Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            g,
+            d,
+            g_ema,
+            opt_g,
+            opt_d,
+            rng,
+            step: 0,
+            loss,
+            penalties,
+            pl_mean: 0.0,
+        })
     }
 
     /// Restores a session from a full checkpoint; `cfg` may differ from the saved one
@@ -134,6 +149,11 @@ impl Session {
             .and_then(|r| Rng::from_state_string(r))
             .with_context(|| format!("{src}: RNG state missing or malformed"))?;
         s.step = ck.meta_u64("step")?;
+        if let Some(bits) = ck.meta.get("pl_mean") {
+            let bits =
+                u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
+            s.pl_mean = f64::from_bits(bits);
+        }
         Ok(s)
     }
 
@@ -148,6 +168,8 @@ impl Session {
         meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("opt_G.t".into(), self.opt_g.t.to_string());
         meta.insert("opt_D.t".into(), self.opt_d.t.to_string());
+        // Bit-exact, so that a resumed run continues the same moving mean.
+        meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
         checkpoint::write(path, &t, meta, false)
     }
 
@@ -192,7 +214,7 @@ impl Session {
         for (i, real) in reals.iter().enumerate() {
             // D main: real and detached fake.
             let n = real.dim(0)?;
-            let latent = self.g.sample_latent(n, &mut self.rng, &self.device)?;
+            let latent = self.g.sample_training_latent(n, &mut self.rng, &self.device)?;
             let labels = latent.labels.clone();
             let fake = self.g.forward(&latent, Mode::TRAIN)?;
             let real_in = self.with_noise(real, sigma)?;
@@ -237,7 +259,7 @@ impl Session {
         let (fake, labels) = if nc == 1 {
             (last_fake, last_labels)
         } else {
-            let latent = self.g.sample_latent(reals[0].dim(0)?, &mut self.rng, &self.device)?;
+            let latent = self.g.sample_training_latent(reals[0].dim(0)?, &mut self.rng, &self.device)?;
             (self.g.forward(&latent, Mode::TRAIN)?, latent.labels)
         };
         let fake_in = self.with_noise(&fake, sigma)?;
@@ -250,18 +272,46 @@ impl Session {
         let g_loss = self.loss.g_loss(real_logits.as_ref(), &out.logits)?;
         // G reg: regularisers of the generator, on their interval, scaled by it.
         let mut g_total = g_loss.clone();
+        let mut path = None;
         for &(kind, weight, every) in &self.penalties {
             if kind.target() != Target::G || !self.step.is_multiple_of(every) || weight == 0.0 {
                 continue;
             }
             let value = match kind {
                 PenaltyKind::PullAway => pull_away(out.aux.get("embedding").context("D gave no embedding")?)?,
+                PenaltyKind::PathLength => {
+                    // On half the batch, with the same latent distribution (mixing included).
+                    let n = (reals[0].dim(0)? / 2).max(1);
+                    let latent = self.g.sample_training_latent(n, &mut self.rng, &self.device)?;
+                    let sg = self.g.style().context("path length needs a generator with a W space")?;
+                    let pl = path_length(sg, &latent, Mode::TRAIN, self.pl_mean, &mut self.rng)?;
+                    self.pl_mean = pl.new_mean;
+                    stats.insert("pl_mean".into(), pl.new_mean);
+                    stats.insert("pl_length".into(), pl.mean_length);
+                    let value = pl.value.clone();
+                    path = Some(pl);
+                    value
+                }
                 other => bail!("{} is not a generator regulariser", other.name()),
             };
             stats.insert(format!("penalty_{}", kind.name()), value.to_scalar::<f32>()? as f64);
             g_total = (g_total + (value * (weight * every as f64))?)?;
         }
-        let grads = g_total.backward()?;
+        let mut grads = g_total.backward()?;
+        if let Some(surrogate) = path.as_ref().map(|pl| pl.mapping_surrogate(&grads)).transpose()?.flatten() {
+            // The path-length term's gradient through the ws into the mapping network.
+            let extra = surrogate.backward()?;
+            for (_, v) in self.g.params().trainable() {
+                if let Some(e) = extra.get(v.as_tensor()) {
+                    let sum = match grads.get(v.as_tensor()) {
+                        Some(g) => (g + e)?,
+                        None => e.clone(),
+                    };
+                    grads.insert(v.as_tensor(), sum);
+                }
+            }
+        }
+        drop(path);
         self.opt_g.step(self.g.params(), &grads)?;
         drop(grads);
 
