@@ -23,6 +23,11 @@ Measurements (see src/bench.rs; N = --batch-size):
                        Adam (0, 0.9)), then G's step with new fakes through D with frozen
                        weights, then the EMA; images/s counts the 5 N real images
   sagan64_train_step   the same for sagan-64: one D step, the fakes reused for G, TTUR
+  stylegan2_64_step_{plain,r1,pl}
+                       the stylegan2-64 preset's step (build_stylegan2, the same networks as
+                       facegan's) without its lazy regularisers, with R1 on D, and with path
+                       length on G (each every step): the amortised step is
+                       plain + (r1 - plain)/16 + (pl - plain)/4
   conv2d_fwd[_bwd]     F.conv2d, x (N,128,32,32), w (256,128,4,4), stride 2, padding 1
   conv_transpose2d_fwd[_bwd]  F.conv_transpose2d, x (N,256,16,16), w (256,128,4,4), stride 2,
                        padding 1 (_bwd: gradients wrt x and w from a gradient of ones)
@@ -40,6 +45,7 @@ includes the memory of the Python interpreter and of torch itself.
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
@@ -55,6 +61,9 @@ BENCH_NAMES = [
     "train_step",
     "sngan64_train_step",
     "sagan64_train_step",
+    "stylegan2_64_step_plain",
+    "stylegan2_64_step_r1",
+    "stylegan2_64_step_pl",
     "wgan_gp_critic_step",
     "conv2d_fwd",
     "conv2d_fwd_bwd",
@@ -269,6 +278,178 @@ def build_resnet(torch, size=64, nz=128, ngf=32, ndf=32, g_sn=False, attention=0
     return G(), D()
 
 
+def build_stylegan2(torch, size=64, nz=256, w_dim=256, ngf=32, ndf=32, mapping=8, mbstd=4):
+    """facegan's stylegan2 family (src/models/stylegan2.rs) layer for layer."""
+    import math
+
+    nn, F = torch.nn, torch.nn.functional
+
+    def width(base, res):
+        return min(base * size // res, 8 * base)
+
+    def lrelu(x):
+        return F.leaky_relu(x, 0.2) * math.sqrt(2)
+
+    blur_k = torch.tensor([1.0, 2.0, 1.0])
+    blur_k = (blur_k[:, None] * blur_k[None, :] / 16).view(1, 1, 3, 3)
+
+    def blur(x):
+        c = x.shape[1]
+        return F.conv2d(x, blur_k.expand(c, 1, 3, 3), padding=1, groups=c)
+
+    def up_blur(x):
+        return blur(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+    def down_blur(x):
+        return F.avg_pool2d(blur(x), 2)
+
+    class EqLinear(nn.Module):
+        def __init__(self, cin, cout, lr_mul=1.0, bias_init=0.0, act=False):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
+            self.bias = nn.Parameter(torch.full([cout], float(bias_init)))
+            self.wg, self.bg, self.act = lr_mul / math.sqrt(cin), lr_mul, act
+
+        def forward(self, x):
+            y = F.linear(x, self.weight * self.wg, self.bias * self.bg)
+            return lrelu(y) if self.act else y
+
+    class EqConv(nn.Module):
+        def __init__(self, cin, cout, k, bias=True, act=True):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+            self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+            self.wg, self.act, self.pad = 1 / math.sqrt(cin * k * k), act, k // 2
+
+        def forward(self, x):
+            y = F.conv2d(x, self.weight * self.wg, self.bias, padding=self.pad)
+            return lrelu(y) if self.act else y
+
+    class ModConv(nn.Module):
+        def __init__(self, cin, cout, k, demod):
+            super().__init__()
+            self.affine = EqLinear(w_dim, cin, bias_init=1.0)
+            self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+            self.demod, self.gain, self.pad = demod, 1.0 if demod else 1 / math.sqrt(cin * k * k), k // 2
+
+        def forward(self, x, w):
+            s = self.affine(w) * self.gain
+            y = F.conv2d(x * s[:, :, None, None], self.weight, padding=self.pad)
+            if self.demod:
+                d = (s.square() @ self.weight.square().sum([2, 3]).t() + 1e-8).rsqrt()
+                y = y * d[:, :, None, None]
+            return y
+
+    class Layer(nn.Module):
+        def __init__(self, cin, cout, up):
+            super().__init__()
+            self.conv, self.up = ModConv(cin, cout, 3, True), up
+            self.noise_strength = nn.Parameter(torch.zeros(1))
+            self.bias = nn.Parameter(torch.zeros(cout))
+
+        def forward(self, x, w):
+            x = up_blur(x) if self.up else x
+            y = self.conv(x, w)
+            noise = torch.randn(y.shape[0], 1, y.shape[2], y.shape[3])
+            return lrelu(y + noise * self.noise_strength + self.bias[None, :, None, None])
+
+    class ToRgb(nn.Module):
+        def __init__(self, cin):
+            super().__init__()
+            self.conv, self.bias = ModConv(cin, 3, 1, False), nn.Parameter(torch.zeros(3))
+
+        def forward(self, x, w):
+            return self.conv(x, w) + self.bias[None, :, None, None]
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mapping = nn.ModuleList(
+                [EqLinear(nz if i == 0 else w_dim, w_dim, 0.01, 0.0, True) for i in range(mapping)])
+            self.register_buffer("w_avg", torch.zeros(w_dim))
+            c4 = width(ngf, 4)
+            self.const = nn.Parameter(torch.randn(c4, 4, 4))
+            layers, rgbs, res = [Layer(c4, c4, False)], [ToRgb(c4)], 8
+            while res <= size:
+                cin, cout = width(ngf, res // 2), width(ngf, res)
+                layers += [Layer(cin, cout, True), Layer(cout, cout, False)]
+                rgbs.append(ToRgb(cout))
+                res *= 2
+            self.layers, self.rgbs = nn.ModuleList(layers), nn.ModuleList(rgbs)
+            self.num_ws = len(layers) + 1
+
+        def map(self, z):
+            x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+            for l in self.mapping:
+                x = l(x)
+            return x
+
+        def ws(self, z, z2=None, cutoff=None, track=False):
+            w = self.map(z)
+            if track:
+                with torch.no_grad():
+                    self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, 0.995))
+            ws = w[:, None, :].repeat(1, self.num_ws, 1)
+            if z2 is not None:
+                ws2 = self.map(z2)[:, None, :].repeat(1, self.num_ws, 1)
+                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], 1)
+            return ws
+
+        def synthesis(self, ws):
+            x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+            x = self.layers[0](x, ws[:, 0])
+            img = self.rgbs[0](x, ws[:, 1])
+            for b in range(1, len(self.rgbs)):
+                i, j = 2 * b - 1, 2 * b
+                x = self.layers[i](x, ws[:, i])
+                x = self.layers[j](x, ws[:, j])
+                img = up_blur(img) + self.rgbs[b](x, ws[:, j + 1])
+            return img
+
+    class DBlock(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv0, self.conv1 = EqConv(cin, cin, 3), EqConv(cin, cout, 3)
+            self.skip = EqConv(cin, cout, 1, bias=False, act=False)
+
+        def forward(self, x):
+            h = self.conv1(down_blur(self.conv0(x)))
+            return (h + self.skip(down_blur(x))) * math.sqrt(0.5)
+
+    def minibatch_stddev(x, group):
+        n, c, h, w = x.shape
+        g = min(group, n)
+        while n % g:
+            g -= 1
+        y = x.reshape(g, n // g, c, h, w)
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean([1, 2, 3])
+        y = y.reshape(1, n // g, 1, 1, 1).repeat(g, 1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, y], 1)
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fromrgb = EqConv(3, width(ndf, size), 1)
+            blocks, res = [], size
+            while res > 4:
+                blocks.append(DBlock(width(ndf, res), width(ndf, res // 2)))
+                res //= 2
+            self.blocks = nn.ModuleList(blocks)
+            c4 = width(ndf, 4)
+            self.conv = EqConv(c4 + (1 if mbstd else 0), c4, 3)
+            self.fc, self.out = EqLinear(c4 * 16, c4, act=True), EqLinear(c4, 1)
+
+        def forward(self, x):
+            h = self.fromrgb(x)
+            for b in self.blocks:
+                h = b(h)
+            if mbstd:
+                h = minibatch_stddev(h, mbstd)
+            return self.out(self.fc(self.conv(h).flatten(1))).flatten()
+
+    return Generator(), Discriminator()
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-size", type=int, default=64)
@@ -417,6 +598,66 @@ def main(argv):
         run(name, True, resnet_step)
         entries[-1]["images_per_s"] *= n_critic
         del rg, rd, r_ema, r_opt_g, r_opt_d
+
+    for name, r1, pl in [
+        ("stylegan2_64_step_plain", False, False),
+        ("stylegan2_64_step_r1", True, False),
+        ("stylegan2_64_step_pl", False, True),
+    ]:
+        if not selected(name):
+            continue
+        sg, sd = build_stylegan2(torch)
+        s_ema = build_stylegan2(torch)[0]
+        s_ema.load_state_dict(sg.state_dict())
+        print(f"{name}: G {sum(p.numel() for p in sg.parameters())} and D "
+              f"{sum(p.numel() for p in sd.parameters())} parameters", file=sys.stderr)
+        s_opt_g = torch.optim.Adam(sg.parameters(), lr=0.002, betas=(0.0, 0.99))
+        s_opt_d = torch.optim.Adam(sd.parameters(), lr=0.0025 * 16 / 17, betas=(0.0, 0.99))
+        s_real = torch.rand(n, NC, SIZE, SIZE) * 2 - 1
+        pl_mean = [0.0]
+
+        def latents(m):
+            z = torch.randn(m, 256)
+            if torch.rand([]) < 0.9:
+                return z, torch.randn(m, 256), int(torch.randint(1, sg.num_ws, []))
+            return z, None, None
+
+        def stylegan2_step(sg=sg, sd=sd, s_ema=s_ema, s_opt_g=s_opt_g, s_opt_d=s_opt_d, r1=r1, pl=pl):
+            # D: non-saturating loss on the real batch and detached fakes (+ R1 on the reals,
+            # from its own pass of D, as facegan's penalty does).
+            z, z2, cut = latents(n)
+            fake = sg.synthesis(sg.ws(z, z2, cut, track=True))
+            s_opt_d.zero_grad(set_to_none=True)
+            d_loss = F.softplus(-sd(s_real)).mean() + F.softplus(sd(fake.detach())).mean()
+            if r1:
+                x = s_real.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(sd(x).sum(), x, create_graph=True)
+                d_loss = d_loss + 0.0256 * 16 * 0.5 * g.square().flatten(1).sum(1).mean()
+            d_loss.backward()
+            s_opt_d.step()
+            # G: the same fakes through D with frozen weights (+ path length on half a batch).
+            sd.requires_grad_(False)
+            s_opt_g.zero_grad(set_to_none=True)
+            g_loss = F.softplus(-sd(fake)).mean()
+            if pl:
+                z, z2, cut = latents(n // 2)
+                ws = sg.ws(z, z2, cut)
+                img = sg.synthesis(ws)
+                y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+                (g,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
+                lengths = g.square().sum(2).mean(1).sqrt()
+                pl_mean[0] += (lengths.mean().item() - pl_mean[0]) * 0.01
+                g_loss = g_loss + 2.0 * 4 * (lengths - pl_mean[0]).square().mean()
+            g_loss.backward()
+            s_opt_g.step()
+            sd.requires_grad_(True)
+            with torch.no_grad():
+                torch._foreach_lerp_(list(s_ema.parameters()), list(sg.parameters()), 1 - 0.998)
+                for b_ema, b in zip(s_ema.buffers(), sg.buffers()):
+                    b_ema.copy_(b)
+
+        run(name, True, stylegan2_step)
+        del sg, sd, s_ema, s_opt_g, s_opt_d
 
     opt_c = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.9))
 

@@ -17,6 +17,8 @@
 //! | `wgan_gp_critic_step`       | wgan-gp-64's layer-norm critic: G(z) without graph, WGAN D loss + 10 × gradient penalty (a double backward), backward, Adam step |
 //! | `sngan64_train_step`        | [`Session::train_step`] of the sngan-64 preset (ResNet, SN in D, hinge, 5 D steps with a real batch each, then G): images/s counts the 5·N real images |
 //! | `sagan64_train_step`        | the same for sagan-64 (SN in G and D, attention at 32x32, one D step) |
+//! | `stylegan2_64_step_plain`   | [`Session::train_step`] of stylegan2-64 without its lazy regularisers |
+//! | `stylegan2_64_step_r1`, `_pl` | the same with R1 on D, or path length on G, every step: the amortised step is plain + (r1 − plain)/16 + (pl − plain)/4 |
 //! | `conv2d_fwd[_bwd]`          | [`ops::conv2d`] of x (N,128,32,32) by w (256,128,4,4), stride 2, padding 1 (`_bwd`: backward to x and w from a gradient of ones) |
 //! | `conv_transpose2d_fwd[_bwd]`| [`ops::conv_transpose2d`] of x (N,256,16,16) by w (256,128,4,4), stride 2, padding 1 |
 //! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
@@ -52,6 +54,9 @@ pub const BENCH_NAMES: &[&str] = &[
     "train_step",
     "sngan64_train_step",
     "sagan64_train_step",
+    "stylegan2_64_step_plain",
+    "stylegan2_64_step_r1",
+    "stylegan2_64_step_pl",
     "wgan_gp_critic_step",
     "conv2d_fwd",
     "conv2d_fwd_bwd",
@@ -336,6 +341,24 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
             .map(|_| rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev))
             .collect::<candle_core::Result<Vec<_>>>()?;
         b.run(name, Some(n * nc), || s.train_step(&reals).map(drop))?;
+    }
+
+    for (name, keep) in
+        [("stylegan2_64_step_plain", ""), ("stylegan2_64_step_r1", "r1"), ("stylegan2_64_step_pl", "path-length")]
+    {
+        if !b.selected(name) {
+            continue;
+        }
+        let mut cfg = RunConfig::preset("stylegan2-64")?;
+        cfg.train.batch_size = n;
+        // Only the regulariser measured, every step, at the preset's weight times its interval.
+        cfg.train.penalties.retain(|p| p.kind == keep);
+        for p in &mut cfg.train.penalties {
+            (p.weight, p.every) = (p.weight * p.every as f64, 1);
+        }
+        let mut s = Session::new(&cfg, &dev)?;
+        let real = rng.uniform_tensor((n, 3, size, size), -1.0, 1.0, &dev)?;
+        b.run(name, Some(n), || s.train_step(std::slice::from_ref(&real)).map(drop))?;
     }
 
     if b.selected("wgan_gp_critic_step") {

@@ -314,6 +314,17 @@ mod tests {
         assert_eq!((width(32, 64, 4), width(32, 64, 8), width(32, 64, 16), width(32, 64, 64)), (256, 256, 128, 32));
     }
 
+    /// The stylegan2-64 preset's networks have the parameter counts of their PyTorch twin in
+    /// scripts/bench_torch.py (`build_stylegan2`, counted with torch 2.15).
+    #[test]
+    fn preset_parameter_counts_match_the_pytorch_twin() {
+        let c = crate::presets::preset("stylegan2-64").unwrap().model;
+        let mut rng = Rng::new(0);
+        let g = StyleGan2Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let d = StyleGan2Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!((g.params().num_parameters(), d.params().num_parameters()), (3_443_192, 3_511_585));
+    }
+
     /// ψ = 1 is the identity; ψ = 0 gives the image of w_avg for every z.
     #[test]
     fn truncation_identity_and_average_face() {

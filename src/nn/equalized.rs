@@ -13,7 +13,7 @@ use candle_core::{Result, Tensor, Var};
 
 /// StyleGAN's activation: LeakyReLU with slope 0.2, times sqrt(2).
 pub fn lrelu_gain(x: &Tensor) -> Result<Tensor> {
-    crate::ops::leaky_relu(x, 0.2)? * std::f64::consts::SQRT_2
+    crate::ops::leaky_relu_gain(x, 0.2, std::f64::consts::SQRT_2)
 }
 
 /// A fully connected layer with an equalised learning rate.

@@ -14,6 +14,7 @@
 use super::equalized::EqLinear;
 use super::layers::weight;
 use super::{Mode, Params};
+use crate::ops::scale_nc;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, Var};
 
@@ -59,15 +60,13 @@ impl ModulatedConv2d {
     /// The fast form: `x` (N, C_in, H, W) scaled by the styles, one shared convolution, the
     /// output scaled by the demodulation factors. `w` is (N, w_dim).
     pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (n, cin, _, _) = x.dims4()?;
         let s = self.styles(w, mode)?;
         let k = self.w.dim(3)?;
-        let y = crate::ops::conv2d(&x.broadcast_mul(&s.reshape((n, cin, 1, 1))?)?, &weight(&self.w, mode), 1, k / 2)?;
+        let y = crate::ops::conv2d(&scale_nc(x, &s)?, &weight(&self.w, mode), 1, k / 2)?;
         if !self.demodulate {
             return Ok(y);
         }
-        let cout = self.w.dim(0)?;
-        y.broadcast_mul(&self.demodulation(&s, mode)?.reshape((n, cout, 1, 1))?)
+        scale_nc(&y, &self.demodulation(&s, mode)?)
     }
 
     /// The paper's form: each sample convolved with its own modulated (and demodulated)

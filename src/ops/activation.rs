@@ -15,21 +15,27 @@ const CHUNK: usize = 1 << 14;
 
 /// `x` where positive, `slope · x` elsewhere.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    leaky_relu_gain(x, slope, 1.0)
+}
+
+/// `gain · leaky_relu(x, slope)` in the same one pass (StyleGAN's activation has gain sqrt(2)).
+pub fn leaky_relu_gain(x: &Tensor, slope: f64, gain: f64) -> Result<Tensor> {
     if !super::is_fast_cpu(x) {
-        return x.maximum(&(x * slope)?);
+        return x.maximum(&(x * slope)?)? * gain;
     }
-    x.contiguous()?.apply_op1(LeakyRelu { slope })
+    x.contiguous()?.apply_op1(LeakyRelu { slope, gain })
 }
 
 /// `grad · (x > 0 ? 1 : slope)`: the backward pass of [`leaky_relu`]. `x` may be the
 /// activation's output instead of its input (same sign; for ReLU, zero where the input was not
 /// positive).
 pub(crate) fn leaky_relu_grad(grad: &Tensor, x: &Tensor, slope: f64) -> Result<Tensor> {
-    grad.contiguous()?.apply_op2(&x.contiguous()?, LeakyReluGrad { slope })
+    grad.contiguous()?.apply_op2(&x.contiguous()?, LeakyReluGrad { slope, gain: 1.0 })
 }
 
 struct LeakyRelu {
     slope: f64,
+    gain: f64,
 }
 
 fn map<T: Copy + Send + Sync + Default>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
@@ -60,15 +66,15 @@ impl CustomOp1 for LeakyRelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = match s {
             CpuStorage::F32(v) => {
-                let k = self.slope as f32;
+                let (p, k) = (self.gain as f32, (self.slope * self.gain) as f32);
                 CpuStorage::F32(map(super::contiguous_slice(v, l, self.name())?, move |x| {
-                    x * if x > 0.0 { 1.0 } else { k }
+                    x * if x > 0.0 { p } else { k }
                 }))
             }
             CpuStorage::F64(v) => {
-                let k = self.slope;
+                let (p, k) = (self.gain, self.slope * self.gain);
                 CpuStorage::F64(map(super::contiguous_slice(v, l, self.name())?, move |x| {
-                    x * if x > 0.0 { 1.0 } else { k }
+                    x * if x > 0.0 { p } else { k }
                 }))
             }
             _ => bail!("leaky-relu: f32 or f64 only"),
@@ -77,12 +83,15 @@ impl CustomOp1 for LeakyRelu {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(leaky_relu_grad(grad, arg, self.slope)?))
+        let op = LeakyReluGrad { slope: self.slope, gain: self.gain };
+        Ok(Some(grad.contiguous()?.apply_op2(&arg.contiguous()?, op)?))
     }
 }
 
+/// `grad · gain · (x > 0 ? 1 : slope)`.
 struct LeakyReluGrad {
     slope: f64,
+    gain: f64,
 }
 
 impl CustomOp2 for LeakyReluGrad {
@@ -97,14 +106,14 @@ impl CustomOp2 for LeakyReluGrad {
         let name = self.name();
         let out = match (s1, s2) {
             (CpuStorage::F32(g), CpuStorage::F32(x)) => {
-                let k = self.slope as f32;
+                let (p, k) = (self.gain as f32, (self.slope * self.gain) as f32);
                 let (g, x) = (super::contiguous_slice(g, l1, name)?, super::contiguous_slice(x, l2, name)?);
-                CpuStorage::F32(zip_map(g, x, move |g, x| g * if x > 0.0 { 1.0 } else { k }))
+                CpuStorage::F32(zip_map(g, x, move |g, x| g * if x > 0.0 { p } else { k }))
             }
             (CpuStorage::F64(g), CpuStorage::F64(x)) => {
-                let k = self.slope;
+                let (p, k) = (self.gain, self.slope * self.gain);
                 let (g, x) = (super::contiguous_slice(g, l1, name)?, super::contiguous_slice(x, l2, name)?);
-                CpuStorage::F64(zip_map(g, x, move |g, x| g * if x > 0.0 { 1.0 } else { k }))
+                CpuStorage::F64(zip_map(g, x, move |g, x| g * if x > 0.0 { p } else { k }))
             }
             _ => bail!("leaky-relu-grad: f32 or f64, both the same"),
         };
@@ -116,7 +125,8 @@ impl CustomOp2 for LeakyReluGrad {
     /// x depends on variables).
     fn bwd(&self, _grad: &Tensor, x: &Tensor, _res: &Tensor, gg: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = super::cpu::needed(x).then(|| x.zeros_like()).transpose()?;
-        Ok((Some(leaky_relu_grad(gg, x, self.slope)?), dx))
+        let op = LeakyReluGrad { slope: self.slope, gain: self.gain };
+        Ok((Some(gg.contiguous()?.apply_op2(&x.contiguous()?, op)?), dx))
     }
 }
 

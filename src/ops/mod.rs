@@ -15,14 +15,16 @@ mod cpu;
 pub(crate) mod eager;
 mod gather;
 mod kernels;
+mod modulate;
 mod norm;
 mod phases;
 mod pool;
 mod resample;
 mod softmax;
 
-pub use activation::{leaky_relu, tanh};
+pub use activation::{leaky_relu, leaky_relu_gain, tanh};
 pub use channel::channel_affine;
+pub use modulate::{dot_nc, scale_nc};
 pub use norm::{batch_norm, layer_norm};
 pub use pool::max_pool2x;
 pub use resample::{blur121, sum_pool2x_scaled, upsample2x_scaled};
@@ -70,7 +72,7 @@ pub(crate) fn is_fast_cpu(t: &Tensor) -> bool {
 }
 
 /// Whether the fast CPU kernels handle these arguments.
-fn use_cpu_kernels(a: &Tensor, b: &Tensor) -> bool {
+pub(crate) fn use_cpu_kernels(a: &Tensor, b: &Tensor) -> bool {
     a.device().is_cpu() && b.device().is_cpu() && a.dtype() == b.dtype() && matches!(a.dtype(), DType::F32 | DType::F64)
 }
 
