@@ -196,12 +196,13 @@ impl PathLength {
 /// The path-length regulariser of `g` on `latent` (StyleGAN2): the images' gradient along a
 /// random image-shaped direction y (N(0, 1)/sqrt(H·W)) with respect to the ws, its length
 /// sqrt(mean over ws of Σ_dim grad²) per sample, and the squared deviation from the moving
-/// mean `mean` (updated with decay [`PATH_LENGTH_DECAY`]).
+/// mean `mean`, first moved towards this batch's mean length by `decay` (the trainer's is
+/// [`PATH_LENGTH_DECAY`]; 0 keeps it fixed, for gradient checks).
 pub fn path_length(
     g: &dyn crate::models::style::StyleGenerator,
     latent: &crate::models::Latent,
     mode: crate::nn::Mode,
-    mean: f64,
+    (mean, decay): (f64, f64),
     rng: &mut Rng,
 ) -> candle_core::Result<PathLength> {
     let ws = crate::models::style::latent_ws(g, latent, None, mode)?;
@@ -215,7 +216,7 @@ pub fn path_length(
         .ok_or_else(|| candle_core::Error::Msg("the images do not depend on the ws".into()))?;
     let lengths = gw.sqr()?.sum(2)?.mean(1)?.sqrt()?;
     let mean_length = lengths.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let new_mean = mean + (mean_length - mean) * PATH_LENGTH_DECAY;
+    let new_mean = mean + (mean_length - mean) * decay;
     let value = (lengths - new_mean)?.sqr()?.mean_all()?;
     Ok(PathLength { value, mean_length, new_mean, ws, ws_leaf })
 }

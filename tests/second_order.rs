@@ -196,3 +196,127 @@ fn zoo_layers_penalty_gradient_equals_finite_differences() {
     }
     assert!(checked >= 30, "{checked}");
 }
+
+/// A small StyleGAN2 in f64: (tensor name, index) samples of every parameter tensor, and
+/// the check that `grads` (autograd) matches central differences of `value`.
+fn check_against_finite_differences(
+    params: &facegan::nn::Params,
+    grads: &std::collections::HashMap<String, Vec<f64>>,
+    value: &dyn Fn() -> f64,
+    what: &str,
+) -> usize {
+    let dev = Device::Cpu;
+    let mut checked = 0;
+    for (name, var) in params.trainable() {
+        let g = grads.get(name).cloned().unwrap_or_else(|| vec![0.0; var.elem_count()]);
+        let w0 = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in (0..w0.len()).step_by(w0.len().div_ceil(3)) {
+            let at = |delta: f64| {
+                let mut w = w0.clone();
+                w[i] += delta;
+                var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap()).unwrap();
+                let v = value();
+                var.set(&Tensor::from_vec(w0.clone(), var.dims(), &dev).unwrap()).unwrap();
+                v
+            };
+            let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()),
+                "{what}: {name}[{i}]: finite difference {fd}, autograd {}",
+                g[i]
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+fn tiny_stylegan2() -> facegan::config::ModelConfig {
+    facegan::config::ModelConfig {
+        arch: "stylegan2".into(),
+        image_size: 16,
+        nz: 4,
+        ngf: 2,
+        ndf: 2,
+        w_dim: Some(4),
+        mapping_layers: Some(2),
+        mbstd_group: 2,
+        ..Default::default()
+    }
+}
+
+/// StyleGAN2's path-length regulariser through the modulated network (mapping, modulated and
+/// demodulated convolutions, noise, blurred upsampling, skip toRGBs), with its gradient into
+/// the mapping network by the chain rule through the ws: every parameter's gradient equals
+/// central differences (the moving mean held fixed).
+#[test]
+fn path_length_gradient_through_stylegan2_equals_finite_differences() {
+    use facegan::models::style::StyleGenerator;
+    use facegan::models::stylegan2::StyleGan2Generator;
+    use facegan::models::Generator;
+    use facegan::nn::{Mode, Params};
+    facegan::enable_second_order_gradients();
+    let dev = Device::Cpu;
+    let mut rng = facegan::rng::Rng::new(31);
+    let g = StyleGan2Generator::in_params(&tiny_stylegan2(), Params::with_dtype(&dev, DType::F64), &mut rng).unwrap();
+    // Non-zero noise strengths, so that the noise path is exercised too.
+    for (name, v) in g.params().trainable() {
+        if name.ends_with("noise_strength") {
+            v.set(&Tensor::new(&[0.3f64], &dev).unwrap()).unwrap();
+        }
+    }
+    let mut latent = g.sample_latent(2, &mut rng, &dev).unwrap();
+    latent.z = latent.z.to_dtype(DType::F64).unwrap();
+    latent.mix = Some((rng.normal_tensor((2, 4), 0.0, 1.0, &dev).unwrap().to_dtype(DType::F64).unwrap(), 2));
+    let pl = |seed| {
+        let sg: &dyn StyleGenerator = &g;
+        facegan::penalty::path_length(sg, &latent, Mode::TRAIN, (0.4, 0.0), &mut facegan::rng::Rng::new(seed)).unwrap()
+    };
+    let p = pl(5);
+    let grads = p.value.backward().unwrap();
+    let extra = p.mapping_surrogate(&grads).unwrap().expect("the ws get a gradient").backward().unwrap();
+    let mut by_name = std::collections::HashMap::new();
+    for (name, v) in g.params().trainable() {
+        let a = grads.get(v.as_tensor()).map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+        let b = extra.get(v.as_tensor()).map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+        let sum = match (a, b) {
+            (Some(a), Some(b)) => a.iter().zip(&b).map(|(x, y)| x + y).collect(),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => continue,
+        };
+        by_name.insert(name.clone(), sum);
+    }
+    assert!(by_name.keys().any(|k| k.starts_with("mapping.")), "the regulariser reaches the mapping network");
+    let value = || pl(5).value.to_scalar::<f64>().unwrap();
+    let checked = check_against_finite_differences(g.params(), &by_name, &value, "path length");
+    assert!(checked >= 60, "{checked}");
+}
+
+/// R1 through StyleGAN2's residual discriminator (equalised-LR convolutions, blurred
+/// downsampling, minibatch stddev, the fully connected epilogue).
+#[test]
+fn r1_gradient_through_the_stylegan2_discriminator_equals_finite_differences() {
+    use facegan::models::stylegan2::StyleGan2Discriminator;
+    use facegan::models::Discriminator;
+    use facegan::nn::{Mode, Params};
+    use facegan::penalty::{penalty as zoo, PenaltyKind};
+    facegan::enable_second_order_gradients();
+    let dev = Device::Cpu;
+    let mut rng = facegan::rng::Rng::new(32);
+    let d =
+        StyleGan2Discriminator::in_params(&tiny_stylegan2(), Params::with_dtype(&dev, DType::F64), &mut rng).unwrap();
+    let x = rng.normal_tensor((4, 3, 16, 16), 0.0, 1.0, &dev).unwrap().to_dtype(DType::F64).unwrap();
+    let value = || {
+        let critic = |inp: &Tensor| d.forward(inp, None, Mode::TRAIN);
+        zoo(PenaltyKind::R1, &critic, &x, &x, &mut facegan::rng::Rng::new(1)).unwrap()
+    };
+    let grads = value().backward().unwrap();
+    let mut by_name = std::collections::HashMap::new();
+    for (name, v) in d.params().trainable() {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            by_name.insert(name.clone(), g.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+        }
+    }
+    let checked = check_against_finite_differences(d.params(), &by_name, &|| value().to_scalar::<f64>().unwrap(), "R1");
+    assert!(checked >= 40, "{checked}");
+}

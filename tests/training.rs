@@ -9,6 +9,7 @@ use facegan::data::cache::{prepare, Dataset, PrepareOptions};
 use facegan::data::preprocess::CropResize;
 use facegan::models::Latent;
 use facegan::nn::Mode;
+use facegan::penalty::PenaltyConfig;
 use facegan::train::{checkpoint, train, trainer::Session, TrainOptions};
 use std::path::Path;
 
@@ -362,7 +363,8 @@ fn a_newer_checkpoint_format_is_refused_by_name() {
 
 /// Resume is bitwise for the zoo's stateful layers: spectral norm's u and v (in G and D,
 /// attention included), minibatch stddev, with n_critic = 2; and MLP dropout, whose masks
-/// come from the run's RNG. Every tensor of the checkpoint, buffers included, is equal.
+/// come from the run's RNG; StyleGAN2's w_avg and path-length mean. Every tensor of the
+/// checkpoint, buffers included, is equal.
 #[test]
 fn resume_is_bitwise_with_spectral_norm_attention_and_dropout() {
     facegan::enable_second_order_gradients();
@@ -375,7 +377,15 @@ fn resume_is_bitwise_with_spectral_norm_attention_and_dropout() {
     (sn.train.loss, sn.train.n_critic) = ("hinge".into(), 2);
     let mut mlp = tiny_config(&data);
     (mlp.model.arch, mlp.model.d_dropout) = ("mlp".into(), 0.5);
-    for (name, cfg) in [("sn", sn), ("mlp", mlp)] {
+    // StyleGAN2: w_avg (a buffer), the path-length mean (checkpoint metadata), style mixing and
+    // noise seeds from the run's RNG; lazy R1 and path length fall before and after the resume.
+    let mut style = tiny_config(&data);
+    let m = &mut style.model;
+    (m.arch, m.ngf, m.ndf, m.mbstd_group) = ("stylegan2".into(), 4, 4, 2);
+    (m.w_dim, m.mapping_layers, m.style_mixing) = (Some(8), Some(2), Some(0.9));
+    style.train.penalties =
+        vec![PenaltyConfig::parse("r1:1:4").unwrap(), PenaltyConfig::parse("path-length:2:2").unwrap()];
+    for (name, cfg) in [("sn", sn), ("mlp", mlp), ("style", style)] {
         let a = train(opts(&cfg, &t.path().join(format!("{name}-a")), false, None)).unwrap();
         train(opts(&cfg, &t.path().join(format!("{name}-b")), false, Some(3))).unwrap();
         let b = train(opts(&cfg, &t.path().join(format!("{name}-b")), true, None)).unwrap();
@@ -392,6 +402,11 @@ fn resume_is_bitwise_with_spectral_norm_attention_and_dropout() {
             assert!(va == vb, "{name}: {na} differs after resume");
         }
         assert_eq!(ca.meta["rng"], cb.meta["rng"]);
+        if name == "style" {
+            assert!(fa.iter().any(|(n, v)| n == "G.buffers.mapping.w_avg" && v.iter().any(|x| *x != 0.0)));
+            assert_ne!(ca.meta["pl_mean"], format!("{:016x}", 0f64.to_bits()), "path length ran");
+            assert_eq!(ca.meta["pl_mean"], cb.meta["pl_mean"]);
+        }
     }
 }
 

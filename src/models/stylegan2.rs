@@ -121,7 +121,11 @@ pub struct StyleGan2Generator {
 
 impl StyleGan2Generator {
     pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Self> {
-        let mut p = Params::new(device);
+        Self::in_params(cfg, Params::new(device), rng)
+    }
+
+    /// The generator with its tensors in `p` (empty; f64 for gradient checks).
+    pub fn in_params(cfg: &ModelConfig, mut p: Params, rng: &mut Rng) -> Result<Self> {
         let w_dim = cfg.w_dim.unwrap_or(cfg.nz);
         let mapping = Mapping::new(&mut p, rng, cfg.nz, w_dim, cfg.mapping_layers.unwrap_or(MAPPING_LAYERS))?;
         let size = cfg.image_size;
@@ -232,7 +236,11 @@ pub struct StyleGan2Discriminator {
 
 impl StyleGan2Discriminator {
     pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<Self> {
-        let mut p = Params::new(device);
+        Self::in_params(cfg, Params::new(device), rng)
+    }
+
+    /// The discriminator with its tensors in `p` (empty; f64 for gradient checks).
+    pub fn in_params(cfg: &ModelConfig, mut p: Params, rng: &mut Rng) -> Result<Self> {
         let size = cfg.image_size;
         let wd = |r: usize| width(cfg.ndf, size, r);
         let from_rgb = EqConv2d::new(&mut p, rng, "b_top.fromrgb", (3, wd(size), 1), true, true)?;

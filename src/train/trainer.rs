@@ -16,7 +16,7 @@ use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
-use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target};
+use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target, PATH_LENGTH_DECAY};
 use crate::rng::Rng;
 use crate::sample::{fixed_latents, grid, FIXED_LATENTS_TAG};
 use anyhow::{bail, Context, Result};
@@ -284,7 +284,7 @@ impl Session {
                     let n = (reals[0].dim(0)? / 2).max(1);
                     let latent = self.g.sample_training_latent(n, &mut self.rng, &self.device)?;
                     let sg = self.g.style().context("path length needs a generator with a W space")?;
-                    let pl = path_length(sg, &latent, Mode::TRAIN, self.pl_mean, &mut self.rng)?;
+                    let pl = path_length(sg, &latent, Mode::TRAIN, (self.pl_mean, PATH_LENGTH_DECAY), &mut self.rng)?;
                     self.pl_mean = pl.new_mean;
                     stats.insert("pl_mean".into(), pl.new_mean);
                     stats.insert("pl_length".into(), pl.mean_length);
