@@ -120,9 +120,9 @@ fn checkpoint_round_trip_and_generate_determinism() {
     let gen = t.path().join("g.safetensors");
     s.save_generator(&gen, true).unwrap();
     let (g, gcfg) = facegan::sample::generate::load_generator(&gen, &Device::Cpu).unwrap();
-    let x1 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu).unwrap();
-    let x2 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu).unwrap();
-    let x3 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 4, &Device::Cpu).unwrap();
+    let x1 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu, None).unwrap();
+    let x2 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu, None).unwrap();
+    let x3 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 4, &Device::Cpu, None).unwrap();
     assert_eq!(x1.dims(), &[5, 3, 32, 32]);
     let d = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(d(&x1, &x2), 0.0);
@@ -318,7 +318,7 @@ fn checkpoint_from_before_the_families_loads_generates_and_resumes() {
     let t = tempfile::tempdir().unwrap();
     let faces_of = |ck: &Path, name: &str| {
         let (g, cfg) = load_generator(ck, &Device::Cpu).unwrap();
-        let x = generate(g.as_ref(), &cfg, 4, 3, &Device::Cpu).unwrap();
+        let x = generate(g.as_ref(), &cfg, 4, 3, &Device::Cpu, None).unwrap();
         let out = t.path().join(name);
         write_faces(&x, &out, 4).unwrap();
         std::fs::read(out).unwrap()
@@ -529,4 +529,99 @@ fn report_page_is_self_contained_and_renders() {
     assert!(console.is_empty(), "console messages: {console:?}");
     assert!(dom.contains("data-ready=\"3\""), "the page's script did not run to its end");
     assert!(dom.contains("step 6 (3 of 3)"), "the newest grid is not the one shown");
+}
+
+/// A style family from the command line: train a tiny StyleGAN2, then truncation (ψ = 1 is the
+/// untruncated output byte for byte, ψ = 0 collapses the faces towards w_avg's), the mixing and
+/// noise figures and a walk GIF; and the clear refusals (no W space, cutoff beyond the layers,
+/// ψ outside [0, 1], style options or path length on a family without W).
+#[test]
+fn style_family_truncation_figures_and_refusals_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let (ok, out) = run(&[
+        "train",
+        "--preset",
+        "stylegan2-32",
+        "--data",
+        d,
+        "--out",
+        r,
+        "--steps",
+        "3",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--nz",
+        "8",
+        "--w-dim",
+        "8",
+        "--mapping-layers",
+        "2",
+        "--batch-size",
+        "4",
+    ]);
+    assert!(ok, "{out}");
+    let ck = run_dir.join("checkpoints/step-0000003.safetensors");
+    let ck = ck.to_str().unwrap();
+    let png = |name: &str| t.path().join(name).to_str().unwrap().to_string();
+    let faces = |file: &str, extra: &[&str]| {
+        let out = png(file);
+        let mut args = vec!["generate", "--checkpoint", ck, "--count", "4", "--columns", "4", "--out", &out];
+        args.extend_from_slice(extra);
+        let (ok, text) = run(&args);
+        assert!(ok, "{text}");
+        image::open(&out).unwrap().to_rgb8()
+    };
+    let plain = faces("plain.png", &[]);
+    assert_eq!(plain, faces("psi1.png", &["--truncation", "1"]));
+    let spread = |img: &image::RgbImage| {
+        // Mean absolute difference of faces 1..3 from face 0 (32 px faces, 2 px padding).
+        let face = |k: u32| image::imageops::crop_imm(img, 2 + k * 34, 2, 32, 32).to_image();
+        let f0 = face(0);
+        (1..4)
+            .map(|k| face(k).pixels().zip(f0.pixels()).map(|(a, b)| (a[0] as f64 - b[0] as f64).abs()).sum::<f64>())
+            .sum::<f64>()
+    };
+    let collapsed = faces("psi0.png", &["--truncation", "0"]);
+    assert!(spread(&collapsed) < 0.5 * spread(&plain), "{} vs {}", spread(&collapsed), spread(&plain));
+    for (cmd, file) in [("mix", "mix.png"), ("noise", "noise.png")] {
+        let out = png(file);
+        let (ok, text) = run(&[cmd, "--checkpoint", ck, "--out", &out]);
+        assert!(ok, "{text}");
+        let img = image::open(&out).unwrap().to_rgb8();
+        // mix: 5 columns, a row of sources and 3 bands of 3 rows; noise: 4 draws and the std map, 3 rows.
+        let want = if cmd == "mix" { (5 * 34, 10 * 34) } else { (5 * 34, 3 * 34) };
+        assert_eq!(img.dimensions(), (want.0 + 2, want.1 + 2), "{cmd}");
+    }
+    let gif = png("walk.gif");
+    let (ok, text) = run(&["interpolate", "--checkpoint", ck, "--count", "4", "--frames", "3", "--out", &gif]);
+    assert!(ok, "{text}");
+    let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap()))
+        .map(|d| image::AnimationDecoder::into_frames(d).count())
+        .unwrap();
+    assert_eq!(frames, 4 * 3);
+    // Refusals.
+    let shipped = env!("CARGO_MANIFEST_DIR").to_string() + "/models/dcgan64-celeba.safetensors";
+    for (args, want) in [
+        (vec!["generate", "--checkpoint", &shipped, "--truncation", "0.7"], "dcgan, which has none"),
+        (vec!["mix", "--checkpoint", &shipped], "dcgan, which has none"),
+        (vec!["generate", "--checkpoint", ck, "--truncation", "0.7", "--truncation-cutoff", "99"], "must be 1 to 8"),
+        (vec!["generate", "--checkpoint", ck, "--truncation", "1.5"], "must be in [0, 1]"),
+        (vec!["generate", "--checkpoint", ck, "--truncation-cutoff", "2"], "needs --truncation"),
+        (vec!["mix", "--checkpoint", ck, "--styles", "fine,huge"], "huge"),
+        (vec!["train", "--data", d, "--out", r, "--arch", "dcgan", "--w-dim", "8"], "w_dim does not apply"),
+        (vec!["train", "--data", d, "--out", r, "--penalty", "path-length"], "which the dcgan family does not have"),
+        (
+            vec!["train", "--preset", "stylegan2-32", "--data", d, "--out", r, "--style-mixing", "2"],
+            "must be in [0, 1]",
+        ),
+    ] {
+        let (ok, text) = run(&args);
+        assert!(!ok && text.contains(want), "{args:?}: {text}");
+    }
 }

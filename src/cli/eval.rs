@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use facegan::device::parse_device;
 use facegan::metrics::{evaluate, parse_metrics, EvalOptions, Source};
+use facegan::models::style::Truncation;
 use facegan::sample::generate::{shipped_model_path, SHIPPED_MODEL};
 use std::path::PathBuf;
 
@@ -48,6 +49,16 @@ pub struct EvalArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Style families: truncation ψ of the generated faces (1: none); several, comma-separated,
+    /// make a sweep: one evaluation each and a plot of FID and precision/recall against ψ.
+    #[arg(long, value_delimiter = ',')]
+    truncation: Vec<f64>,
+    /// Truncate only the first N ws (the coarse styles).
+    #[arg(long)]
+    truncation_cutoff: Option<usize>,
+    /// Where a sweep's plot goes.
+    #[arg(long, default_value = "truncation-sweep.png")]
+    sweep_plot: PathBuf,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -81,10 +92,37 @@ pub fn run(a: EvalArgs) -> Result<()> {
     opts.device = parse_device(&a.device)?;
     opts.use_cache = !a.no_cache;
     opts.progress = !a.quiet;
-    let report = evaluate(&opts)?;
-    print!("{}", report.table());
+    if a.truncation_cutoff.is_some() && a.truncation.is_empty() {
+        anyhow::bail!("--truncation-cutoff needs --truncation PSI");
+    }
+    if !a.truncation.is_empty() && !matches!(opts.fake, Source::Checkpoint(_)) {
+        anyhow::bail!("--truncation applies to faces generated from a checkpoint, not to an image folder or cache");
+    }
+    let psis: Vec<Option<f64>> = match a.truncation.is_empty() {
+        true => vec![None],
+        false => a.truncation.iter().map(|&p| Some(p)).collect(),
+    };
+    let mut reports = Vec::new();
+    for psi in &psis {
+        opts.truncation = psi.map(|psi| Truncation { psi, cutoff: a.truncation_cutoff });
+        let report = evaluate(&opts)?;
+        if let Some(psi) = psi {
+            println!("truncation ψ = {psi}");
+        }
+        print!("{}", report.table());
+        reports.push((*psi, report));
+    }
+    if reports.len() > 1 {
+        let points: Vec<_> = reports.iter().map(|(p, r)| (p.unwrap_or(1.0), r.fid, r.precision, r.recall)).collect();
+        facegan::report::plot_truncation_sweep(&points, &a.sweep_plot)?;
+        eprintln!("wrote {}", a.sweep_plot.display());
+    }
     if let Some(path) = a.json {
-        facegan::fsutil::write_atomic(&path, (report.to_json() + "\n").as_bytes())?;
+        let text = match reports.len() {
+            1 => reports[0].1.to_json(),
+            _ => format!("[\n{}\n]", reports.iter().map(|(_, r)| r.to_json()).collect::<Vec<_>>().join(",\n")),
+        };
+        facegan::fsutil::write_atomic(&path, (text + "\n").as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

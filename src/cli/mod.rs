@@ -8,8 +8,10 @@ use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
 use facegan::data::{prepare, PrepareOptions};
 use facegan::device::parse_device;
+use facegan::models::style::Truncation;
 use facegan::presets::PRESETS;
 use facegan::sample::compare::{compare, CompareOptions};
+use facegan::sample::figures;
 use facegan::sample::generate::{generate, load_generator, shipped_model_path, write_faces, SHIPPED_MODEL};
 use facegan::sample::grid::save_png;
 use facegan::train::{checkpoint, train, TrainOptions};
@@ -34,6 +36,14 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Make faces with a checkpoint (by default, the model the repository ships).
     Generate(GenerateArgs),
+    /// Style families: the style-mixing figure (faces with coarse, middle or fine styles
+    /// taken from other faces).
+    Mix(MixArgs),
+    /// Style families: the stochastic-variation figure (one w, several noise draws, and the
+    /// per-pixel standard deviation).
+    Noise(NoiseArgs),
+    /// A GIF of latent walks (slerp in Z; lerp in W for style families), for every family.
+    Interpolate(InterpolateArgs),
     /// Rebuild progress.gif, losses.png, metrics.png and report.html of a run.
     Report {
         /// The run folder.
@@ -100,6 +110,84 @@ pub struct GenerateArgs {
     count: usize,
     #[arg(long, default_value_t = 8)]
     columns: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Style families: truncation ψ in W, from 0 (the average face) to 1 (none).
+    #[arg(long)]
+    truncation: Option<f64>,
+    /// Truncate only the first N ws (the coarse styles); default: all.
+    #[arg(long)]
+    truncation_cutoff: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct MixArgs {
+    /// Checkpoint of a style family (full or generator-only).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "mix.png")]
+    out: PathBuf,
+    /// Source faces A per style band (rows).
+    #[arg(long, default_value_t = 3)]
+    rows: usize,
+    /// Source faces B (columns) whose styles are taken.
+    #[arg(long, default_value_t = 4)]
+    cols: usize,
+    /// Style bands swapped, one block of rows each: coarse (4-8), middle (16-32), fine (64
+    /// and up) or LO-HI feature-map sides.
+    #[arg(long, default_value = "coarse,middle,fine")]
+    styles: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    truncation: Option<f64>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct NoiseArgs {
+    /// Checkpoint of a style family (full or generator-only).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "noise.png")]
+    out: PathBuf,
+    /// Faces (one w each).
+    #[arg(long, default_value_t = 3)]
+    rows: usize,
+    /// Noise draws shown per face.
+    #[arg(long, default_value_t = 4)]
+    shown: usize,
+    /// Noise draws the standard deviation is taken over.
+    #[arg(long, default_value_t = 32)]
+    draws: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct InterpolateArgs {
+    /// Checkpoint (full or generator-only); default: the shipped model.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[arg(long, default_value = "walk.gif")]
+    out: PathBuf,
+    /// Faces walking in parallel.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Key latents of each walk (it returns to the first).
+    #[arg(long, default_value_t = 4)]
+    points: usize,
+    /// Frames between two key latents.
+    #[arg(long, default_value_t = 12)]
+    frames: usize,
+    /// Milliseconds per frame.
+    #[arg(long, default_value_t = 80)]
+    delay: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -212,7 +300,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 })?,
             };
             let (g, cfg) = load_generator(&path, &device)?;
-            let x = generate(g.as_ref(), &cfg, a.count, a.seed, &device)?;
+            if a.truncation_cutoff.is_some() && a.truncation.is_none() {
+                bail!("--truncation-cutoff needs --truncation PSI");
+            }
+            let truncation = a.truncation.map(|psi| Truncation { psi, cutoff: a.truncation_cutoff });
+            let x = generate(g.as_ref(), &cfg, a.count, a.seed, &device, truncation)?;
             let written = write_faces(&x, &a.out, a.columns)?;
             eprintln!(
                 "wrote {} ({} faces from {})",
@@ -224,6 +316,44 @@ pub fn run(cli: Cli) -> Result<()> {
                 a.count,
                 path.display()
             );
+        }
+        Command::Mix(a) => {
+            let device = parse_device(&a.device)?;
+            let (g, cfg) = load_generator(&a.checkpoint, &device)?;
+            let bands = figures::parse_bands(&a.styles)?;
+            let truncation = a.truncation.map(|psi| Truncation { psi, cutoff: None });
+            let img = figures::mixing_figure(
+                g.as_ref(),
+                &cfg.model.arch,
+                (a.rows, a.cols),
+                &bands,
+                a.seed,
+                truncation,
+                &device,
+            )?;
+            save_png(&img, &a.out)?;
+            eprintln!("wrote {} (styles {} of {} faces into {} faces)", a.out.display(), a.styles, a.cols, a.rows);
+        }
+        Command::Noise(a) => {
+            let device = parse_device(&a.device)?;
+            let (g, cfg) = load_generator(&a.checkpoint, &device)?;
+            let img = figures::noise_figure(g.as_ref(), &cfg.model.arch, a.rows, (a.shown, a.draws), a.seed, &device)?;
+            save_png(&img, &a.out)?;
+            eprintln!("wrote {} ({} faces, standard deviation over {} noise draws)", a.out.display(), a.rows, a.draws);
+        }
+        Command::Interpolate(a) => {
+            let device = parse_device(&a.device)?;
+            let path = match a.checkpoint {
+                Some(p) => p,
+                None => shipped_model_path().with_context(|| {
+                    format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")
+                })?,
+            };
+            let (g, _) = load_generator(&path, &device)?;
+            let frames = figures::interpolation_frames(g.as_ref(), (a.count, a.points, a.frames), a.seed, &device)?;
+            let n = frames.len();
+            facegan::report::encode_gif(frames.into_iter().map(|f| (f, a.delay)).collect(), &a.out)?;
+            eprintln!("wrote {} ({n} frames of {} faces)", a.out.display(), a.count);
         }
         Command::Report { run } => {
             if !run.is_dir() {

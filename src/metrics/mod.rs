@@ -25,7 +25,6 @@ use crate::data::cache::{content_key, default_cache_dir, Dataset};
 use crate::data::preprocess::{from_unit_range, load_face, CropResize};
 use crate::data::scan::scan_images;
 use crate::models::Generator;
-use crate::nn::Mode;
 use crate::sample::fixed_latents;
 use crate::sample::generate::{load_generator, GENERATE_TAG};
 use anyhow::{bail, Context, Result};
@@ -163,6 +162,8 @@ pub struct EvalOptions {
     /// The reference images: a folder or a prepared cache.
     pub real: Source,
     pub metrics: Vec<Metric>,
+    /// Truncation in W of the generated faces (style families).
+    pub truncation: Option<crate::models::style::Truncation>,
     /// Images taken from `fake`: faces generated from a checkpoint, or the first
     /// `num` images (in path order) of a folder or cache.
     pub num: usize,
@@ -198,6 +199,7 @@ impl EvalOptions {
             fake,
             real,
             metrics: vec![Metric::Fid, Metric::Kid, Metric::Pr],
+            truncation: None,
             num: 10_000,
             num_real: None,
             batch_size: 50,
@@ -346,7 +348,7 @@ impl ImageSet {
 }
 
 /// `num` faces from a generator, made from the latents `facegan generate --seed`
-/// draws (so the same faces), in batches, quantised to u8.
+/// draws (so the same faces), in batches, quantised to u8; truncated in W when asked.
 pub fn generate_images(
     g: &dyn Generator,
     cfg: &RunConfig,
@@ -354,6 +356,7 @@ pub fn generate_images(
     seed: u64,
     batch_size: usize,
     device: &Device,
+    truncation: Option<crate::models::style::Truncation>,
 ) -> Result<ImageSet> {
     if num == 0 {
         bail!("need at least one image to generate");
@@ -363,7 +366,7 @@ pub fn generate_images(
         ImageSet { size: cfg.model.image_size, pixels: Vec::with_capacity(num * cfg.model.image_size.pow(2) * 3) };
     for start in (0..num).step_by(batch_size.max(1)) {
         let n = batch_size.max(1).min(num - start);
-        let x = g.forward(&z.narrow(start, n)?, Mode::EVAL)?;
+        let x = crate::models::style::eval_images(g, &z.narrow(start, n)?, truncation, &cfg.model.arch)?;
         let part = ImageSet::from_tensor(&x)?;
         if part.size != set.size {
             bail!("the generator makes {}x{} images, its config says {}", part.size, part.size, set.size);
@@ -562,7 +565,7 @@ impl Evaluator {
         label: &str,
     ) -> Result<EvalReport> {
         let t = Instant::now();
-        let images = generate_images(g, cfg, num, seed, self.opts.batch_size, &self.opts.device)?;
+        let images = generate_images(g, cfg, num, seed, self.opts.batch_size, &self.opts.device, None)?;
         let mut r = self.evaluate_images(&images, label)?;
         r.timings.load_images = t.elapsed().as_secs_f64();
         Ok(r)
@@ -681,7 +684,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let spec = CropResize { size: size as u32, crop: opts.crop };
     let fake = match (&opts.fake, gen) {
         (Source::Checkpoint(_), Some((g, cfg))) => {
-            generate_images(g.as_ref(), &cfg, opts.num, opts.seed, opts.batch_size, &opts.device)?
+            generate_images(g.as_ref(), &cfg, opts.num, opts.seed, opts.batch_size, &opts.device, opts.truncation)?
         }
         (Source::Folder(dir), _) => load_folder(dir, spec, Some(opts.num))?,
         (Source::Cache(p), _) => {
@@ -825,8 +828,8 @@ mod tests {
         g.params().to_tensors("G_ema", &mut tensors);
         checkpoint::write(&ckpt, &tensors, checkpoint::base_meta(checkpoint::KIND_GENERATOR, 7, &cfg), false).unwrap();
         let (g2, cfg2) = load_generator(&ckpt, &dev).unwrap();
-        let ours = generate_images(g2.as_ref(), &cfg2, 5, 11, 2, &dev).unwrap();
-        let theirs = ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev).unwrap()).unwrap();
+        let ours = generate_images(g2.as_ref(), &cfg2, 5, 11, 2, &dev, None).unwrap();
+        let theirs = ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev, None).unwrap()).unwrap();
         assert_eq!(ours.pixels, theirs.pixels);
 
         // A whole evaluation from the checkpoint (SWD: no network needed).

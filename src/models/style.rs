@@ -23,6 +23,9 @@ pub trait StyleGenerator {
     /// Number of ws the synthesis network reads (one per modulated layer and toRGB).
     fn num_ws(&self) -> usize;
     fn mapping(&self) -> &Mapping;
+    /// The side of the feature maps each w modulates, in order (a toRGB counts at its block's
+    /// side): what "coarse", "middle" and "fine" styles select.
+    fn ws_sides(&self) -> Vec<usize>;
     /// ws (N, num_ws, w_dim) to images, with per-sample noise seeds (None: no noise).
     fn synthesis(&self, ws: &Tensor, noise: Option<&[u64]>, mode: Mode) -> candle_core::Result<Tensor>;
 }
@@ -150,6 +153,32 @@ pub fn forward(g: &dyn StyleGenerator, latent: &Latent, mode: Mode) -> candle_co
         g.mapping().track(&ws.narrow(1, 0, 1)?.squeeze(1)?)?;
     }
     g.synthesis(&ws, latent.noise.as_deref(), mode)
+}
+
+/// Images of `latent` in evaluation mode, truncated in W when `truncation` is given; an
+/// error naming `arch` when the generator has no W space or the truncation does not fit it.
+pub fn eval_images(
+    g: &dyn super::Generator,
+    latent: &Latent,
+    truncation: Option<Truncation>,
+    arch: &str,
+) -> Result<Tensor> {
+    let Some(t) = truncation else { return Ok(g.forward(latent, Mode::EVAL)?) };
+    let sg = style_of(g, arch, "truncation")?;
+    t.validate(sg.num_ws())?;
+    let ws = latent_ws(sg, latent, Some(t), Mode::EVAL)?;
+    Ok(sg.synthesis(&ws, latent.noise.as_deref(), Mode::EVAL)?)
+}
+
+/// `g`'s W space, or an error saying that `what` needs one and the `arch` family has none.
+pub fn style_of<'a>(g: &'a dyn super::Generator, arch: &str, what: &str) -> Result<&'a dyn StyleGenerator> {
+    match g.style() {
+        Some(s) => Ok(s),
+        None => bail!(
+            "{what} works in the intermediate latent space W of a style-based generator ({}); this checkpoint's generator is {arch}, which has none",
+            super::style_family_names()
+        ),
+    }
 }
 
 /// `n` latents of a style family: z ~ N(0, I), then one noise seed per sample.

@@ -165,6 +165,13 @@ impl StyleGenerator for StyleGan2Generator {
         &self.mapping
     }
 
+    /// ws[0]: the 4x4 convolution; then per block of side r the two convolutions, and its
+    /// toRGB's w shared with the next block's first convolution (the last toRGB at the image side).
+    fn ws_sides(&self) -> Vec<usize> {
+        let size = 4 << (self.to_rgb.len() - 1);
+        (0..self.num_ws()).map(|i| (4usize << i.div_ceil(2)).min(size)).collect()
+    }
+
     fn synthesis(&self, ws: &Tensor, noise: Option<&[u64]>, mode: Mode) -> candle_core::Result<Tensor> {
         let n = ws.dim(0)?;
         let w = |i: usize| ws.narrow(1, i, 1)?.squeeze(1);
@@ -314,6 +321,8 @@ mod tests {
             let g = StyleGan2Generator::new(&c, &dev, &mut rng).unwrap();
             let d = StyleGan2Discriminator::new(&c, &dev, &mut rng).unwrap();
             assert_eq!(g.num_ws(), 2 + 2 * stages(&c));
+            let sides = g.ws_sides();
+            assert_eq!((sides[0], sides[1], sides[2], sides[3], *sides.last().unwrap()), (4, 8, 8, 16, size));
             let z = g.sample_training_latent(4, &mut rng, &dev).unwrap();
             let x = g.forward(&z, Mode::TRAIN).unwrap();
             assert_eq!(x.dims(), &[4, 3, size, size]);

@@ -58,14 +58,23 @@ pub fn write_gif(frames: &[PathBuf], out: &Path) -> Result<()> {
     } else {
         (0..MAX_GIF_FRAMES).map(|i| &frames[i * (n - 1) / (MAX_GIF_FRAMES - 1)]).collect()
     };
+    let mut frames = Vec::new();
+    for (i, p) in picks.iter().enumerate() {
+        let img = image::open(p).with_context(|| format!("cannot read {}", p.display()))?.to_rgb8();
+        frames.push((img, if i + 1 == picks.len() { 1500 } else { 200 }));
+    }
+    encode_gif(frames, out)
+}
+
+/// Writes frames, each shown for its number of milliseconds, as a looping GIF (atomically).
+pub fn encode_gif(frames: Vec<(image::RgbImage, u32)>, out: &Path) -> Result<()> {
     let tmp = crate::fsutil::temp_path_for(out);
     let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", out.display()))?;
     let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
     enc.set_repeat(Repeat::Infinite)?;
-    for (i, p) in picks.iter().enumerate() {
-        let img = image::open(p).with_context(|| format!("cannot read {}", p.display()))?.to_rgba8();
-        let ms = if i + 1 == picks.len() { 1500 } else { 200 };
-        enc.encode_frame(Frame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(ms, 1)))?;
+    for (img, ms) in frames {
+        let rgba = image::DynamicImage::ImageRgb8(img).to_rgba8();
+        enc.encode_frame(Frame::from_parts(rgba, 0, 0, Delay::from_numer_denom_ms(ms, 1)))?;
     }
     drop(enc);
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))
@@ -101,7 +110,7 @@ pub(crate) fn font_available() -> bool {
 pub fn plot_losses(lines: &[stats::StatsLine], out: &Path) -> Result<()> {
     let series = |f: fn(&stats::StatsLine) -> f64| lines.iter().map(|l| (l.step as f64, f(l))).collect::<Vec<_>>();
     let curves = [("D loss", RED, series(|l| l.d_loss)), ("G loss", BLUE, series(|l| l.g_loss))];
-    plot_curves("facegan losses", "loss", &curves, out)
+    plot_curves("facegan losses", "step", "loss", &curves, out)
 }
 
 /// The evaluations of metrics.jsonl against the step: FID, and KID x 100 and SWD
@@ -116,14 +125,31 @@ pub fn plot_metrics(lines: &[MetricsLine], out: &Path) -> Result<()> {
         ("SWD (x1e3)", GREEN, series(|l| l.swd)),
     ];
     let curves: Vec<_> = curves.into_iter().filter(|c| !c.2.is_empty()).collect();
-    plot_curves("facegan evaluation", "metric (lower is better)", &curves, out)
+    plot_curves("facegan evaluation", "step", "metric (lower is better)", &curves, out)
 }
 
-/// Named curves of (step, value) on one chart, written as a PNG.
-/// A named, coloured curve of (step, value) points.
+/// A truncation sweep: FID, and precision and recall x 100, against ψ. `points` holds
+/// (ψ, FID, precision, recall), each metric where computed.
+pub fn plot_truncation_sweep(points: &[(f64, Option<f64>, Option<f64>, Option<f64>)], out: &Path) -> Result<()> {
+    let series = |f: &dyn Fn(&(f64, Option<f64>, Option<f64>, Option<f64>)) -> Option<f64>| {
+        let mut v: Vec<(f64, f64)> = points.iter().filter_map(|p| f(p).map(|y| (p.0, y))).collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let curves = [
+        ("FID", RED, series(&|p| p.1)),
+        ("precision x 100", BLUE, series(&|p| p.2.map(|v| v * 100.0))),
+        ("recall x 100", GREEN, series(&|p| p.3.map(|v| v * 100.0))),
+    ];
+    let curves: Vec<_> = curves.into_iter().filter(|c| !c.2.is_empty()).collect();
+    plot_curves("truncation sweep", "truncation ψ (1: none)", "metric", &curves, out)
+}
+
+/// A named, coloured curve of (x, value) points.
 type Curve<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
-fn plot_curves(caption: &str, y_desc: &str, curves: &[Curve], out: &Path) -> Result<()> {
+/// Named curves of (x, value) on one chart from x = 0, written as a PNG.
+fn plot_curves(caption: &str, x_desc: &str, y_desc: &str, curves: &[Curve], out: &Path) -> Result<()> {
     let text = font_available();
     let (w, h) = (900u32, 500u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
@@ -142,7 +168,7 @@ fn plot_curves(caption: &str, y_desc: &str, curves: &[Curve], out: &Path) -> Res
         let mut chart = builder.build_cartesian_2d(0f64..max_step, lo..hi).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut mesh = chart.configure_mesh();
         if text {
-            mesh.x_desc("step").y_desc(y_desc);
+            mesh.x_desc(x_desc).y_desc(y_desc);
         } else {
             mesh.disable_x_axis().disable_y_axis();
         }

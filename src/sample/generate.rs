@@ -2,8 +2,8 @@
 
 use super::{fixed_latents, grid};
 use crate::config::RunConfig;
+use crate::models::style::{eval_images, Truncation};
 use crate::models::{build_generator, Generator};
-use crate::nn::Mode;
 use crate::rng::Rng;
 use crate::train::checkpoint;
 use anyhow::{bail, Result};
@@ -33,8 +33,16 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator
     Ok((g, ck.config))
 }
 
-/// `count` images from latents drawn under `seed`, (N, 3, S, S) in [-1, 1].
-pub fn generate(g: &dyn Generator, _cfg: &RunConfig, count: usize, seed: u64, device: &Device) -> Result<Tensor> {
+/// `count` images from latents drawn under `seed`, (N, 3, S, S) in [-1, 1], truncated in W
+/// when `truncation` is given (style families only).
+pub fn generate(
+    g: &dyn Generator,
+    cfg: &RunConfig,
+    count: usize,
+    seed: u64,
+    device: &Device,
+    truncation: Option<Truncation>,
+) -> Result<Tensor> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
@@ -44,7 +52,7 @@ pub fn generate(g: &dyn Generator, _cfg: &RunConfig, count: usize, seed: u64, de
     let mut parts = Vec::new();
     for start in (0..count).step_by(64) {
         let n = 64.min(count - start);
-        parts.push(g.forward(&z.narrow(start, n)?, Mode::EVAL)?);
+        parts.push(eval_images(g, &z.narrow(start, n)?, truncation, &cfg.model.arch)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

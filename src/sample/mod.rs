@@ -1,6 +1,7 @@
 //! Latent sampling and image grids.
 
 pub mod compare;
+pub mod figures;
 pub mod generate;
 pub mod grid;
 
