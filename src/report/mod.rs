@@ -128,10 +128,12 @@ pub fn plot_metrics(lines: &[MetricsLine], out: &Path) -> Result<()> {
     plot_curves("facegan evaluation", "step", "metric (lower is better)", &curves, out)
 }
 
-/// A truncation sweep: FID, and precision and recall x 100, against ψ. `points` holds
-/// (ψ, FID, precision, recall), each metric where computed.
-pub fn plot_truncation_sweep(points: &[(f64, Option<f64>, Option<f64>, Option<f64>)], out: &Path) -> Result<()> {
-    let series = |f: &dyn Fn(&(f64, Option<f64>, Option<f64>, Option<f64>)) -> Option<f64>| {
+/// One point of a truncation sweep: (ψ, FID, precision, recall), each metric where computed.
+pub type SweepPoint = (f64, Option<f64>, Option<f64>, Option<f64>);
+
+/// A truncation sweep: FID, and precision and recall x 100, against ψ.
+pub fn plot_truncation_sweep(points: &[SweepPoint], out: &Path) -> Result<()> {
+    let series = |f: &dyn Fn(&SweepPoint) -> Option<f64>| {
         let mut v: Vec<(f64, f64)> = points.iter().filter_map(|p| f(p).map(|y| (p.0, y))).collect();
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
         v
