@@ -63,6 +63,19 @@ fn stylegan2(c: &mut RunConfig, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// StyleGAN (Karras et al. 2019), FFHQ config's recipe without progressive growing, at the
+/// CPU widths of [`stylegan2`]: the non-saturating loss with R1 every step (γ as there), Adam
+/// 0.001 (0, 0.99), batch 32, style mixing 0.9, minibatch stddev over 4.
+fn stylegan(c: &mut RunConfig, size: usize) -> Result<()> {
+    stylegan2(c, size)?;
+    c.model.arch = "stylegan".into();
+    let t = &mut c.train;
+    let gamma = 0.0002 * (size * size) as f64 / t.batch_size as f64;
+    t.penalties = vec![PenaltyConfig::parse(&format!("r1:{gamma}"))?];
+    (t.lr_g, t.lr_d) = (0.001, 0.001);
+    Ok(())
+}
+
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "mlp-32",
@@ -264,6 +277,16 @@ pub const PRESETS: &[Preset] = &[
             c.train.penalties = vec![PenaltyConfig::parse("pull-away:0.1")?];
             Ok(())
         },
+    },
+    Preset {
+        name: "stylegan-32",
+        about: "StyleGAN at 32x32 for quick runs (see stylegan-64)",
+        apply: |c| stylegan(c, 32),
+    },
+    Preset {
+        name: "stylegan-64",
+        about: "StyleGAN (Karras et al. 2019): AdaIN, noise, mixing 0.9, R1 every step; no progressive growing",
+        apply: |c| stylegan(c, 64),
     },
     Preset {
         name: "stylegan2-32",

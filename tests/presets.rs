@@ -42,7 +42,7 @@ fn run_preset(name: &str) {
     if cfg.model.image_size != 64 {
         return; // dcgan-32 and dcgan-128 are covered by the model shape tests
     }
-    let resnet = matches!(cfg.model.arch.as_str(), "resnet" | "stylegan2");
+    let resnet = matches!(cfg.model.arch.as_str(), "resnet" | "stylegan" | "stylegan2");
     if cfg.model.w_dim.is_some() {
         cfg.model.w_dim = Some(32);
     }
@@ -118,5 +118,6 @@ preset_tests! {
     sagan_64 => "sagan-64",
     selfmod_64 => "selfmod-64",
     ebgan_64 => "ebgan-64",
+    stylegan_64 => "stylegan-64",
     stylegan2_64 => "stylegan2-64",
 }

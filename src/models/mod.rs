@@ -11,6 +11,7 @@ pub mod ebgan;
 pub mod mlp;
 pub mod resnet;
 pub mod style;
+pub mod stylegan;
 pub mod stylegan2;
 
 use crate::config::ModelConfig;
@@ -199,7 +200,8 @@ pub struct Family {
 }
 
 /// Every family, in the order `facegan presets` shows them.
-pub const FAMILIES: &[&Family] = &[&mlp::FAMILY, &dcgan::FAMILY, &resnet::FAMILY, &ebgan::FAMILY, &stylegan2::FAMILY];
+pub const FAMILIES: &[&Family] =
+    &[&mlp::FAMILY, &dcgan::FAMILY, &resnet::FAMILY, &ebgan::FAMILY, &stylegan::FAMILY, &stylegan2::FAMILY];
 
 /// The families with a W space, comma-separated (for messages).
 pub fn style_family_names() -> String {

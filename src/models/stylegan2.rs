@@ -215,19 +215,21 @@ impl Generator for StyleGan2Generator {
     }
 }
 
-/// A residual block: 3x3 conv, blurred downsampling and a 3x3 conv; shortcut: blurred
-/// downsampling and a 1x1 conv; the sum scaled by sqrt(1/2).
+/// A block: 3x3 conv, blurred downsampling and a 3x3 conv; when residual, plus a shortcut of
+/// blurred downsampling and a 1x1 conv, the sum scaled by sqrt(1/2).
 struct DBlock {
     conv0: EqConv2d,
     conv1: EqConv2d,
-    skip: EqConv2d,
+    skip: Option<EqConv2d>,
 }
 
 impl DBlock {
     fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         let h = self.conv1.forward(&downsample2x_blur(&self.conv0.forward(x, mode)?)?, mode)?;
-        let s = self.skip.forward(&downsample2x_blur(x)?, mode)?;
-        (h + s)? * std::f64::consts::FRAC_1_SQRT_2
+        match &self.skip {
+            Some(skip) => (h + skip.forward(&downsample2x_blur(x)?, mode)?)? * std::f64::consts::FRAC_1_SQRT_2,
+            None => Ok(h),
+        }
     }
 }
 
@@ -247,7 +249,12 @@ impl StyleGan2Discriminator {
     }
 
     /// The discriminator with its tensors in `p` (empty; f64 for gradient checks).
-    pub fn in_params(cfg: &ModelConfig, mut p: Params, rng: &mut Rng) -> Result<Self> {
+    pub fn in_params(cfg: &ModelConfig, p: Params, rng: &mut Rng) -> Result<Self> {
+        Self::build(cfg, p, rng, true)
+    }
+
+    /// The residual discriminator, or without shortcuts (StyleGAN's, `super::stylegan`).
+    pub fn build(cfg: &ModelConfig, mut p: Params, rng: &mut Rng, residual: bool) -> Result<Self> {
         let size = cfg.image_size;
         let wd = |r: usize| width(cfg.ndf, size, r);
         let from_rgb = EqConv2d::new(&mut p, rng, "b_top.fromrgb", (3, wd(size), 1), true, true)?;
@@ -259,7 +266,10 @@ impl StyleGan2Discriminator {
             blocks.push(DBlock {
                 conv0: EqConv2d::new(&mut p, rng, &format!("{name}.conv0"), (cin, cin, 3), true, true)?,
                 conv1: EqConv2d::new(&mut p, rng, &format!("{name}.conv1"), (cin, cout, 3), true, true)?,
-                skip: EqConv2d::new(&mut p, rng, &format!("{name}.skip"), (cin, cout, 1), false, false)?,
+                skip: match residual {
+                    true => Some(EqConv2d::new(&mut p, rng, &format!("{name}.skip"), (cin, cout, 1), false, false)?),
+                    false => None,
+                },
             });
             res /= 2;
         }
@@ -293,7 +303,7 @@ impl Discriminator for StyleGan2Discriminator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::models::style::{latent_ws, Truncation};
 

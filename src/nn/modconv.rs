@@ -1,5 +1,5 @@
-//! StyleGAN2's modulated convolution (Karras et al. 2020) and the per-pixel noise inputs of
-//! both StyleGANs.
+//! StyleGAN2's modulated convolution (Karras et al. 2020), StyleGAN's adaptive instance
+//! normalisation (Karras et al. 2019) and the per-pixel noise inputs of both.
 //!
 //! A modulated convolution scales its weight's input channels by a per-sample style s
 //! (an affine map of w) and, when demodulating, rescales each output channel so that unit
@@ -88,6 +88,35 @@ impl ModulatedConv2d {
     }
 }
 
+/// AdaIN: each sample's channels normalised over (H, W) (instance norm, ε = 1e-8 as in the
+/// official code), then scaled by 1 + s and shifted by b, (s, b) an affine map of w.
+pub struct AdaIn {
+    /// w (N, w_dim) -> (N, 2C): scales then shifts, biases initialised to 0.
+    pub affine: EqLinear,
+    channels: usize,
+}
+
+/// Instance norm's ε.
+pub const ADAIN_EPS: f64 = 1e-8;
+
+impl AdaIn {
+    pub fn new(p: &mut Params, rng: &mut Rng, name: &str, channels: usize, w_dim: usize) -> Result<Self> {
+        let affine = EqLinear::new(p, rng, &format!("{name}.style"), (w_dim, 2 * channels), 1.0, Some(0.0), false)?;
+        Ok(Self { affine, channels })
+    }
+
+    pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (n, c, h, wd) = x.dims4()?;
+        // Instance norm is layer norm over each (sample, channel) plane.
+        let (one, zero) = (Tensor::ones(1, x.dtype(), x.device())?, Tensor::zeros(1, x.dtype(), x.device())?);
+        let xn = crate::ops::layer_norm(&x.reshape((n * c, 1, h, wd))?, &one, &zero, ADAIN_EPS, None)?;
+        let style = self.affine.forward(w, mode)?;
+        let scale = (style.narrow(1, 0, self.channels)? + 1.0)?;
+        let shift = style.narrow(1, self.channels, self.channels)?.reshape((n, c, 1, 1))?;
+        scale_nc(&xn.reshape((n, c, h, wd))?, &scale)?.broadcast_add(&shift)
+    }
+}
+
 /// Per-pixel Gaussian noise, one image per sample shared by the channels, added with a learned
 /// strength: one scalar (StyleGAN2) or one per channel (StyleGAN), starting at 0.
 pub struct NoiseInput {
@@ -159,6 +188,30 @@ mod tests {
             let mean = v.iter().map(|&a| a as f64).sum::<f64>() / v.len() as f64;
             let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
             assert!((var - 1.0).abs() < 0.06, "channel {o}: variance {var}");
+        }
+    }
+
+    #[test]
+    fn adain_against_the_closed_form() {
+        let dev = Device::Cpu;
+        let mut p = Params::with_dtype(&dev, DType::F64);
+        let mut rng = Rng::new(8);
+        let a = AdaIn::new(&mut p, &mut rng, "adain", 3, 5).unwrap();
+        let x = rng.normal_tensor((2, 3, 4, 4), 1.0, 2.0, &dev).unwrap().to_dtype(DType::F64).unwrap();
+        let w = rng.normal_tensor((2, 5), 0.0, 1.0, &dev).unwrap().to_dtype(DType::F64).unwrap();
+        let y = a.forward(&x, &w, Mode::TRAIN).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let style = a.affine.forward(&w, Mode::TRAIN).unwrap().to_vec2::<f64>().unwrap();
+        let xv = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for n in 0..2 {
+            for c in 0..3 {
+                let plane = &xv[(n * 3 + c) * 16..(n * 3 + c + 1) * 16];
+                let mean = plane.iter().sum::<f64>() / 16.0;
+                let var = plane.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 16.0;
+                for (k, v) in plane.iter().enumerate() {
+                    let want = (v - mean) / (var + ADAIN_EPS).sqrt() * (1.0 + style[n][c]) + style[n][3 + c];
+                    assert!((y[(n * 3 + c) * 16 + k] - want).abs() < 1e-9);
+                }
+            }
         }
     }
 
