@@ -20,12 +20,11 @@ use super::style::{self, Mapping, StyleGenerator, MAPPING_LAYERS, STYLE_MIXING};
 use super::stylegan2::{width, StyleGan2Discriminator};
 use super::{DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
 use crate::config::ModelConfig;
-use crate::nn::equalized::{lrelu_gain, EqConv2d};
+use crate::nn::equalized::{bias_lrelu, EqConv2d};
 use crate::nn::layers::weight;
 use crate::nn::modconv::{AdaIn, NoiseInput};
 use crate::nn::resample::upsample2x_blur;
 use crate::nn::{Mode, Params};
-use crate::ops::channel::per_channel;
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
@@ -59,8 +58,7 @@ impl Epilogue {
     }
 
     fn forward(&self, x: &Tensor, w: &Tensor, noise: Option<&[u64]>, mode: Mode) -> candle_core::Result<Tensor> {
-        let y = self.noise.forward(x, noise, mode)?;
-        let y = lrelu_gain(&y.add(&per_channel(&weight(&self.bias, mode), &y)?)?)?;
+        let y = bias_lrelu(&self.noise.forward(x, noise, mode)?, &weight(&self.bias, mode), true)?;
         self.adain.forward(&y, w, mode)
     }
 }

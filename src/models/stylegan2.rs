@@ -27,13 +27,12 @@
 use super::style::{self, Mapping, StyleGenerator, MAPPING_LAYERS, STYLE_MIXING};
 use super::{stages, DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
 use crate::config::ModelConfig;
-use crate::nn::equalized::{lrelu_gain, EqConv2d, EqLinear};
+use crate::nn::equalized::{bias_lrelu, EqConv2d, EqLinear};
 use crate::nn::layers::weight;
 use crate::nn::modconv::{ModulatedConv2d, NoiseInput};
 use crate::nn::resample::{downsample2x_blur, upsample2x_blur};
 use crate::nn::stddev::minibatch_stddev;
 use crate::nn::{Mode, Params};
-use crate::ops::channel::per_channel;
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
@@ -84,7 +83,7 @@ impl SynthesisLayer {
     fn forward(&self, x: &Tensor, w: &Tensor, noise: Option<&[u64]>, mode: Mode) -> candle_core::Result<Tensor> {
         let x = if self.up { upsample2x_blur(x)? } else { x.clone() };
         let y = self.noise.forward(&self.conv.forward(&x, w, mode)?, noise, mode)?;
-        lrelu_gain(&y.add(&per_channel(&weight(&self.bias, mode), &y)?)?)
+        bias_lrelu(&y, &weight(&self.bias, mode), true)
     }
 }
 
@@ -102,8 +101,7 @@ impl ToRgb {
     }
 
     fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
-        let y = self.conv.forward(x, w, mode)?;
-        y.add(&per_channel(&weight(&self.bias, mode), &y)?)
+        bias_lrelu(&self.conv.forward(x, w, mode)?, &weight(&self.bias, mode), false)
     }
 }
 

@@ -7,13 +7,20 @@
 
 use super::layers::weight;
 use super::{Mode, Params};
-use crate::ops::channel::per_channel;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, Var};
 
 /// StyleGAN's activation: LeakyReLU with slope 0.2, times sqrt(2).
+pub const LRELU: (f64, f64) = (0.2, std::f64::consts::SQRT_2);
+
+/// StyleGAN's activation: LeakyReLU with slope 0.2, times sqrt(2).
 pub fn lrelu_gain(x: &Tensor) -> Result<Tensor> {
-    crate::ops::leaky_relu_gain(x, 0.2, std::f64::consts::SQRT_2)
+    crate::ops::leaky_relu_gain(x, LRELU.0, LRELU.1)
+}
+
+/// `x` plus a per-channel bias, then (when `act`) StyleGAN's activation, in one op.
+pub fn bias_lrelu(x: &Tensor, b: &Tensor, act: bool) -> Result<Tensor> {
+    crate::ops::bias_act(x, b, act.then_some(LRELU))
 }
 
 /// A fully connected layer with an equalised learning rate.
@@ -89,14 +96,10 @@ impl EqConv2d {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let k = self.w.dim(3)?;
         let y = crate::ops::conv2d(x, &(weight(&self.w, mode) * self.weight_gain)?, 1, k / 2)?;
-        let y = match &self.b {
-            Some(b) => y.add(&per_channel(&weight(b, mode), &y)?)?,
-            None => y,
-        };
-        if self.act {
-            lrelu_gain(&y)
-        } else {
-            Ok(y)
+        match (&self.b, self.act) {
+            (Some(b), act) => bias_lrelu(&y, &weight(b, mode), act),
+            (None, true) => lrelu_gain(&y),
+            (None, false) => Ok(y),
         }
     }
 }

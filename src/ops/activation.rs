@@ -130,6 +130,78 @@ impl CustomOp2 for LeakyReluGrad {
     }
 }
 
+/// `gain · leaky_relu(x + b, slope)` with a per-channel bias `b` (C,) on (N, C, ...) `x`, in one
+/// pass (StyleGAN's bias_act); `slope` None: `x + b` alone. The backward pass is the
+/// activation's (itself differentiable) and a channel sum for the bias.
+pub fn bias_act(x: &Tensor, b: &Tensor, act: Option<(f64, f64)>) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if b.elem_count() != c {
+        bail!("bias_act: {c} channels but a bias of {:?}", b.dims());
+    }
+    if !super::use_cpu_kernels(x, b) {
+        let y = x.add(&super::channel::per_channel(b, x)?)?;
+        return match act {
+            Some((slope, gain)) => leaky_relu_gain(&y, slope, gain),
+            None => Ok(y),
+        };
+    }
+    x.contiguous()?.apply_op2(&b.flatten_all()?.contiguous()?, BiasAct { act })
+}
+
+struct BiasAct {
+    act: Option<(f64, f64)>,
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let dims = l1.shape().dims();
+        let plane: usize = dims[2..].iter().product();
+        let (slope, gain) = self.act.unwrap_or((1.0, 1.0));
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => {
+                let (x, b) = (super::contiguous_slice(x, l1, name)?, super::contiguous_slice(b, l2, name)?);
+                CpuStorage::F32(bias_act_run(x, b, plane, (gain as f32, (slope * gain) as f32)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => {
+                let (x, b) = (super::contiguous_slice(x, l1, name)?, super::contiguous_slice(b, l2, name)?);
+                CpuStorage::F64(bias_act_run(x, b, plane, (gain, slope * gain)))
+            }
+            _ => bail!("{name}: f32 or f64, both the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // The output has the sign of x + b, which decides the slope.
+        let g = match self.act {
+            Some((slope, gain)) => grad.contiguous()?.apply_op2(&res.contiguous()?, LeakyReluGrad { slope, gain })?,
+            None => grad.clone(),
+        };
+        let gb = super::cpu::needed(b).then(|| super::channel::channel_sum(&g)?.reshape(b.shape())).transpose()?;
+        let gx = super::cpu::needed(x).then_some(g);
+        Ok((gx, gb))
+    }
+}
+
+/// Planes of `plane` elements, plane i with bias b[i mod C], through `x·(x > 0 ? p : k)`.
+fn bias_act_run<T: candle_core::WithDType>(x: &[T], b: &[T], plane: usize, (p, k): (T, T)) -> Vec<T> {
+    let c = b.len();
+    let mut out = super::filled_par(x.len(), T::zero());
+    out.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(i, (o, x))| {
+        let bias = b[i % c];
+        for (o, &x) in o.iter_mut().zip(x) {
+            let v = x + bias;
+            *o = v * if v > T::zero() { p } else { k };
+        }
+    });
+    out
+}
+
 /// `tanh(x)`, one parallel pass; its backward `grad · (1 − y²)` is one more.
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
     if !super::is_fast_cpu(x) {
@@ -193,6 +265,48 @@ impl CustomOp2 for TanhGrad {
         let dgrad = u.contiguous()?.apply_op2(&y.contiguous()?, TanhGrad)?;
         let dy = super::cpu::needed(y).then(|| u.mul(grad)?.mul(y)? * -2.0).transpose()?;
         Ok((Some(dgrad), dy))
+    }
+}
+
+#[cfg(test)]
+mod bias_act_tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// Against the composed ops (per-channel add, LeakyReLU with gain), to second order.
+    #[test]
+    fn matches_the_composed_ops_to_second_order() {
+        crate::enable_second_order_gradients();
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::new(12);
+        let f64t = |t: Tensor| t.to_dtype(DType::F64).unwrap();
+        let x = f64t(rng.normal_tensor((2, 3, 4, 5), 0.0, 1.0, &dev).unwrap());
+        let b = f64t(rng.normal_tensor(3, 0.0, 1.0, &dev).unwrap());
+        let w = f64t(rng.normal_tensor((2, 3, 4, 5), 0.0, 1.0, &dev).unwrap());
+        for act in [Some((0.2, std::f64::consts::SQRT_2)), None] {
+            let ours = |x: &Tensor, b: &Tensor| bias_act(x, b, act).unwrap();
+            let theirs = |x: &Tensor, b: &Tensor| {
+                let y = x.broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap()).unwrap();
+                match act {
+                    Some((s, g)) => (y.maximum(&(&y * s).unwrap()).unwrap() * g).unwrap(),
+                    None => y,
+                }
+            };
+            assert!(crate::ops::max_abs_diff(&ours(&x, &b), &theirs(&x, &b)) < 1e-14);
+            type F<'a> = &'a dyn Fn(&Tensor, &Tensor) -> Tensor;
+            let second = |f: F| {
+                let (xv, bv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&b).unwrap());
+                let y = f(&xv.as_tensor().sqr().unwrap(), &bv.as_tensor().sqr().unwrap());
+                let g1 = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let (gx, gb) = (g1.get(xv.as_tensor()).unwrap().clone(), g1.get(bv.as_tensor()).unwrap().clone());
+                let total = (gx.sqr().unwrap().sum_all().unwrap() + gb.sqr().unwrap().sum_all().unwrap()).unwrap();
+                let g2 = total.backward().unwrap();
+                [gx, gb, g2.get(xv.as_tensor()).unwrap().clone(), g2.get(bv.as_tensor()).unwrap().clone()]
+            };
+            for (a, c) in second(&ours).iter().zip(second(&theirs).iter()) {
+                assert!(crate::ops::max_abs_diff(a, c) < 1e-10, "{act:?}");
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ mod pool;
 mod resample;
 mod softmax;
 
-pub use activation::{leaky_relu, leaky_relu_gain, tanh};
+pub use activation::{bias_act, leaky_relu, leaky_relu_gain, tanh};
 pub use channel::channel_affine;
 pub use modulate::{dot_nc, scale_nc};
 pub use norm::{batch_norm, layer_norm};
