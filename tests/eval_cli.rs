@@ -176,3 +176,103 @@ fn eval_bad_input_is_named() {
     );
     assert!(!ok && out.contains("faces64.fgc") && out.contains("64x64") && out.contains("32x32"), "{out}");
 }
+
+/// Style families at evaluation: a truncation sweep writes one report per ψ and the plot,
+/// ψ = 0 (every face the average face) lowers recall to at most that of ψ = 1; PPL-Inception
+/// in W and in Z is finite and positive; a family without W is refused for the W path.
+#[test]
+fn truncation_sweep_and_perceptual_path_length() {
+    let Some(weights) = inception_weights() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let env = env(&weights, &cache);
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let (ok, out) = run_env(
+        &[
+            "train",
+            "--preset",
+            "stylegan2-32",
+            "--data",
+            d,
+            "--out",
+            r,
+            "--steps",
+            "2",
+            "--ngf",
+            "4",
+            "--ndf",
+            "4",
+            "--nz",
+            "8",
+            "--w-dim",
+            "8",
+            "--mapping-layers",
+            "2",
+            "--batch-size",
+            "4",
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    let ck = run_dir.join("checkpoints/step-0000002.safetensors");
+    let ck = ck.to_str().unwrap();
+    let (plot, json) = (t.path().join("sweep.png"), t.path().join("sweep.json"));
+    let (ok, out) = run_env(
+        &[
+            "eval",
+            ck,
+            "--real",
+            d,
+            "--num",
+            "16",
+            "--metrics",
+            "fid,pr",
+            "--truncation",
+            "1,0",
+            "--sweep-plot",
+            plot.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--quiet",
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("truncation ψ = 1") && out.contains("truncation ψ = 0"), "{out}");
+    assert!(image::open(&plot).is_ok());
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(reports.len(), 2);
+    let recall = |i: usize| reports[i]["recall"].as_f64().unwrap();
+    assert!(recall(1) <= recall(0), "ψ = 0 has recall {} above ψ = 1's {}", recall(1), recall(0));
+    for space in ["w", "z"] {
+        let out_json = t.path().join(format!("ppl-{space}.json"));
+        let (ok, out) = run_env(
+            &[
+                "ppl",
+                "--checkpoint",
+                ck,
+                "--space",
+                space,
+                "--num",
+                "6",
+                "--batch-size",
+                "3",
+                "--json",
+                out_json.to_str().unwrap(),
+            ],
+            &env,
+        );
+        assert!(ok, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+        let ppl = v["value"].as_f64().unwrap();
+        assert!(ppl.is_finite() && ppl > 0.0, "{space}: {out}");
+    }
+    let shipped = env!("CARGO_MANIFEST_DIR").to_string() + "/models/dcgan64-celeba.safetensors";
+    let (ok, out) = run_env(&["ppl", "--checkpoint", &shipped, "--num", "4"], &env);
+    assert!(!ok && out.contains("dcgan, which has none"), "{out}");
+    let (ok, out) = run_env(&["eval", ck, "--real", d, "--num", "4", "--truncation-cutoff", "2"], &env);
+    assert!(!ok && out.contains("needs --truncation"), "{out}");
+}

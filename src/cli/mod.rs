@@ -8,6 +8,7 @@ use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
 use facegan::data::{prepare, PrepareOptions};
 use facegan::device::parse_device;
+use facegan::metrics::ppl::{perceptual_path_length, PathSpace, PplOptions};
 use facegan::models::style::Truncation;
 use facegan::presets::PRESETS;
 use facegan::sample::compare::{compare, CompareOptions};
@@ -44,6 +45,9 @@ pub enum Command {
     Noise(NoiseArgs),
     /// A GIF of latent walks (slerp in Z; lerp in W for style families), for every family.
     Interpolate(InterpolateArgs),
+    /// Perceptual path length with the FID Inception network as the distance
+    /// ("PPL-Inception": not comparable with the papers' VGG16/LPIPS values).
+    Ppl(PplArgs),
     /// Rebuild progress.gif, losses.png, metrics.png and report.html of a run.
     Report {
         /// The run folder.
@@ -188,6 +192,30 @@ pub struct InterpolateArgs {
     delay: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct PplArgs {
+    /// Checkpoint (full or generator-only); default: the shipped model.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Path space: w (lerp in W, style families) or z (slerp in Z, every family).
+    #[arg(long, default_value = "w")]
+    space: String,
+    /// Samples (the paper uses 100,000).
+    #[arg(long, default_value_t = 1000)]
+    num: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    epsilon: f64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -354,6 +382,31 @@ pub fn run(cli: Cli) -> Result<()> {
             let n = frames.len();
             facegan::report::encode_gif(frames.into_iter().map(|f| (f, a.delay)).collect(), &a.out)?;
             eprintln!("wrote {} ({n} frames of {} faces)", a.out.display(), a.count);
+        }
+        Command::Ppl(a) => {
+            let device = parse_device(&a.device)?;
+            let path = match a.checkpoint {
+                Some(p) => p,
+                None => shipped_model_path().with_context(|| {
+                    format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")
+                })?,
+            };
+            let space = match a.space.as_str() {
+                "w" => PathSpace::W,
+                "z" => PathSpace::Z,
+                other => bail!("--space '{other}' is unknown; valid: w (style families), z"),
+            };
+            let (g, cfg) = load_generator(&path, &device)?;
+            let net = facegan::metrics::inception::Inception::load_default(&device)?;
+            let opts = PplOptions { space, num: a.num, epsilon: a.epsilon, batch_size: a.batch_size, seed: a.seed };
+            let r = perceptual_path_length(g.as_ref(), &cfg.model.arch, &net, &opts, &device)?;
+            println!(
+                "PPL-Inception ({} path, epsilon {}, {} samples, {} kept between the 1st and 99th percentiles): {:.2}",
+                r.space, r.epsilon, r.samples, r.kept, r.value
+            );
+            if let Some(json) = a.json {
+                facegan::fsutil::write_atomic(&json, (serde_json::to_string_pretty(&r)? + "\n").as_bytes())?;
+            }
         }
         Command::Report { run } => {
             if !run.is_dir() {

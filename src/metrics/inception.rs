@@ -347,10 +347,25 @@ impl Inception {
     /// Pool3 features (N, 2048) of network inputs (N, 3, 299, 299) already scaled
     /// to [-1, 1) (see [`images_to_input`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let maps = self.spatial(x, false)?;
+        // 8x8 average pool to 1x1, then (N, 2048).
+        Ok(maps[0].mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    /// Feature maps at four depths: after the stem (N, 192, 35, 35), after the 35x35 blocks
+    /// (288 channels), after the 17x17 blocks (768) and at the end (2048, 8x8); the
+    /// perceptual distance of [`super::ppl`] compares them.
+    pub fn feature_maps(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.spatial(x, true)
+    }
+
+    /// The final 8x8 map, preceded by the three intermediate ones when `all`.
+    fn spatial(&self, x: &Tensor, all: bool) -> Result<Vec<Tensor>> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h != INPUT_SIZE || w != INPUT_SIZE {
             bail!("Inception input must be (N, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {:?}", x.dims());
         }
+        let mut maps = Vec::new();
         let x = x.to_device(&self.device)?.to_dtype(DType::F32)?;
         let x = self.stem[0].forward(&x)?; // 149
         let x = self.stem[1].forward(&x)?; // 147
@@ -359,19 +374,28 @@ impl Inception {
         let x = self.stem[3].forward(&x)?; // 73
         let x = self.stem[4].forward(&x)?; // 71
         let mut x = max_pool_3x3_s2(&x)?; // 35
+        if all {
+            maps.push(x.clone());
+        }
         for blk in &self.a {
             x = blk.forward(&x)?;
+        }
+        if all {
+            maps.push(x.clone());
         }
         x = self.b.forward(&x)?; // 17
         for blk in &self.c {
             x = blk.forward(&x)?;
         }
+        if all {
+            maps.push(x.clone());
+        }
         x = self.d.forward(&x)?; // 8
         for blk in &self.e {
             x = blk.forward(&x)?;
         }
-        // 8x8 average pool to 1x1, then (N, 2048).
-        Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+        maps.push(x);
+        Ok(maps)
     }
 
     /// Features of RGB images given as HWC u8 buffers of side `size`.
@@ -438,6 +462,28 @@ pub fn images_to_input(images: &[&[u8]], size: usize, device: &Device) -> Result
         }
     });
     Ok(Tensor::from_vec(out, (images.len(), 3, INPUT_SIZE, INPUT_SIZE), device)?)
+}
+
+/// Generated images (N, 3, S, S) in [-1, 1] to the network input, as [`images_to_input`]
+/// does for u8 images but without rounding to 8 bits (small differences between images
+/// survive, as a path-length metric needs).
+pub fn float_images_to_input(x: &Tensor, device: &Device) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (n, c, size, _) = x.dims4()?;
+    if c != 3 {
+        bail!("expected RGB images, got {c} channels");
+    }
+    let v = x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let (plane, in_plane) = (INPUT_SIZE * INPUT_SIZE, size * size);
+    let mut out = vec![0f32; n * 3 * plane];
+    out.par_chunks_mut(plane).zip(v.par_chunks(in_plane)).for_each(|(dst, src)| {
+        let ch: Vec<f32> = src.iter().map(|&a| ((a + 1.0) * 127.5).clamp(0.0, 255.0)).collect();
+        let r = if size == INPUT_SIZE { ch } else { resize_bilinear_tf(&ch, size, size, INPUT_SIZE, INPUT_SIZE) };
+        for (d, v) in dst.iter_mut().zip(r) {
+            *d = (v / 128.0 - 1.0).clamp(-1.0, 0.992_187_5);
+        }
+    });
+    Ok(Tensor::from_vec(out, (n, 3, INPUT_SIZE, INPUT_SIZE), device)?)
 }
 
 #[cfg(test)]

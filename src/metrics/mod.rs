@@ -16,6 +16,7 @@ pub mod fid;
 pub mod inception;
 pub mod kid;
 pub mod linalg;
+pub mod ppl;
 pub mod precision_recall;
 pub mod swd;
 pub mod torchscript;
