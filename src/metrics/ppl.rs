@@ -83,7 +83,7 @@ pub fn perceptual_path_length(
     opts: &PplOptions,
     device: &Device,
 ) -> Result<PplReport> {
-    if opts.num < 2 || opts.batch_size == 0 || !(opts.epsilon > 0.0) {
+    if opts.num < 2 || opts.batch_size == 0 || opts.epsilon.is_nan() || opts.epsilon <= 0.0 {
         bail!("PPL needs at least 2 samples, a batch of at least 1 and a positive epsilon");
     }
     let style = match opts.space {
