@@ -135,6 +135,9 @@ pub struct LogConfig {
     pub sample_every: u64,
     /// Steps between checkpoints.
     pub checkpoint_every: u64,
+    /// Minutes of training after which a checkpoint is written whatever the step count
+    /// (so a crash costs at most this much); 0: by steps only.
+    pub checkpoint_minutes: f64,
     /// How many checkpoints to keep (the newest).
     pub keep_checkpoints: usize,
     /// Faces in each sample grid.
@@ -155,6 +158,7 @@ impl Default for LogConfig {
             log_every: 50,
             sample_every: 500,
             checkpoint_every: 1000,
+            checkpoint_minutes: 10.0,
             keep_checkpoints: 3,
             sample_count: 64,
             eval_every: 0,
@@ -369,6 +373,9 @@ impl RunConfig {
             || l.sample_count == 0
         {
             bail!("log.log_every, sample_every, checkpoint_every, keep_checkpoints and sample_count must be positive");
+        }
+        if !(l.checkpoint_minutes >= 0.0 && l.checkpoint_minutes.is_finite()) {
+            bail!("log.checkpoint_minutes {} must be a non-negative number (0: by steps only)", l.checkpoint_minutes);
         }
         if l.eval_every > 0 {
             crate::metrics::parse_metrics(&l.eval_metrics).context("log.eval_metrics")?;

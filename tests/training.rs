@@ -625,3 +625,47 @@ fn style_family_truncation_figures_and_refusals_from_the_command_line() {
         assert!(!ok && text.contains(want), "{args:?}: {text}");
     }
 }
+
+/// SIGTERM (as a scheduler or `kill` sends it) writes a checkpoint and stops like Ctrl-C; a
+/// second trainer on a run folder in use is refused with the holder's pid, and the lock is
+/// gone once the first stops; checkpoints are also written by wall time.
+#[test]
+fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "1000000", "--log-every", "1"];
+    args.extend_from_slice(TINY);
+    let child = bin().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait for the run to be under way (its first stats line).
+    let stats = run_dir.join("stats.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&stats).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 120, "the trainer did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut again = vec!["train", "--data", d, "--out", r, "--steps", "5"];
+    again.extend_from_slice(TINY);
+    let (ok, out) = run(&again);
+    assert!(!ok && out.contains("in use by another trainer") && out.contains(&child.id().to_string()), "{out}");
+    // SAFETY: sends SIGTERM to the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && text.contains("interrupted") && text.contains("stopped at step"), "{text}");
+    assert!(!run_dir.join(facegan::train::lock::LOCK_FILE).exists(), "the lock is released");
+    let newest = checkpoint::latest(&run_dir).unwrap();
+    let ck = checkpoint::read(&newest, &Device::Cpu).unwrap();
+    assert!(ck.step() >= 1, "a checkpoint at the step it stopped");
+    // Wall time: with a tiny interval every step checkpoints, though checkpoint_every is large.
+    let timed = t.path().join("timed");
+    let mut args = vec!["train", "--data", d, "--out", timed.to_str().unwrap(), "--steps", "3"];
+    args.extend_from_slice(&["--checkpoint-every", "1000", "--checkpoint-minutes", "0.000001"]);
+    args.extend_from_slice(TINY);
+    let (ok, out) = run(&args);
+    assert!(ok, "{out}");
+    let steps: Vec<u64> = checkpoint::list_checkpoints(&timed).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, [1, 2, 3], "{out}");
+}

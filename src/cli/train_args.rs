@@ -131,6 +131,9 @@ pub struct TrainArgs {
     sample_every: Option<u64>,
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Also checkpoint after this many minutes of training whatever the step (default 10; 0: off).
+    #[arg(long)]
+    checkpoint_minutes: Option<f64>,
     /// Evaluate the EMA generator every N steps (and at the end) into metrics.jsonl.
     #[arg(long)]
     eval_every: Option<u64>,
@@ -235,6 +238,7 @@ impl TrainArgs {
         set(&mut l.log_every, self.log_every);
         set(&mut l.sample_every, self.sample_every);
         set(&mut l.checkpoint_every, self.checkpoint_every);
+        set(&mut l.checkpoint_minutes, self.checkpoint_minutes);
         set(&mut l.eval_every, self.eval_every);
         set(&mut l.eval_num, self.eval_num);
         set(&mut l.eval_metrics, self.eval_metrics.clone());

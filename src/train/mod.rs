@@ -1,8 +1,9 @@
 //! Training: the step sequence, optimizers, checkpoints and the files a run leaves
-//! (stats.jsonl, TensorBoard event files, sample grids, metrics).
+//! (stats.jsonl, TensorBoard event files, sample grids, metrics), and the run folder's lock.
 
 pub mod checkpoint;
 pub mod eval;
+pub mod lock;
 pub mod optim;
 pub mod stats;
 pub mod tensorboard;

@@ -35,13 +35,14 @@ const STANDING_STATS_BATCHES: usize = 4;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Ctrl-C asks the loop to write a checkpoint and stop (installed once per process).
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the loop to write a checkpoint and stop
+/// (installed once per process).
 fn install_ctrl_c() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             if STOP.swap(true, Ordering::SeqCst) {
-                std::process::exit(130); // second Ctrl-C: leave at once
+                std::process::exit(130); // second signal: leave at once
             }
             eprintln!("\ninterrupted: writing a checkpoint before stopping (Ctrl-C again to quit at once)");
         });
@@ -398,6 +399,14 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
 /// Trains (or resumes) a run, writing checkpoints, samples and stats under the run folder.
 pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let run = &opts.run_dir;
+    // One trainer per run folder, from before anything in it is read or written.
+    if !opts.resume {
+        ensure_dir(run)?;
+    }
+    let _lock = match run.is_dir() {
+        true => Some(super::lock::RunLock::acquire(run)?),
+        false => None,
+    };
     let mut session = if opts.resume {
         let path = checkpoint::latest(run)?;
         let ck = checkpoint::read(&path, &opts.device)?;
@@ -472,6 +481,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let mut interval_steps = 0u64;
     let mut interrupted = false;
     let mut last_ck: Option<PathBuf> = None;
+    let mut last_ck_time = Instant::now();
     while session.step < total {
         let nc = cfg.train.n_critic as u64;
         let reals = (0..nc)
@@ -540,7 +550,10 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             }
         }
         let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after == Some(step);
-        if step % cfg.log.checkpoint_every == 0 || step == total || stop_now {
+        let minutes = cfg.log.checkpoint_minutes;
+        let by_time = minutes > 0.0 && last_ck_time.elapsed().as_secs_f64() >= minutes * 60.0;
+        if step % cfg.log.checkpoint_every == 0 || step == total || stop_now || by_time {
+            last_ck_time = Instant::now();
             let path = checkpoint::checkpoint_path(run, step);
             session.save(&path)?;
             checkpoint::prune(run, cfg.log.keep_checkpoints);
