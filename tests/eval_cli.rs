@@ -190,32 +190,9 @@ fn truncation_sweep_and_perceptual_path_length() {
     synthetic_faces(&data, 16);
     let run_dir = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
-    let (ok, out) = run_env(
-        &[
-            "train",
-            "--preset",
-            "stylegan2-32",
-            "--data",
-            d,
-            "--out",
-            r,
-            "--steps",
-            "2",
-            "--ngf",
-            "4",
-            "--ndf",
-            "4",
-            "--nz",
-            "8",
-            "--w-dim",
-            "8",
-            "--mapping-layers",
-            "2",
-            "--batch-size",
-            "4",
-        ],
-        &env,
-    );
+    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "2"];
+    args.extend_from_slice(TINY_STYLEGAN2);
+    let (ok, out) = run_env(&args, &env);
     assert!(ok, "{out}");
     let ck = run_dir.join("checkpoints/step-0000002.safetensors");
     let ck = ck.to_str().unwrap();

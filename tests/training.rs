@@ -542,29 +542,9 @@ fn style_family_truncation_figures_and_refusals_from_the_command_line() {
     synthetic_faces(&data, 16);
     let run_dir = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
-    let (ok, out) = run(&[
-        "train",
-        "--preset",
-        "stylegan2-32",
-        "--data",
-        d,
-        "--out",
-        r,
-        "--steps",
-        "3",
-        "--ngf",
-        "4",
-        "--ndf",
-        "4",
-        "--nz",
-        "8",
-        "--w-dim",
-        "8",
-        "--mapping-layers",
-        "2",
-        "--batch-size",
-        "4",
-    ]);
+    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "3"];
+    args.extend_from_slice(TINY_STYLEGAN2);
+    let (ok, out) = run(&args);
     assert!(ok, "{out}");
     let ck = run_dir.join("checkpoints/step-0000003.safetensors");
     let ck = ck.to_str().unwrap();

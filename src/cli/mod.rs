@@ -321,12 +321,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(a) => {
             let device = parse_device(&a.device)?;
-            let path = match a.checkpoint {
-                Some(p) => p,
-                None => shipped_model_path().with_context(|| {
-                    format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")
-                })?,
-            };
+            let path = checkpoint_or_shipped(a.checkpoint)?;
             let (g, cfg) = load_generator(&path, &device)?;
             if a.truncation_cutoff.is_some() && a.truncation.is_none() {
                 bail!("--truncation-cutoff needs --truncation PSI");
@@ -371,12 +366,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Interpolate(a) => {
             let device = parse_device(&a.device)?;
-            let path = match a.checkpoint {
-                Some(p) => p,
-                None => shipped_model_path().with_context(|| {
-                    format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")
-                })?,
-            };
+            let path = checkpoint_or_shipped(a.checkpoint)?;
             let (g, _) = load_generator(&path, &device)?;
             let frames = figures::interpolation_frames(g.as_ref(), (a.count, a.points, a.frames), a.seed, &device)?;
             let n = frames.len();
@@ -385,12 +375,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ppl(a) => {
             let device = parse_device(&a.device)?;
-            let path = match a.checkpoint {
-                Some(p) => p,
-                None => shipped_model_path().with_context(|| {
-                    format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")
-                })?,
-            };
+            let path = checkpoint_or_shipped(a.checkpoint)?;
             let space = match a.space.as_str() {
                 "w" => PathSpace::W,
                 "z" => PathSpace::Z,
@@ -469,6 +454,15 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The checkpoint given, else the shipped model (an error saying so when it is missing).
+fn checkpoint_or_shipped(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => shipped_model_path()
+            .with_context(|| format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")),
+    }
 }
 
 fn inspect(path: &std::path::Path) -> Result<()> {

@@ -181,6 +181,55 @@ pub fn style_of<'a>(g: &'a dyn super::Generator, arch: &str, what: &str) -> Resu
     }
 }
 
+/// The `Generator` impl of a style family's generator type, which has the fields `z_dim`,
+/// `mixing` and `params` and implements [`StyleGenerator`]: latents with noise seeds (and
+/// style mixing in training batches), the forward pass through [`forward`], and its W space.
+macro_rules! impl_style_generator {
+    ($t:ty) => {
+        impl $crate::models::Generator for $t {
+            fn latent_dim(&self) -> usize {
+                self.z_dim
+            }
+
+            fn sample_latent(
+                &self,
+                n: usize,
+                rng: &mut $crate::rng::Rng,
+                device: &candle_core::Device,
+            ) -> anyhow::Result<$crate::models::Latent> {
+                $crate::models::style::sample_latent(self.z_dim, n, rng, device)
+            }
+
+            fn sample_training_latent(
+                &self,
+                n: usize,
+                rng: &mut $crate::rng::Rng,
+                device: &candle_core::Device,
+            ) -> anyhow::Result<$crate::models::Latent> {
+                use $crate::models::style::StyleGenerator;
+                $crate::models::style::sample_training_latent(self.z_dim, self.num_ws(), self.mixing, n, rng, device)
+            }
+
+            fn forward(
+                &self,
+                latent: &$crate::models::Latent,
+                mode: $crate::nn::Mode,
+            ) -> candle_core::Result<candle_core::Tensor> {
+                $crate::models::style::forward(self, latent, mode)
+            }
+
+            fn params(&self) -> &$crate::nn::Params {
+                &self.params
+            }
+
+            fn style(&self) -> Option<&dyn $crate::models::style::StyleGenerator> {
+                Some(self)
+            }
+        }
+    };
+}
+pub(crate) use impl_style_generator;
+
 /// `n` latents of a style family: z ~ N(0, I), then one noise seed per sample.
 pub fn sample_latent(z_dim: usize, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
     let z = rng.normal_tensor((n, z_dim), 0.0, 1.0, device)?;

@@ -18,7 +18,7 @@
 
 use super::style::{self, Mapping, StyleGenerator, MAPPING_LAYERS, STYLE_MIXING};
 use super::stylegan2::{width, StyleGan2Discriminator};
-use super::{DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
+use super::{DiscOutput, Discriminator, Family, ModelOption};
 use crate::config::ModelConfig;
 use crate::nn::equalized::{bias_lrelu, EqConv2d};
 use crate::nn::layers::weight;
@@ -143,31 +143,7 @@ impl StyleGenerator for StyleGanGenerator {
     }
 }
 
-impl Generator for StyleGanGenerator {
-    fn latent_dim(&self) -> usize {
-        self.z_dim
-    }
-
-    fn sample_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
-        style::sample_latent(self.z_dim, n, rng, device)
-    }
-
-    fn sample_training_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
-        style::sample_training_latent(self.z_dim, self.num_ws(), self.mixing, n, rng, device)
-    }
-
-    fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor> {
-        style::forward(self, latent, mode)
-    }
-
-    fn params(&self) -> &Params {
-        &self.params
-    }
-
-    fn style(&self) -> Option<&dyn StyleGenerator> {
-        Some(self)
-    }
-}
+style::impl_style_generator!(StyleGanGenerator);
 
 /// StyleGAN's discriminator: StyleGAN2's without the residual shortcuts.
 pub struct StyleGanDiscriminator(StyleGan2Discriminator);
@@ -192,6 +168,7 @@ impl Discriminator for StyleGanDiscriminator {
 mod tests {
     use super::*;
     use crate::models::style::{latent_ws, Truncation};
+    use crate::models::{Generator, Latent};
 
     fn cfg(size: usize) -> ModelConfig {
         ModelConfig { arch: "stylegan".into(), ..super::super::stylegan2::tests::cfg(size) }

@@ -25,7 +25,7 @@
 //! instead of a 3x3 convolution at stride 2 after the blur.
 
 use super::style::{self, Mapping, StyleGenerator, MAPPING_LAYERS, STYLE_MIXING};
-use super::{stages, DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
+use super::{stages, DiscOutput, Discriminator, Family, ModelOption};
 use crate::config::ModelConfig;
 use crate::nn::equalized::{bias_lrelu, EqConv2d, EqLinear};
 use crate::nn::layers::weight;
@@ -187,31 +187,7 @@ impl StyleGenerator for StyleGan2Generator {
     }
 }
 
-impl Generator for StyleGan2Generator {
-    fn latent_dim(&self) -> usize {
-        self.z_dim
-    }
-
-    fn sample_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
-        style::sample_latent(self.z_dim, n, rng, device)
-    }
-
-    fn sample_training_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
-        style::sample_training_latent(self.z_dim, self.num_ws(), self.mixing, n, rng, device)
-    }
-
-    fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor> {
-        style::forward(self, latent, mode)
-    }
-
-    fn params(&self) -> &Params {
-        &self.params
-    }
-
-    fn style(&self) -> Option<&dyn StyleGenerator> {
-        Some(self)
-    }
-}
+style::impl_style_generator!(StyleGan2Generator);
 
 /// A block: 3x3 conv, blurred downsampling and a 3x3 conv; when residual, plus a shortcut of
 /// blurred downsampling and a 1x1 conv, the sum scaled by sqrt(1/2).
@@ -304,6 +280,7 @@ impl Discriminator for StyleGan2Discriminator {
 pub(crate) mod tests {
     use super::*;
     use crate::models::style::{latent_ws, Truncation};
+    use crate::models::{Generator, Latent};
 
     pub(crate) fn cfg(size: usize) -> ModelConfig {
         ModelConfig {

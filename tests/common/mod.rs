@@ -65,6 +65,24 @@ pub fn synthetic_faces(dir: &Path, n: usize) {
 pub const TINY: &[&str] =
     &["--preset", "dcgan-32", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "8", "--quiet"];
 
+/// Flags of a tiny StyleGAN2 at 32x32 (`stylegan2-32` at widths 4, w 8, two mapping layers).
+pub const TINY_STYLEGAN2: &[&str] = &[
+    "--preset",
+    "stylegan2-32",
+    "--ngf",
+    "4",
+    "--ndf",
+    "4",
+    "--nz",
+    "8",
+    "--w-dim",
+    "8",
+    "--mapping-layers",
+    "2",
+    "--batch-size",
+    "4",
+];
+
 /// Runs the binary with `args` and extra environment variables.
 pub fn run_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (bool, String) {
     let mut cmd = bin();
