@@ -15,6 +15,7 @@ use crate::models::style::{latent_ws, style_of};
 use crate::models::Generator;
 use crate::nn::Mode;
 use crate::rng::Rng;
+use crate::sample::figures::slerp_rows;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, D};
 
@@ -59,20 +60,6 @@ pub fn perceptual_distance(net: &Inception, a: &Tensor, b: &Tensor) -> Result<Te
         });
     }
     Ok(total.expect("four feature maps"))
-}
-
-/// Spherical interpolation of the rows of `a` and `b` at `t` (one per row).
-fn slerp_rows(a: &Tensor, b: &Tensor, t: &[f64]) -> Result<Tensor> {
-    let (av, bv) = (a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
-    let mut rows = Vec::new();
-    for ((x, y), &t) in av.iter().zip(&bv).zip(t) {
-        let norm = |v: &[f32]| v.iter().map(|e| (*e as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
-        let cos = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>() / (norm(x) * norm(y));
-        let omega = cos.clamp(-1.0, 1.0).acos().max(1e-6);
-        let (p, q) = (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin());
-        rows.extend(x.iter().zip(y).map(|(u, v)| (p * *u as f64 + q * *v as f64) as f32));
-    }
-    Ok(Tensor::from_vec(rows, a.shape(), a.device())?)
 }
 
 /// PPL-Inception of `g` (whose family is `arch`).

@@ -152,7 +152,8 @@ pub fn noise_figure(
         let w = ws.get(i)?.unsqueeze(0)?.broadcast_as((draws, ws.dim(1)?, ws.dim(2)?))?.contiguous()?;
         let x = sg.synthesis(&w, Some(&noise), Mode::EVAL)?;
         cells.extend(to_images(&x.narrow(0, 0, shown)?)?);
-        let std = x.mean_keepdim(1)?.broadcast_sub(&x.mean_keepdim(1)?.mean_keepdim(0)?)?.sqr()?.mean(0)?.sqrt()?;
+        let grey = x.mean_keepdim(1)?;
+        let std = grey.broadcast_sub(&grey.mean_keepdim(0)?)?.sqr()?.mean(0)?.sqrt()?;
         let peak = std.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-12);
         let map = (std / peak as f64)?.affine(2.0, -1.0)?.repeat((3, 1, 1))?.unsqueeze(0)?;
         cells.extend(to_images(&map)?);
@@ -160,7 +161,18 @@ pub fn noise_figure(
     Ok(make_grid(&cells, shown + 1))
 }
 
-/// Spherical interpolation between rows of `a` and `b` (the path of a Gaussian latent).
+/// Spherical interpolation of the rows of `a` and `b` (N, D), row i at `t[i]`: the path of a
+/// Gaussian latent (walks here, PPL in Z in `crate::metrics::ppl`).
+pub fn slerp_rows(a: &Tensor, b: &Tensor, t: &[f64]) -> Result<Tensor> {
+    let (av, bv) = (
+        a.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?,
+        b.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?,
+    );
+    let rows: Vec<f32> = av.iter().zip(&bv).zip(t).flat_map(|((x, y), &t)| slerp(x, y, t)).collect();
+    Ok(Tensor::from_vec(rows, a.shape(), a.device())?.to_dtype(a.dtype())?)
+}
+
+/// Spherical interpolation between two vectors.
 fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
     let cos = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() / (norm(a) * norm(b));
@@ -203,9 +215,7 @@ pub fn interpolation_frames(
                     sg.synthesis(&ws, keys[0].noise.as_deref(), Mode::EVAL)?
                 }
                 None => {
-                    let (za, zb) = (keys[leg].z.to_vec2::<f32>()?, keys[next].z.to_vec2::<f32>()?);
-                    let rows: Vec<f32> = za.iter().zip(&zb).flat_map(|(a, b)| slerp(a, b, t)).collect();
-                    let z = Tensor::from_vec(rows, keys[0].z.shape(), device)?;
+                    let z = slerp_rows(&keys[leg].z, &keys[next].z, &vec![t; count])?;
                     g.forward(&Latent { z, ..keys[0].clone() }, Mode::EVAL)?
                 }
             };
