@@ -39,6 +39,12 @@ pub struct ModelConfig {
     pub mapping_layers: Option<usize>,
     /// Style families: probability that a training batch mixes two latents' styles (unset: 0.9).
     pub style_mixing: Option<f64>,
+    /// Conditional models: the attributes (CelebA's names) they are conditioned on, or for
+    /// `acgan` classify, in order; empty for unconditional models.
+    pub attrs: Vec<String>,
+    /// How the labels are used (`crate::models::conditional`): none, concat (cGAN),
+    /// projection (conditional BN in G, projection D), acgan (auxiliary classifier in D).
+    pub condition: String,
 }
 
 impl Default for ModelConfig {
@@ -59,6 +65,8 @@ impl Default for ModelConfig {
             w_dim: None,
             mapping_layers: None,
             style_mixing: None,
+            attrs: Vec::new(),
+            condition: "none".into(),
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct TrainConfig {
     pub flip: bool,
     /// EBGAN's margin m: D's loss is E(x) + max(0, m − E(G(z))) (loss "ebgan").
     pub ebgan_margin: f64,
+    /// ACGAN: weight of the auxiliary attribute-classification loss in D's and G's losses.
+    pub aux_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -122,6 +132,7 @@ impl Default for TrainConfig {
             ema_decay: 0.999,
             flip: true,
             ebgan_margin: 1.0,
+            aux_weight: 1.0,
         }
     }
 }
@@ -176,6 +187,11 @@ pub struct DataConfig {
     pub path: String,
     /// Side of the central square cut before resizing (None: the largest square).
     pub crop: Option<u32>,
+    /// CelebA's attribute file for conditional models (None: `list_attr_celeba.txt` in or
+    /// beside the image folder).
+    pub attr_file: Option<String>,
+    /// Refuse, rather than skip, unreadable images and images without attribute rows.
+    pub strict: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -234,7 +250,9 @@ impl RunConfig {
     /// length (`train.steps`), logging, evaluation and sampling (`log.*`), the data path and
     /// the preset label may change freely on resume.
     pub fn trajectory_changes(&self, requested: &RunConfig) -> Vec<(String, String, String)> {
-        let free = |k: &str| k == "train.steps" || k.starts_with("log.") || k == "data.path" || k == "preset";
+        let free = |k: &str| {
+            k == "train.steps" || k.starts_with("log.") || k == "data.path" || k == "data.attr_file" || k == "preset"
+        };
         let (mine, theirs) = (self.flat(), requested.flat());
         let get = |v: &[(String, String)], k: &str| {
             v.iter().find(|(key, _)| key == k).map(|(_, x)| x.clone()).unwrap_or_else(|| "(unset)".into())
@@ -327,6 +345,9 @@ impl RunConfig {
                 t.loss,
                 m.arch
             );
+        }
+        if !(t.aux_weight >= 0.0 && t.aux_weight.is_finite()) {
+            bail!("train.aux_weight {} must be a non-negative number", t.aux_weight);
         }
         if !(t.ebgan_margin > 0.0 && t.ebgan_margin.is_finite()) {
             bail!("train.ebgan_margin {} must be a positive number", t.ebgan_margin);

@@ -76,6 +76,16 @@ fn stylegan(c: &mut RunConfig, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// The attributes the conditional presets condition on: five that are common, visible at
+/// 64x64 and span rare to balanced (CelebA frequencies: Male 42%, Smiling 48%, Young 78%,
+/// Eyeglasses 6.5%, Blond_Hair 15%). `--attrs` replaces them (`all` for the 40).
+pub const DEFAULT_ATTRS: [&str; 5] = ["Male", "Smiling", "Young", "Eyeglasses", "Blond_Hair"];
+
+fn conditional(c: &mut RunConfig, condition: &str) {
+    c.model.condition = condition.into();
+    c.model.attrs = DEFAULT_ATTRS.iter().map(|a| a.to_string()).collect();
+}
+
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "mlp-32",
@@ -275,6 +285,31 @@ pub const PRESETS: &[Preset] = &[
             c.train.loss = "ebgan".into();
             c.train.ebgan_margin = 1.0;
             c.train.penalties = vec![PenaltyConfig::parse("pull-away:0.1")?];
+            Ok(())
+        },
+    },
+    Preset {
+        name: "cgan-64",
+        about: "conditional DCGAN (Mirza & Osindero 2014): attribute signs joined to z and as planes to D's input",
+        apply: |c| {
+            conditional(c, "concat");
+            Ok(())
+        },
+    },
+    Preset {
+        name: "acgan-64",
+        about: "ACGAN (Odena et al. 2017): DCGAN whose D also classifies the attributes (BCE, weight 1)",
+        apply: |c| {
+            conditional(c, "acgan");
+            Ok(())
+        },
+    },
+    Preset {
+        name: "cbn-projection-64",
+        about: "sngan-64 with conditional BN in G and a projection D (Miyato & Koyama 2018), hinge, SN",
+        apply: |c| {
+            sngan(c, 64)?;
+            conditional(c, "projection");
             Ok(())
         },
     },

@@ -95,7 +95,7 @@ fn checkpoint_round_trip_and_generate_determinism() {
     let ds = Dataset::open(&data).unwrap();
     let mut loader = facegan::data::Loader::new(ds, 8, 0, true).unwrap();
     for _ in 0..2 {
-        let real = loader.batch(s.step, &mut s.rng, &Device::Cpu).unwrap();
+        let real = loader.batch(s.step, &mut s.rng, &Device::Cpu).unwrap().0;
         s.train_step(std::slice::from_ref(&real)).unwrap();
     }
     let path = t.path().join("ck.safetensors");

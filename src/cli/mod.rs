@@ -13,7 +13,10 @@ use facegan::models::style::Truncation;
 use facegan::presets::PRESETS;
 use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::figures;
-use facegan::sample::generate::{generate, load_generator, shipped_model_path, write_faces, SHIPPED_MODEL};
+use facegan::sample::generate::{
+    attr_column, attribute_grid, generate_with, load_generator, parse_attr_values, shipped_model_path, write_faces,
+    SHIPPED_MODEL,
+};
 use facegan::sample::grid::save_png;
 use facegan::train::{checkpoint, train, TrainOptions};
 use std::path::PathBuf;
@@ -122,6 +125,14 @@ pub struct GenerateArgs {
     /// Truncate only the first N ws (the coarse styles); default: all.
     #[arg(long)]
     truncation_cutoff: Option<usize>,
+    /// Conditional models: attributes to fix, NAME=1|0,... (e.g. Smiling=1,Male=0); the
+    /// others are drawn from the training data's frequencies.
+    #[arg(long)]
+    attr: Option<String>,
+    /// Conditional models: for each attribute listed, a row of --count faces with it off and
+    /// a row with it on, everything else fixed.
+    #[arg(long, value_delimiter = ',')]
+    attr_grid: Vec<String>,
 }
 
 #[derive(Args)]
@@ -327,8 +338,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--truncation-cutoff needs --truncation PSI");
             }
             let truncation = a.truncation.map(|psi| Truncation { psi, cutoff: a.truncation_cutoff });
-            let x = generate(g.as_ref(), &cfg, a.count, a.seed, &device, truncation)?;
-            let written = write_faces(&x, &a.out, a.columns)?;
+            let fixed = parse_attr_values(a.attr.as_deref().unwrap_or(""), &cfg)?;
+            let (x, columns) = if a.attr_grid.is_empty() {
+                (generate_with(g.as_ref(), &cfg, a.count, a.seed, &device, truncation, &fixed)?, a.columns)
+            } else {
+                if truncation.is_some() {
+                    bail!("--attr-grid does not take --truncation");
+                }
+                let cols = a.attr_grid.iter().map(|n| attr_column(n, &cfg)).collect::<Result<Vec<_>>>()?;
+                (attribute_grid(g.as_ref(), &cfg, &cols, a.count, a.seed, &fixed, &device)?, a.count)
+            };
+            let written = write_faces(&x, &a.out, columns)?;
             eprintln!(
                 "wrote {} ({} faces from {})",
                 if written.len() == 1 {
@@ -336,7 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 } else {
                     format!("{} files in {}", written.len(), a.out.display())
                 },
-                a.count,
+                x.dim(0)?,
                 path.display()
             );
         }

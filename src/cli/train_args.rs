@@ -109,6 +109,23 @@ pub struct TrainArgs {
     /// Style families: probability of style mixing in a training batch (default 0.9).
     #[arg(long)]
     style_mixing: Option<f64>,
+    /// Conditional models: CelebA attributes to condition on, comma-separated
+    /// (e.g. Male,Smiling,Eyeglasses), `all` for the 40, `none` for an unconditional model.
+    #[arg(long, value_delimiter = ',')]
+    attrs: Option<Vec<String>>,
+    /// How a conditional model uses the attributes: concat (cGAN), projection (conditional BN
+    /// in G and a projection D), acgan (auxiliary classifier on D), none.
+    #[arg(long)]
+    condition: Option<String>,
+    /// CelebA's list_attr_celeba.txt (default: in or beside the image folder).
+    #[arg(long)]
+    attr_file: Option<String>,
+    /// Refuse unreadable images and images without attribute rows instead of skipping them.
+    #[arg(long)]
+    strict: bool,
+    /// ACGAN: weight of the attribute-classification loss (default 1).
+    #[arg(long)]
+    aux_weight: Option<f64>,
     /// EBGAN's margin (loss ebgan).
     #[arg(long)]
     ebgan_margin: Option<f64>,
@@ -202,6 +219,10 @@ impl TrainArgs {
         m.w_dim = self.w_dim.or(m.w_dim);
         m.mapping_layers = self.mapping_layers.or(m.mapping_layers);
         m.style_mixing = self.style_mixing.or(m.style_mixing);
+        set(&mut m.condition, self.condition.clone());
+        if let Some(a) = &self.attrs {
+            m.attrs = if a == &["none"] { Vec::new() } else { a.clone() };
+        }
         let t = &mut c.train;
         set(&mut t.steps, self.steps);
         set(&mut t.batch_size, self.batch_size);
@@ -221,6 +242,7 @@ impl TrainArgs {
         set(&mut t.instance_noise, self.instance_noise);
         set(&mut t.instance_noise_steps, self.instance_noise_steps);
         set(&mut t.ebgan_margin, self.ebgan_margin);
+        set(&mut t.aux_weight, self.aux_weight);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }
@@ -249,6 +271,13 @@ impl TrainArgs {
         if self.crop.is_some() {
             c.data.crop = self.crop;
         }
+        if self.attr_file.is_some() {
+            c.data.attr_file = self.attr_file.clone();
+        }
+        c.data.strict |= self.strict;
+        if c.model.attrs.iter().any(|a| a == "all") {
+            c.model.attrs = all_attributes(&c)?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -259,6 +288,18 @@ impl TrainArgs {
         let keys = self.overrides.iter().map(|o| c.apply_override(o)).collect::<Result<Vec<_>>>()?;
         Ok((c, keys))
     }
+}
+
+/// Every attribute name of the run's attribute file (for `--attrs all`).
+fn all_attributes(c: &RunConfig) -> Result<Vec<String>> {
+    use facegan::data::attrs::{find_attr_file, read_names};
+    let data = PathBuf::from(&c.data.path);
+    let dir = match data.is_dir() {
+        true => data,
+        false if data.is_file() => PathBuf::from(facegan::data::Dataset::open(&data)?.header.source),
+        false => anyhow::bail!("--attrs all reads the names from the attribute file beside --data, which is not given"),
+    };
+    read_names(&find_attr_file(c.data.attr_file.as_deref(), &dir)?)
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {

@@ -5,6 +5,7 @@
 //! epoch is dropped. A resumed run therefore sees exactly the batches it would have
 //! seen without stopping.
 
+use super::attrs::Labels;
 use super::cache::Dataset;
 use super::preprocess::to_unit_range;
 use crate::rng::Rng;
@@ -14,6 +15,8 @@ use rayon::prelude::*;
 
 pub struct Loader {
     pub data: Dataset,
+    /// Attribute labels (conditional models); batches then draw only labelled images.
+    pub labels: Option<Labels>,
     batch: usize,
     seed: u64,
     flip: bool,
@@ -28,11 +31,34 @@ impl Loader {
         if data.len() < batch {
             bail!("{} holds {} images, fewer than one batch of {batch}", data.path.display(), data.len());
         }
-        Ok(Self { data, batch, seed, flip, perm: None })
+        Ok(Self { data, labels: None, batch, seed, flip, perm: None })
+    }
+
+    /// Yields `labels` with every batch, and draws only the images that have them.
+    pub fn with_labels(mut self, labels: Labels) -> Result<Self> {
+        if labels.values.len() != self.data.len() * labels.k() {
+            bail!("{}: labels for a different number of images", self.data.path.display());
+        }
+        if labels.labelled.len() < self.batch {
+            bail!(
+                "{} holds {} labelled images, fewer than one batch of {}",
+                self.data.path.display(),
+                labels.labelled.len(),
+                self.batch
+            );
+        }
+        self.labels = Some(labels);
+        self.perm = None;
+        Ok(self)
+    }
+
+    /// Images batches are drawn from: all, or the labelled ones.
+    fn pool(&self) -> usize {
+        self.labels.as_ref().map_or(self.data.len(), |l| l.labelled.len())
     }
 
     pub fn batches_per_epoch(&self) -> u64 {
-        (self.data.len() / self.batch) as u64
+        (self.pool() / self.batch) as u64
     }
 
     /// Image indices of batch number `step` (0-based, counted from the start of training).
@@ -40,18 +66,30 @@ impl Loader {
         let bpe = self.batches_per_epoch();
         let (epoch, k) = (step / bpe, (step % bpe) as usize);
         if self.perm.as_ref().map(|p| p.0) != Some(epoch) {
-            let mut perm: Vec<usize> = (0..self.data.len()).collect();
+            let mut perm: Vec<usize> = (0..self.pool()).collect();
             Rng::derived(self.seed, 0x5EED_0000 + epoch).shuffle(&mut perm);
+            if let Some(l) = &self.labels {
+                perm.iter_mut().for_each(|i| *i = l.labelled[*i]);
+            }
             self.perm = Some((epoch, perm));
         }
         self.perm.as_ref().unwrap().1[k * self.batch..(k + 1) * self.batch].to_vec()
     }
 
-    /// Batch number `step`; horizontal flips (if on) are drawn from `rng`.
-    pub fn batch(&mut self, step: u64, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    /// Batch number `step`, with its images' labels (N, K) when the loader has labels;
+    /// horizontal flips (if on) are drawn from `rng` and leave the labels as they are.
+    pub fn batch(&mut self, step: u64, rng: &mut Rng, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
         let idx = self.indices(step);
         let flips: Vec<bool> = idx.iter().map(|_| self.flip && rng.uniform() < 0.5).collect();
-        Ok(images_to_tensor(&self.data, &idx, &flips, device)?)
+        let images = images_to_tensor(&self.data, &idx, &flips, device)?;
+        let labels = match &self.labels {
+            Some(l) => {
+                let v: Vec<f32> = idx.iter().flat_map(|&i| l.of(i).iter().copied()).collect();
+                Some(Tensor::from_vec(v, (idx.len(), l.k()), device)?)
+            }
+            None => None,
+        };
+        Ok((images, labels))
     }
 }
 
@@ -123,6 +161,36 @@ mod tests {
         let b = f.i((0, 1, 2)).unwrap().to_vec1::<f32>().unwrap();
         let rev: Vec<f32> = b.iter().rev().cloned().collect();
         assert_eq!(a, rev);
+    }
+
+    #[test]
+    fn labels_stay_with_their_images_through_shuffles_and_flips() {
+        use crate::data::attrs::{AttrFile, Labels};
+        let (_d, ds) = dataset(10);
+        // Image i (red = 20 i) is "Odd" when i is odd; image 007 has no row.
+        let mut text = String::from("9\r\nOdd Low\r\n");
+        for i in (0..10).filter(|&i| i != 7) {
+            text.push_str(&format!(
+                "{i:03}.png  {} {}\r\n",
+                if i % 2 == 1 { 1 } else { -1 },
+                if i < 5 { 1 } else { -1 }
+            ));
+        }
+        let file = AttrFile::parse(&text, std::path::Path::new("a.txt")).unwrap();
+        let labels = Labels::from_file(&file, &["Odd".into()], &ds.header.names, false).unwrap();
+        let mut l = Loader::new(ds, 3, 5, true).unwrap().with_labels(labels).unwrap();
+        assert_eq!(l.batches_per_epoch(), 3, "9 labelled images");
+        let mut rng = Rng::new(1);
+        for step in 0..9 {
+            let (x, y) = l.batch(step, &mut rng, &Device::Cpu).unwrap();
+            let y = y.unwrap().to_vec2::<f32>().unwrap();
+            for (n, row) in y.iter().enumerate() {
+                let red = x.i((n, 0, 0, 0)).unwrap().to_scalar::<f32>().unwrap();
+                let i = ((red + 1.0) * 127.5 / 20.0).round() as usize;
+                assert_ne!(i, 7, "an unlabelled image was drawn");
+                assert_eq!(row[0], (i % 2) as f32, "step {step}: image {i} got label {row:?}");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //!
 //! Options: D's normalisation (batch, layer, none), spectral norm on D's convolutions
 //! (SN-DCGAN), and minibatch standard deviation before D's last convolution.
+//!
+//! Conditioning (`models::conditional`): `concat` (cGAN: G reads [z, s], D the image with K
+//! label planes) and `acgan` (G reads [z, s]; D's last convolution has 1 + K outputs, the
+//! score and the attribute logits).
 
+use super::conditional::{self, Condition, LabelPrior, CLASS_LOGITS};
 use super::{stages, DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
 use crate::config::ModelConfig;
 use crate::nn::layers::LayerOpts;
@@ -25,6 +30,7 @@ pub const FAMILY: Family = Family {
     d_aux: &[],
     energy_d: false,
     w_space: false,
+    conditions: &[Condition::Concat, Condition::AuxClassifier],
     build_generator: |c, dev, rng| Ok(Box::new(DcganGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(DcganDiscriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),
@@ -33,6 +39,8 @@ pub const FAMILY: Family = Family {
 pub struct DcganGenerator {
     params: Params,
     nz: usize,
+    /// Conditional models: the labels' prior (their signs join z).
+    prior: Option<LabelPrior>,
     convs: Vec<ConvTranspose2d>,
     norms: Vec<BatchNorm2d>,
 }
@@ -42,7 +50,8 @@ impl DcganGenerator {
         let mut p = Params::new(device);
         let n = stages(cfg);
         let width = |i: usize| cfg.ngf << (n - 1 - i); // channels after layer i (i < n)
-        let mut convs = vec![ConvTranspose2d::new(&mut p, rng, "main.0", cfg.nz, width(0), 4, 1, 0, false)?];
+        let k = cfg.attrs.len();
+        let mut convs = vec![ConvTranspose2d::new(&mut p, rng, "main.0", cfg.nz + k, width(0), 4, 1, 0, false)?];
         let mut norms = vec![BatchNorm2d::new(&mut p, rng, "main.0.bn", width(0))?];
         for i in 1..n {
             convs.push(ConvTranspose2d::new(
@@ -59,7 +68,8 @@ impl DcganGenerator {
             norms.push(BatchNorm2d::new(&mut p, rng, &format!("main.{i}.bn"), width(i))?);
         }
         convs.push(ConvTranspose2d::new(&mut p, rng, &format!("main.{n}"), width(n - 1), 3, 4, 2, 1, false)?);
-        Ok(Self { params: p, nz: cfg.nz, convs, norms })
+        let prior = if k > 0 { Some(LabelPrior::new(&mut p, k)?) } else { None };
+        Ok(Self { params: p, nz: cfg.nz, prior, convs, norms })
     }
 }
 
@@ -68,9 +78,16 @@ impl Generator for DcganGenerator {
         self.nz
     }
 
+    fn sample_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
+        conditional::sample_latent(self.nz, self.prior.as_ref(), n, rng, device)
+    }
+
     fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor> {
-        let z = &latent.z;
-        let mut x = z.reshape((z.dim(0)?, self.nz, 1, 1))?;
+        let z = match &self.prior {
+            Some(_) => conditional::join_z(&latent.z, conditional::need(latent.labels.as_ref())?)?,
+            None => latent.z.clone(),
+        };
+        let mut x = z.reshape((z.dim(0)?, z.dim(1)?, 1, 1))?;
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
             x = bn.forward_act(&conv.forward(&x, mode)?, mode, Some(0.0))?;
         }
@@ -90,6 +107,7 @@ pub struct DcganDiscriminator {
     norms: Vec<Norm>,
     /// Minibatch standard deviation group before the last convolution (0: none).
     mbstd_group: usize,
+    condition: Condition,
 }
 
 impl DcganDiscriminator {
@@ -101,28 +119,41 @@ impl DcganDiscriminator {
         let conv = |p: &mut Params, rng: &mut Rng, i: usize, cin, cout, stride, pad| {
             Conv2d::with(p, rng, &format!("main.{i}"), (cin, cout, 4), stride, pad, opts)
         };
-        let mut convs = vec![conv(&mut p, rng, 0, 3, width(0), 2, 1)?];
+        let condition = Condition::parse(&cfg.condition)?;
+        let k = cfg.attrs.len();
+        let planes = if condition == Condition::Concat { k } else { 0 };
+        let mut convs = vec![conv(&mut p, rng, 0, 3 + planes, width(0), 2, 1)?];
         let mut norms = Vec::new();
         for i in 1..n {
             convs.push(conv(&mut p, rng, i, width(i - 1), width(i), 2, 1)?);
             norms.push(Norm::new(&cfg.d_norm, &mut p, rng, &format!("main.{i}.norm"), width(i))?);
         }
         let extra = usize::from(cfg.mbstd_group > 0);
-        convs.push(conv(&mut p, rng, n, width(n - 1) + extra, 1, 1, 0)?);
-        Ok(Self { params: p, convs, norms, mbstd_group: cfg.mbstd_group })
+        let outputs = if condition == Condition::AuxClassifier { 1 + k } else { 1 };
+        convs.push(conv(&mut p, rng, n, width(n - 1) + extra, outputs, 1, 0)?);
+        Ok(Self { params: p, convs, norms, mbstd_group: cfg.mbstd_group, condition })
     }
 }
 
 impl Discriminator for DcganDiscriminator {
-    fn forward_full(&self, x: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<DiscOutput> {
-        let mut h = leaky_relu(&self.convs[0].forward(x, mode)?, 0.2)?;
+    fn forward_full(&self, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<DiscOutput> {
+        let x = match self.condition {
+            Condition::Concat => conditional::append_label_planes(x, conditional::need(labels)?)?,
+            _ => x.clone(),
+        };
+        let mut h = leaky_relu(&self.convs[0].forward(&x, mode)?, 0.2)?;
         for (conv, norm) in self.convs[1..].iter().zip(&self.norms) {
             h = norm.forward_act(&conv.forward(&h, mode)?, mode, Some(0.2))?;
         }
         if self.mbstd_group > 0 {
             h = minibatch_stddev(&h, self.mbstd_group)?;
         }
-        Ok(DiscOutput::logits(self.convs.last().unwrap().forward(&h, mode)?.flatten_all()?))
+        let out = self.convs.last().unwrap().forward(&h, mode)?.flatten_from(1)?;
+        let mut d = DiscOutput::logits(out.narrow(1, 0, 1)?.flatten_all()?);
+        if self.condition == Condition::AuxClassifier {
+            d.aux.insert(CLASS_LOGITS, out.narrow(1, 1, out.dim(1)? - 1)?);
+        }
+        Ok(d)
     }
 
     fn params(&self) -> &Params {

@@ -25,6 +25,7 @@ pub const FAMILY: Family = Family {
     d_aux: &["embedding"],
     energy_d: true,
     w_space: false,
+    conditions: &[],
     build_generator: |c, dev, rng| Ok(Box::new(DcganGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(AutoEncoderDiscriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),

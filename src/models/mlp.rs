@@ -22,6 +22,7 @@ pub const FAMILY: Family = Family {
     d_aux: &[],
     energy_d: false,
     w_space: false,
+    conditions: &[],
     build_generator: |c, dev, rng| Ok(Box::new(MlpGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(MlpDiscriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),

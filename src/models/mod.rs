@@ -6,6 +6,7 @@
 //! goes through that list, never through a family's name. A new family is its file, its
 //! entry in [`FAMILIES`], a preset in `crate::presets` and its tests.
 
+pub mod conditional;
 pub mod dcgan;
 pub mod ebgan;
 pub mod mlp;
@@ -19,6 +20,7 @@ use crate::nn::{Mode, Params};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
+use conditional::Condition;
 use std::collections::BTreeMap;
 
 /// What a generator makes images from. Families sample it themselves
@@ -193,6 +195,8 @@ pub struct Family {
     /// Whether G has an intermediate latent space W ([`Generator::style`]): truncation,
     /// style mixing and path-length regularisation apply.
     pub w_space: bool,
+    /// Ways of conditioning on labels it supports (`model.condition` other than none).
+    pub conditions: &'static [Condition],
     pub build_generator: BuildG,
     pub build_discriminator: BuildD,
     /// Checks of this family's own (image sizes it supports, where attention can go).
@@ -249,7 +253,39 @@ pub fn validate(cfg: &ModelConfig) -> Result<()> {
     if !(0.0..1.0).contains(&cfg.d_dropout) {
         bail!("model.d_dropout {} must be in [0, 1)", cfg.d_dropout);
     }
+    validate_condition(cfg, fam)?;
     (fam.validate)(cfg)
+}
+
+fn validate_condition(cfg: &ModelConfig, fam: &Family) -> Result<()> {
+    let cond = Condition::parse(&cfg.condition)?;
+    let names = |cs: &[Condition]| cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+    if cond != Condition::None && !fam.conditions.contains(&cond) {
+        let supported = FAMILIES.iter().filter(|f| f.conditions.contains(&cond)).map(|f| f.name).collect::<Vec<_>>();
+        bail!(
+            "model.condition {} does not apply to the {} family (its conditions: {}; families with {}: {})",
+            cond.name(),
+            fam.name,
+            if fam.conditions.is_empty() { "none".to_string() } else { names(fam.conditions) },
+            cond.name(),
+            supported.join(", ")
+        );
+    }
+    match (cond, cfg.attrs.is_empty()) {
+        (Condition::None, false) => bail!(
+            "model.attrs ({}) needs a way to use them: model.condition (--condition) one of {}",
+            cfg.attrs.join(", "),
+            names(&Condition::ALL[1..])
+        ),
+        (c, true) if c != Condition::None => {
+            bail!("model.condition {} needs attributes to condition on: --attrs Male,Smiling,... (or all)", c.name())
+        }
+        _ => {}
+    }
+    if cfg.attrs.iter().any(|a| a == "all") {
+        bail!("model.attrs 'all' must be expanded to the attribute file's names before the model is built (the command line does this)");
+    }
+    Ok(())
 }
 
 /// Checks that attention, when asked for, sits at one of `resolutions` (the sides of the

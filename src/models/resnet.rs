@@ -15,9 +15,15 @@
 //! the blocks. Minibatch stddev (optional) enters the last block; attention (optional) follows
 //! the block whose output has the chosen side, in G and in D.
 //!
+//! Conditioning (`models::conditional`): `projection` (conditional batch norm in G, each BN's
+//! scale and shift a linear map of the labels' signs, and the projection term in D; Miyato &
+//! Koyama 2018) and `acgan` (the same G, and a linear attribute head on D's pooled features).
+//! With self-modulation as well, G's BNs read [z, s] through their MLP.
+//!
 //! Convolutions have biases and Xavier-uniform weights, gain sqrt(2) in the residual
 //! branches and 1 in shortcuts and linear layers (as Mimicry's SN-GAN does).
 
+use super::conditional::{self, Condition, LabelPrior, Projection, CLASS_LOGITS};
 use super::{check_attention, stages, DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
 use crate::config::ModelConfig;
 use crate::nn::attention::SelfAttention;
@@ -44,6 +50,7 @@ pub const FAMILY: Family = Family {
     d_aux: &[],
     energy_d: false,
     w_space: false,
+    conditions: &[Condition::Projection, Condition::AuxClassifier],
     build_generator: |c, dev, rng| Ok(Box::new(ResnetGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(ResnetDiscriminator::new(c, dev, rng)?)),
     validate,
@@ -82,7 +89,8 @@ fn shortcut_opts(spectral: bool) -> LayerOpts {
     LayerOpts::new(true, Init::XavierUniform(1.0), spectral)
 }
 
-/// G's batch norm: plain, or self-modulated by z.
+/// G's batch norm: plain, self-modulated by z, conditional on the labels, or both (modulated
+/// by [z, s]).
 enum GNorm {
     Plain(BatchNorm2d),
     Modulated(ModulatedBatchNorm),
@@ -90,13 +98,15 @@ enum GNorm {
 
 impl GNorm {
     fn new(p: &mut Params, rng: &mut Rng, name: &str, c: usize, cfg: &ModelConfig) -> Result<Self> {
-        Ok(match cfg.self_modulation {
-            true => GNorm::Modulated(ModulatedBatchNorm::new(p, rng, name, c, cfg.nz, Some(SELF_MOD_HIDDEN))?),
-            false => GNorm::Plain(BatchNorm2d::new(p, rng, name, c)?),
+        let k = cfg.attrs.len();
+        Ok(match (cfg.self_modulation, k > 0) {
+            (true, _) => GNorm::Modulated(ModulatedBatchNorm::new(p, rng, name, c, cfg.nz + k, Some(SELF_MOD_HIDDEN))?),
+            (false, true) => GNorm::Modulated(ModulatedBatchNorm::new(p, rng, name, c, k, None)?),
+            (false, false) => GNorm::Plain(BatchNorm2d::new(p, rng, name, c)?),
         })
     }
 
-    /// Batch norm, then ReLU.
+    /// Batch norm, then ReLU; `z` is the modulating vector (see [`ResnetGenerator::forward`]).
     fn forward_relu(&self, x: &Tensor, z: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         match self {
             GNorm::Plain(bn) => bn.forward_act(x, mode, Some(0.0)),
@@ -136,6 +146,8 @@ impl UpBlock {
 pub struct ResnetGenerator {
     params: Params,
     nz: usize,
+    self_modulation: bool,
+    prior: Option<LabelPrior>,
     top: usize,
     input: Linear,
     blocks: Vec<UpBlock>,
@@ -163,7 +175,12 @@ impl ResnetGenerator {
         }
         let bn_out = GNorm::new(&mut p, rng, "bn_out", cfg.ngf, cfg)?;
         let conv_out = Conv2d::with(&mut p, rng, "conv_out", (cfg.ngf, 3, 3), 1, 1, shortcut_opts(sn))?;
-        Ok(Self { params: p, nz: cfg.nz, top, input, blocks, attention, bn_out, conv_out })
+        let prior = match cfg.attrs.len() {
+            0 => None,
+            k => Some(LabelPrior::new(&mut p, k)?),
+        };
+        let self_modulation = cfg.self_modulation;
+        Ok(Self { params: p, nz: cfg.nz, self_modulation, prior, top, input, blocks, attention, bn_out, conv_out })
     }
 }
 
@@ -172,9 +189,24 @@ impl Generator for ResnetGenerator {
         self.nz
     }
 
+    fn sample_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
+        conditional::sample_latent(self.nz, self.prior.as_ref(), n, rng, device)
+    }
+
     fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor> {
         let z = &latent.z;
-        let mut h = self.input.forward(z, mode)?.reshape((z.dim(0)?, self.top, 4, 4))?;
+        // What the batch norms are modulated by: z, the labels' signs, or both.
+        let labels = match &self.prior {
+            Some(_) => Some(conditional::need(latent.labels.as_ref())?),
+            None => None,
+        };
+        let cond = match (self.self_modulation, labels) {
+            (true, Some(l)) => conditional::join_z(z, l)?,
+            (false, Some(l)) => conditional::signs(l)?.to_dtype(z.dtype())?,
+            (_, None) => z.clone(),
+        };
+        let z = &cond;
+        let mut h = self.input.forward(&latent.z, mode)?.reshape((z.dim(0)?, self.top, 4, 4))?;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, z, mode)?;
             if let Some((_, a)) = self.attention.as_ref().filter(|(at, _)| *at == i) {
@@ -257,6 +289,8 @@ pub struct ResnetDiscriminator {
     attention: Option<(usize, SelfAttention)>,
     mbstd_group: usize,
     head: Linear,
+    projection: Option<Projection>,
+    class_head: Option<Linear>,
 }
 
 impl ResnetDiscriminator {
@@ -281,12 +315,21 @@ impl ResnetDiscriminator {
             }
         }
         let head = Linear::with(&mut p, rng, "head", cfg.ndf << n, 1, shortcut_opts(sn))?;
-        Ok(Self { params: p, blocks, attention, mbstd_group: cfg.mbstd_group, head })
+        let (k, features) = (cfg.attrs.len(), cfg.ndf << n);
+        let (mut projection, mut class_head) = (None, None);
+        match Condition::parse(&cfg.condition)? {
+            Condition::Projection => projection = Some(Projection::new(&mut p, rng, k, features, sn)?),
+            Condition::AuxClassifier => {
+                class_head = Some(Linear::with(&mut p, rng, "class_head", features, k, shortcut_opts(sn))?)
+            }
+            _ => {}
+        }
+        Ok(Self { params: p, blocks, attention, mbstd_group: cfg.mbstd_group, head, projection, class_head })
     }
 }
 
 impl Discriminator for ResnetDiscriminator {
-    fn forward_full(&self, x: &Tensor, _labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<DiscOutput> {
+    fn forward_full(&self, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> candle_core::Result<DiscOutput> {
         let mut h = x.clone();
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -299,7 +342,15 @@ impl Discriminator for ResnetDiscriminator {
             }
         }
         let pooled = global_sum_pool(&crate::ops::leaky_relu(&h, 0.0)?)?;
-        Ok(DiscOutput::logits(self.head.forward(&pooled, mode)?.flatten_all()?))
+        let mut logits = self.head.forward(&pooled, mode)?.flatten_all()?;
+        if let Some(p) = &self.projection {
+            logits = (logits + p.forward(&pooled, conditional::need(labels)?, mode)?)?;
+        }
+        let mut out = DiscOutput::logits(logits);
+        if let Some(c) = &self.class_head {
+            out.aux.insert(CLASS_LOGITS, c.forward(&pooled, mode)?);
+        }
+        Ok(out)
     }
 
     fn params(&self) -> &Params {

@@ -36,6 +36,7 @@ pub const FAMILY: Family = Family {
     d_aux: &[],
     energy_d: false,
     w_space: true,
+    conditions: &[],
     build_generator: |c, dev, rng| Ok(Box::new(StyleGanGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(StyleGanDiscriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),

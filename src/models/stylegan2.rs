@@ -44,6 +44,7 @@ pub const FAMILY: Family = Family {
     d_aux: &[],
     energy_d: false,
     w_space: true,
+    conditions: &[],
     build_generator: |c, dev, rng| Ok(Box::new(StyleGan2Generator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(StyleGan2Discriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),

@@ -9,11 +9,13 @@ use super::checkpoint::{self, Checkpoint};
 use super::optim::Optimizer;
 use super::stats::{self, Accumulator};
 use crate::config::RunConfig;
+use crate::data::attrs::{find_attr_file, AttrFile, Labels};
 use crate::data::cache::{default_cache_dir, prepare_cached, Dataset, PrepareOptions, CACHE_EXTENSION};
 use crate::data::preprocess::CropResize;
 use crate::data::Loader;
 use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
+use crate::models::conditional::{class_accuracy, class_loss, set_label_prior, CLASS_LOGITS};
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
 use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target, PATH_LENGTH_DECAY};
@@ -203,10 +205,27 @@ impl Session {
     /// One training step: `n_critic` discriminator updates, one on each batch of `reals`,
     /// then one generator update, then the EMA.
     pub fn train_step(&mut self, reals: &[Tensor]) -> Result<StepStats> {
+        self.train_step_labelled(reals, None)
+    }
+
+    /// [`Self::train_step`] with the real batches' labels (N, K), which conditional models
+    /// need: the fakes of each D step get the labels of its real batch (G's step those of the
+    /// first), so real, fake and the penalties' mixtures are judged under the same labels.
+    pub fn train_step_labelled(&mut self, reals: &[Tensor], real_labels: Option<&[Tensor]>) -> Result<StepStats> {
         let nc = self.cfg.train.n_critic as usize;
         if reals.len() != nc {
             bail!("a step with n_critic = {nc} needs {nc} real batches, got {}", reals.len());
         }
+        let conditional = !self.cfg.model.attrs.is_empty();
+        match real_labels {
+            None if conditional => {
+                bail!("the model is conditioned on {} but the batches have no labels", self.cfg.model.attrs.join(", "))
+            }
+            Some(l) if l.len() != nc => bail!("{} label batches for {nc} real batches", l.len()),
+            _ => {}
+        }
+        let real_labels = real_labels.filter(|_| conditional);
+        let aux_weight = self.cfg.train.aux_weight;
         let sigma = self.instance_noise_std();
         let real_label = 1.0 - self.cfg.train.label_smoothing;
         let mut stats = StepStats::new();
@@ -215,16 +234,30 @@ impl Session {
         for (i, real) in reals.iter().enumerate() {
             // D main: real and detached fake.
             let n = real.dim(0)?;
-            let latent = self.g.sample_training_latent(n, &mut self.rng, &self.device)?;
+            let mut latent = self.g.sample_training_latent(n, &mut self.rng, &self.device)?;
+            if let Some(l) = real_labels {
+                latent.labels = Some(l[i].clone());
+            }
             let labels = latent.labels.clone();
             let fake = self.g.forward(&latent, Mode::TRAIN)?;
             let real_in = self.with_noise(real, sigma)?;
             let fake_in = self.with_noise(&fake.detach(), sigma)?;
             let mode = self.d_mode(Mode::TRAIN);
-            let real_logits = self.d.forward(&real_in, labels.as_ref(), mode)?;
-            let fake_logits = self.d.forward(&fake_in, labels.as_ref(), mode)?;
-            let adv = self.loss.d_loss_smoothed(&real_logits, &fake_logits, real_label)?;
+            let real_out = self.d.forward_full(&real_in, labels.as_ref(), mode)?;
+            let fake_out = self.d.forward_full(&fake_in, labels.as_ref(), mode)?;
+            let (real_logits, fake_logits) = (&real_out.logits, &fake_out.logits);
+            let adv = self.loss.d_loss_smoothed(real_logits, fake_logits, real_label)?;
             let mut d_total = adv.clone();
+            // ACGAN: D also learns to classify the attributes of real images and of fakes.
+            if let (Some(cr), Some(cf), Some(y)) =
+                (real_out.aux.get(CLASS_LOGITS), fake_out.aux.get(CLASS_LOGITS), labels.as_ref())
+            {
+                let (lr, lf) = (class_loss(cr, y)?, class_loss(cf, y)?);
+                add("d_class_real", lr.to_scalar::<f32>()? as f64);
+                add("d_class_fake", lf.to_scalar::<f32>()? as f64);
+                add("class_acc_real", class_accuracy(cr, y)?);
+                d_total = (d_total + ((lr + lf)? * aux_weight)?)?;
+            }
             // D reg: gradient penalties, lazy ones every `every` D steps, scaled by `every`.
             let d_step = self.step * nc as u64 + i as u64;
             for &(kind, weight, every) in &self.penalties {
@@ -247,8 +280,8 @@ impl Session {
                 }
             }
             add("d_loss", adv.to_scalar::<f32>()? as f64);
-            add("d_real", mean_sigmoid(&real_logits)?);
-            add("d_fake", mean_sigmoid(&fake_logits)?);
+            add("d_real", mean_sigmoid(real_logits)?);
+            add("d_fake", mean_sigmoid(fake_logits)?);
             add("logit_real", real_logits.mean_all()?.to_scalar::<f32>()? as f64);
             add("logit_fake", fake_logits.mean_all()?.to_scalar::<f32>()? as f64);
             last_fake = Some((fake, labels, real_in));
@@ -260,7 +293,10 @@ impl Session {
         let (fake, labels) = if nc == 1 {
             (last_fake, last_labels)
         } else {
-            let latent = self.g.sample_training_latent(reals[0].dim(0)?, &mut self.rng, &self.device)?;
+            let mut latent = self.g.sample_training_latent(reals[0].dim(0)?, &mut self.rng, &self.device)?;
+            if let Some(l) = real_labels {
+                latent.labels = Some(l[0].clone());
+            }
             (self.g.forward(&latent, Mode::TRAIN)?, latent.labels)
         };
         let fake_in = self.with_noise(&fake, sigma)?;
@@ -273,6 +309,11 @@ impl Session {
         let g_loss = self.loss.g_loss(real_logits.as_ref(), &out.logits)?;
         // G reg: regularisers of the generator, on their interval, scaled by it.
         let mut g_total = g_loss.clone();
+        if let (Some(c), Some(y)) = (out.aux.get(CLASS_LOGITS), labels.as_ref()) {
+            let l = class_loss(c, y)?;
+            stats.insert("g_class".into(), l.to_scalar::<f32>()? as f64);
+            g_total = (g_total + (l * aux_weight)?)?;
+        }
         let mut path = None;
         for &(kind, weight, every) in &self.penalties {
             if kind.target() != Target::G || !self.step.is_multiple_of(every) || weight == 0.0 {
@@ -375,8 +416,8 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
     let cache = if path.is_file() {
         path.clone()
     } else if path.is_dir() {
-        let opts =
-            PrepareOptions { spec: CropResize { size: size as u32, crop: cfg.data.crop }, strict: false, progress };
+        let spec = CropResize { size: size as u32, crop: cfg.data.crop };
+        let opts = PrepareOptions { spec, strict: cfg.data.strict, progress };
         prepare_cached(&path, &default_cache_dir(), &opts)?
     } else {
         bail!(
@@ -394,6 +435,19 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
         );
     }
     Ok(ds)
+}
+
+/// The labels of `data`'s images for a conditional model (None for an unconditional one):
+/// the attribute file is `data.attr_file`, else `list_attr_celeba.txt` in or beside the
+/// image folder (for a prepared cache, the folder it was prepared from).
+pub fn open_labels(cfg: &RunConfig, data: &Dataset) -> Result<Option<Labels>> {
+    if cfg.model.attrs.is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(&cfg.data.path);
+    let dir = if path.is_dir() { path } else { PathBuf::from(&data.header.source) };
+    let file = AttrFile::read(&find_attr_file(cfg.data.attr_file.as_deref(), &dir)?)?;
+    Ok(Some(Labels::from_file(&file, &cfg.model.attrs, &data.header.names, cfg.data.strict)?))
 }
 
 /// Trains (or resumes) a run, writing checkpoints, samples and stats under the run folder.
@@ -456,8 +510,18 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     cfg.save(&run.join("config.toml"))?;
 
     let data = open_data(&cfg, opts.progress)?;
+    let labels = open_labels(&cfg, &data)?;
     let evaluation = super::eval::TrainEval::new(&cfg, &data, run, &opts.device, opts.progress)?;
     let mut loader = Loader::new(data, cfg.train.batch_size, cfg.train.seed, cfg.train.flip)?;
+    if let Some(labels) = labels {
+        if session.step == 0 {
+            // The generator's label prior: the attributes' frequencies in the training data.
+            let freq = labels.frequencies();
+            set_label_prior(session.g.params(), &freq)?;
+            set_label_prior(session.g_ema.params(), &freq)?;
+        }
+        loader = loader.with_labels(labels)?;
+    }
     install_ctrl_c();
     STOP.store(false, Ordering::SeqCst);
 
@@ -484,10 +548,13 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let mut last_ck_time = Instant::now();
     while session.step < total {
         let nc = cfg.train.n_critic as u64;
-        let reals = (0..nc)
+        let (reals, labels): (Vec<Tensor>, Vec<Option<Tensor>>) = (0..nc)
             .map(|i| loader.batch(session.step * nc + i, &mut session.rng, &opts.device))
-            .collect::<Result<Vec<_>>>()?;
-        for (k, v) in session.train_step(&reals)? {
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        let labels: Option<Vec<Tensor>> = labels.into_iter().collect();
+        for (k, v) in session.train_step_labelled(&reals, labels.as_deref())? {
             acc.add(&k, v);
         }
         interval_steps += 1;

@@ -1,0 +1,274 @@
+//! CelebA's attribute file (`list_attr_celeba.txt`) and the per-image labels taken from it.
+//!
+//! The format: a line with the number of rows, a line of attribute names, then one row per
+//! image, `000001.jpg  -1  1  1 ...`, values 1 or -1, space padded, CRLF or LF line ends.
+//! Rows are matched to a prepared cache's images by file name (the cache stores every
+//! image's name relative to its source folder), so the labels follow the images through
+//! caching, shuffling and flips without being stored twice.
+
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The attribute file's usual name, looked for beside the image folder.
+pub const ATTR_FILE_NAME: &str = "list_attr_celeba.txt";
+
+/// A parsed attribute file.
+pub struct AttrFile {
+    pub path: PathBuf,
+    /// Attribute names in the file's order.
+    pub names: Vec<String>,
+    /// Row of each image file name.
+    rows: HashMap<String, usize>,
+    /// `rows × names` values, true for 1.
+    values: Vec<bool>,
+}
+
+impl AttrFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the attribute file {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let at = |line: usize, why: String| anyhow::anyhow!("{} line {line}: {why}", path.display());
+        let mut lines = text.lines().map(|l| l.trim_end_matches('\r')).enumerate().map(|(i, l)| (i + 1, l));
+        let (_, first) = lines.next().ok_or_else(|| at(1, "the file is empty".into()))?;
+        let count: usize = first
+            .trim()
+            .parse()
+            .map_err(|_| at(1, format!("expected the number of rows (e.g. 202599), found '{}'", first.trim())))?;
+        let (_, header) = lines.next().ok_or_else(|| at(2, "missing the line of attribute names".into()))?;
+        let names: Vec<String> = header.split_whitespace().map(str::to_string).collect();
+        if names.is_empty() || names.iter().any(|n| n.parse::<i64>().is_ok() || n.contains('.')) {
+            bail!(at(
+                2,
+                format!(
+                    "expected the attribute names (e.g. 5_o_Clock_Shadow Arched_Eyebrows ...), found '{}'",
+                    header.trim()
+                )
+            ));
+        }
+        let k = names.len();
+        let mut rows = HashMap::with_capacity(count);
+        let mut values = Vec::with_capacity(count * k);
+        for (no, line) in lines {
+            let mut fields = line.split_whitespace();
+            let Some(name) = fields.next() else { continue };
+            let before = values.len();
+            for f in fields {
+                values.push(match f {
+                    "1" => true,
+                    "-1" => false,
+                    other => bail!(at(no, format!("{name}: value '{other}' is not 1 or -1"))),
+                });
+            }
+            if values.len() - before != k {
+                bail!(at(no, format!("{name}: {} values for {k} attributes", values.len() - before)));
+            }
+            if rows.insert(name.to_string(), rows.len()).is_some() {
+                bail!(at(no, format!("{name} has a second row")));
+            }
+        }
+        if rows.len() != count {
+            bail!("{}: the first line says {count} rows but the file has {}", path.display(), rows.len());
+        }
+        Ok(Self { path: path.to_path_buf(), names, rows, values })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Column indices of `wanted` (`all` expands to every attribute); an unknown name is an
+    /// error listing the valid ones.
+    pub fn columns(&self, wanted: &[String]) -> Result<Vec<usize>> {
+        if wanted.iter().any(|w| w == "all") {
+            return Ok((0..self.names.len()).collect());
+        }
+        let mut out = Vec::new();
+        for w in wanted {
+            match self.names.iter().position(|n| n == w) {
+                Some(i) if out.contains(&i) => bail!("attribute {w} is listed twice"),
+                Some(i) => out.push(i),
+                None => bail!("{}: no attribute '{w}'; valid names: {}", self.path.display(), self.names.join(", ")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The values of `columns` for the image named `file` (matched by its file name, so
+    /// `sub/000001.jpg` finds `000001.jpg`), or None when the file has no row for it.
+    pub fn row(&self, file: &str, columns: &[usize]) -> Option<Vec<bool>> {
+        let base = Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or(file);
+        let r = *self.rows.get(base)?;
+        let k = self.names.len();
+        Some(columns.iter().map(|&c| self.values[r * k + c]).collect())
+    }
+}
+
+/// The attribute names of an attribute file (its second line), without reading the rows.
+pub fn read_names(path: &Path) -> Result<Vec<String>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read the attribute file {}", path.display()))?;
+    let mut lines = std::io::BufReader::new(f).lines().skip(1);
+    let header = lines.next().transpose()?.unwrap_or_default();
+    // The header as a file of no rows gets the same checks as in a full read.
+    Ok(AttrFile::parse(&format!("0\n{header}\n"), path)?.names)
+}
+
+/// The attribute file for an image folder: `explicit` if given, else `list_attr_celeba.txt`
+/// in the folder or beside it.
+pub fn find_attr_file(explicit: Option<&str>, image_dir: &Path) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("attribute file {} does not exist", p.display());
+        }
+        return Ok(p);
+    }
+    let candidates = [image_dir.join(ATTR_FILE_NAME), image_dir.parent().unwrap_or(image_dir).join(ATTR_FILE_NAME)];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => bail!(
+            "conditioning on attributes needs CelebA's {ATTR_FILE_NAME}, which is neither in nor beside {}; give it with --attr-file PATH",
+            image_dir.display()
+        ),
+    }
+}
+
+/// Labels of a dataset's images: `k` attributes each, 0 or 1, and which images have them.
+#[derive(Clone, Debug)]
+pub struct Labels {
+    pub names: Vec<String>,
+    /// `images × names`, 1.0 where the attribute is present.
+    pub values: Vec<f32>,
+    /// Images with a row in the attribute file, in dataset order.
+    pub labelled: Vec<usize>,
+}
+
+impl Labels {
+    /// Labels of `images` (file names in dataset order) for the attributes `wanted`. Images
+    /// without a row are left out of `labelled` (with `strict`, they are an error); either
+    /// way a few are named and all are counted.
+    pub fn from_file(file: &AttrFile, wanted: &[String], images: &[String], strict: bool) -> Result<Self> {
+        let columns = file.columns(wanted)?;
+        let k = columns.len();
+        let mut values = vec![0f32; images.len() * k];
+        let mut labelled = Vec::with_capacity(images.len());
+        let mut missing = Vec::new();
+        for (i, name) in images.iter().enumerate() {
+            match file.row(name, &columns) {
+                Some(row) => {
+                    for (j, v) in row.into_iter().enumerate() {
+                        values[i * k + j] = f32::from(u8::from(v));
+                    }
+                    labelled.push(i);
+                }
+                None => missing.push(name.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            let few = missing.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+            let what = format!(
+                "{} of {} images have no row in {} (e.g. {few})",
+                missing.len(),
+                images.len(),
+                file.path.display()
+            );
+            if strict || labelled.is_empty() {
+                bail!("{what}; {}", if strict { "--strict refuses them" } else { "no image is labelled" });
+            }
+            eprintln!("warning: {what}; training leaves them out");
+        }
+        let names = columns.iter().map(|&c| file.names[c].clone()).collect();
+        Ok(Self { names, values, labelled })
+    }
+
+    pub fn k(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The labels of image `i`.
+    pub fn of(&self, i: usize) -> &[f32] {
+        &self.values[i * self.k()..(i + 1) * self.k()]
+    }
+
+    /// How often each attribute is present among the labelled images.
+    pub fn frequencies(&self) -> Vec<f64> {
+        let mut f = vec![0f64; self.k()];
+        for &i in &self.labelled {
+            for (a, v) in f.iter_mut().zip(self.of(i)) {
+                *a += *v as f64;
+            }
+        }
+        f.iter().map(|a| a / self.labelled.len().max(1) as f64).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str =
+        "3\r\nSmiling Male  Young \r\n000001.jpg -1  1  1\r\n000002.jpg  1 -1  1\r\n000003.jpg  1  1 -1\r\n";
+
+    fn parse(text: &str) -> Result<AttrFile> {
+        AttrFile::parse(text, Path::new("attrs.txt"))
+    }
+
+    #[test]
+    fn parses_crlf_and_padding_and_matches_by_file_name() {
+        let f = parse(SMALL).unwrap();
+        assert_eq!(f.names, ["Smiling", "Male", "Young"]);
+        assert_eq!(f.len(), 3);
+        let cols = f.columns(&["Young".into(), "Smiling".into()]).unwrap();
+        assert_eq!(f.row("000002.jpg", &cols), Some(vec![true, true]));
+        assert_eq!(f.row("some/dir/000003.jpg", &cols), Some(vec![false, true]));
+        assert_eq!(f.row("000009.jpg", &cols), None);
+        assert_eq!(f.columns(&["all".into()]).unwrap(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn damaged_files_name_the_line_and_the_problem() {
+        let cases = [
+            ("", "line 1"),
+            ("x\n", "number of rows"),
+            ("3\n", "line 2: missing"),
+            ("1\n000001.jpg 1 -1\n", "attribute names"),
+            ("1\nA B\n000001.jpg 1\n", "line 3: 000001.jpg: 1 values for 2 attributes"),
+            ("1\nA B\n000001.jpg 1 0\n", "line 3: 000001.jpg: value '0' is not 1 or -1"),
+            ("2\nA B\n000001.jpg 1 1\n", "says 2 rows but the file has 1"),
+            ("2\nA B\n000001.jpg 1 1\n000001.jpg 1 1\n", "line 4: 000001.jpg has a second row"),
+        ];
+        for (text, want) in cases {
+            let e = format!("{:#}", parse(text).err().unwrap_or_else(|| panic!("{text:?} parsed")));
+            assert!(e.contains("attrs.txt") && e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_attributes_list_the_valid_names() {
+        let f = parse(SMALL).unwrap();
+        let e = f.columns(&["Smiling".into(), "Happy".into()]).unwrap_err().to_string();
+        assert!(e.contains("'Happy'") && e.contains("Smiling, Male, Young"), "{e}");
+        assert!(f.columns(&["Male".into(), "Male".into()]).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn unlabelled_images_are_counted_named_and_refused_when_strict() {
+        let f = parse(SMALL).unwrap();
+        let images: Vec<String> = ["000003.jpg", "x.png", "000001.jpg"].iter().map(|s| s.to_string()).collect();
+        let l = Labels::from_file(&f, &["Male".into(), "Smiling".into()], &images, false).unwrap();
+        assert_eq!(l.labelled, [0, 2]);
+        assert_eq!((l.of(0), l.of(2)), (&[1.0, 1.0][..], &[1.0, 0.0][..]));
+        assert_eq!(l.frequencies(), [1.0, 0.5]);
+        let e = Labels::from_file(&f, &["Male".into()], &images, true).unwrap_err().to_string();
+        assert!(e.contains("1 of 3 images") && e.contains("x.png") && e.contains("--strict"), "{e}");
+    }
+}
