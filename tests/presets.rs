@@ -56,6 +56,11 @@ fn run_preset(name: &str) {
     cfg.log.checkpoint_every = STEPS;
     cfg.log.sample_count = 4;
     cfg.data.path = data.display().to_string();
+    if !cfg.model.attrs.is_empty() {
+        // The subset's folder is a temporary one; its labels are in the shared attribute file.
+        let dir = common::celeba_dir().unwrap();
+        cfg.data.attr_file = Some(dir.parent().unwrap().join("list_attr_celeba.txt").display().to_string());
+    }
     let t = tempfile::tempdir().unwrap();
     let run = t.path().join(name);
     let out = train(TrainOptions {
@@ -79,6 +84,9 @@ fn run_preset(name: &str) {
             assert!(v.is_finite() && *v >= 0.0, "{name}: {l:?}");
         }
         assert!(l.extra["logit_real"].is_finite() && l.extra["logit_fake"].is_finite());
+        if cfg.model.condition == "acgan" {
+            assert!(l.extra["g_class"].is_finite() && l.extra["class_acc_real"] >= 0.0, "{name}: {l:?}");
+        }
         if cfg.train.penalties.iter().any(|p| p.kind == "path-length") {
             assert!(l.extra["pl_mean"] > 0.0 && l.extra["pl_mean"].is_finite(), "{name}: {l:?}");
         }
@@ -118,6 +126,9 @@ preset_tests! {
     sagan_64 => "sagan-64",
     selfmod_64 => "selfmod-64",
     ebgan_64 => "ebgan-64",
+    cgan_64 => "cgan-64",
+    acgan_64 => "acgan-64",
+    cbn_projection_64 => "cbn-projection-64",
     stylegan_64 => "stylegan-64",
     stylegan2_64 => "stylegan2-64",
 }

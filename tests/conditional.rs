@@ -1,0 +1,244 @@
+//! Conditional models end to end: CelebA's attribute file (the real one and damaged
+//! copies), labels through training and resume, penalties under labels, and `generate
+//! --attr` / `--attr-grid` from the command line.
+
+mod common;
+use candle_core::{Device, Tensor};
+use common::*;
+use facegan::config::RunConfig;
+use facegan::data::attrs::{AttrFile, ATTR_FILE_NAME};
+use facegan::penalty::PenaltyConfig;
+use facegan::train::{checkpoint, train, trainer::Session, TrainOptions};
+use std::path::{Path, PathBuf};
+
+/// `n` synthetic faces in `dir/faces`, and beside them an attribute file with `Odd` (the
+/// image's number is odd) and `Low` (below n/4) for every image but the last.
+fn labelled_faces(dir: &Path, n: usize) -> PathBuf {
+    let faces = dir.join("faces");
+    synthetic_faces(&faces, n);
+    let mut text = format!("{}\r\nOdd Low \r\n", n - 1);
+    for i in 0..n - 1 {
+        let sign = |b: bool| if b { " 1" } else { "-1" };
+        text.push_str(&format!("{i:04}.png {} {}\r\n", sign(i % 2 == 1), sign(i < n / 4)));
+    }
+    std::fs::write(dir.join(ATTR_FILE_NAME), text).unwrap();
+    faces
+}
+
+fn tiny(data: &Path, arch: &str, condition: &str) -> RunConfig {
+    let mut c = RunConfig::preset("dcgan-32").unwrap();
+    let m = &mut c.model;
+    (m.arch, m.ngf, m.ndf, m.nz) = (arch.into(), 8, 8, 16);
+    m.condition = condition.into();
+    m.attrs = vec!["Odd".into(), "Low".into()];
+    if arch == "resnet" {
+        (m.ngf, m.ndf, m.d_norm, m.d_spectral_norm) = (4, 4, "none".into(), true);
+    }
+    c.train.batch_size = 8;
+    c.train.steps = 6;
+    c.train.seed = 5;
+    (c.log.log_every, c.log.sample_every, c.log.checkpoint_every, c.log.sample_count) = (1, 100, 100, 4);
+    c.data.path = data.display().to_string();
+    c
+}
+
+fn opts(cfg: &RunConfig, run: &Path, resume: bool, stop_after: Option<u64>) -> TrainOptions {
+    TrainOptions {
+        config: cfg.clone(),
+        run_dir: run.to_path_buf(),
+        resume,
+        device: Device::Cpu,
+        progress: false,
+        stop_after,
+        overrides: Vec::new(),
+    }
+}
+
+#[test]
+fn the_real_attribute_file_parses_and_damaged_copies_name_line_and_problem() {
+    let Some(dir) = celeba_dir() else { return };
+    let path = dir.parent().unwrap().join(ATTR_FILE_NAME);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.windows(2).take(2000).any(|w| w == b"\r\n"), "the shared file has CRLF line ends");
+    let f = AttrFile::read(&path).unwrap();
+    assert_eq!((f.len(), f.names.len()), (202_599, 40));
+    assert_eq!(
+        (f.names[0].as_str(), f.names[20].as_str(), f.names[39].as_str()),
+        ("5_o_Clock_Shadow", "Male", "Young")
+    );
+    // 000001.jpg, as in the file: -1 1 1 -1 -1 -1 -1 -1 -1 -1 -1 1 -1 ... (Attractive, Arched_Eyebrows, Brown_Hair ...).
+    let all: Vec<usize> = (0..40).collect();
+    let row = f.row("000001.jpg", &all).unwrap();
+    let on: Vec<&str> = all.iter().filter(|&&c| row[c]).map(|&c| f.names[c].as_str()).collect();
+    assert_eq!(
+        on,
+        [
+            "Arched_Eyebrows",
+            "Attractive",
+            "Brown_Hair",
+            "Heavy_Makeup",
+            "High_Cheekbones",
+            "Mouth_Slightly_Open",
+            "No_Beard",
+            "Pointy_Nose",
+            "Smiling",
+            "Straight_Hair",
+            "Wearing_Earrings",
+            "Wearing_Lipstick",
+            "Young"
+        ]
+    );
+    assert!(f.row("202599.jpg", &all).is_some());
+    // Every shared image has a row.
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.iter().filter(|n| f.row(n, &[20]).is_none()).count(), 0);
+
+    // Damaged copies: a short row, a bad value, no header line; each error names the file and line.
+    let text = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    let t = tempfile::tempdir().unwrap();
+    let damaged = |name: &str, edit: &dyn Fn(&mut Vec<String>)| {
+        let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        edit(&mut l);
+        let p = t.path().join(name);
+        std::fs::write(&p, l.join("\r\n")).unwrap();
+        format!("{:#}", AttrFile::read(&p).err().unwrap_or_else(|| panic!("{name} parsed")))
+    };
+    let e = damaged("short.txt", &|l| l[1000] = l[1000].rsplitn(2, ' ').nth(1).unwrap().to_string());
+    assert!(e.contains("short.txt line 1001") && e.contains("39 values for 40 attributes"), "{e}");
+    let e = damaged("value.txt", &|l| l[7] = l[7].replacen(" 1", " 2", 1));
+    assert!(e.contains("value.txt line 8") && e.contains("'2' is not 1 or -1"), "{e}");
+    let e = damaged("header.txt", &|l| {
+        l.remove(1);
+    });
+    assert!(e.contains("header.txt line 2") && e.contains("attribute names"), "{e}");
+}
+
+/// Labels stay with their images through caching, shuffling, flips and resume: a
+/// conditional run of each kind resumed halfway equals the run without a stop, bit for bit;
+/// the image without a row is left out; G's label prior is the data's frequencies.
+#[test]
+fn conditional_runs_resume_bitwise_and_learn_their_prior() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let faces = labelled_faces(t.path(), 25);
+    let mut projection = tiny(&faces, "resnet", "projection");
+    projection.train.loss = "hinge".into();
+    projection.train.n_critic = 2;
+    projection.train.penalties = vec![PenaltyConfig::parse("r1:1:3").unwrap()];
+    for (name, cfg) in [
+        ("concat", tiny(&faces, "dcgan", "concat")),
+        ("acgan", tiny(&faces, "dcgan", "acgan")),
+        ("projection", projection),
+    ] {
+        let a = train(opts(&cfg, &t.path().join(format!("{name}-a")), false, None)).unwrap();
+        train(opts(&cfg, &t.path().join(format!("{name}-b")), false, Some(3))).unwrap();
+        let b = train(opts(&cfg, &t.path().join(format!("{name}-b")), true, None)).unwrap();
+        let ca = checkpoint::read(&a.checkpoint, &Device::Cpu).unwrap();
+        let cb = checkpoint::read(&b.checkpoint, &Device::Cpu).unwrap();
+        let mut keys: Vec<&String> = ca.tensors.keys().collect();
+        keys.sort();
+        assert_eq!(keys.len(), cb.tensors.len());
+        for k in keys {
+            let (x, y) = (&ca.tensors[k], &cb.tensors[k]);
+            let (x, y) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert!(x == y, "{name}: {k} differs after resume");
+        }
+        // 24 labelled images: 12 odd, 6 below 25/4.
+        let prior = ca.tensors["G_ema.buffers.label_prior"].to_vec1::<f32>().unwrap();
+        assert_eq!(prior, [0.5, 0.25], "{name}");
+        let stats = facegan::train::stats::read(&t.path().join(format!("{name}-a/stats.jsonl"))).unwrap();
+        for l in &stats {
+            assert!(l.d_loss.is_finite() && l.g_loss.is_finite(), "{name}: {l:?}");
+            if name == "acgan" {
+                for k in ["d_class_real", "d_class_fake", "g_class", "class_acc_real"] {
+                    assert!(l.extra.get(k).is_some_and(|v| v.is_finite()), "{name}: no {k} in {l:?}");
+                }
+            }
+        }
+    }
+}
+
+/// The D step's penalty is computed under the batch's labels: the same images with other
+/// labels give another R1 value through a projection D. A conditional model refuses a step
+/// without labels.
+#[test]
+fn penalties_see_the_labels_and_a_step_without_labels_is_refused() {
+    facegan::enable_second_order_gradients();
+    let dev = Device::Cpu;
+    let mut cfg = tiny(Path::new("unused"), "resnet", "projection");
+    cfg.train.loss = "hinge".into();
+    cfg.train.penalties = vec![PenaltyConfig::parse("r1:1").unwrap()];
+    let reals = [facegan::rng::Rng::new(1).normal_tensor((8, 3, 32, 32), 0.0, 0.5, &dev).unwrap()];
+    let labels = |v: f32| [Tensor::full(v, (8, 2), &dev).unwrap()];
+    let r1 = |v: f32| {
+        let mut s = Session::new(&cfg, &dev).unwrap();
+        s.train_step_labelled(&reals, Some(&labels(v))).unwrap()["penalty_r1"]
+    };
+    let (a, b, a2) = (r1(0.0), r1(1.0), r1(0.0));
+    assert_eq!(a, a2, "deterministic under the seed");
+    assert!((a - b).abs() > 1e-6 * a.abs().max(1e-12), "R1 ignored the labels: {a} vs {b}");
+    let e = Session::new(&cfg, &dev).unwrap().train_step(&reals).unwrap_err().to_string();
+    assert!(e.contains("Odd, Low") && e.contains("no labels"), "{e}");
+}
+
+fn file_bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn generate_with_attributes_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let faces = labelled_faces(t.path(), 25);
+    let run_dir = t.path().join("run");
+    let (f, r) = (faces.to_str().unwrap(), run_dir.to_str().unwrap());
+    let train_flags = [TINY, &["--data", f, "--steps", "4", "--condition", "acgan"]].concat();
+    // `all` expands to the file's names; the image without a row is named and left out.
+    let (ok, text) = run(&[&["train"], &train_flags[..], &["--out", r, "--attrs", "all"]].concat());
+    assert!(ok, "{text}");
+    assert!(text.contains("1 of 25 images have no row") && text.contains("0024.png"), "{text}");
+    let saved = RunConfig::load(&run_dir.join("config.toml")).unwrap();
+    assert_eq!(saved.model.attrs, ["Odd", "Low"]);
+    // --strict refuses the unlabelled image.
+    let strict = t.path().join("strict");
+    let (ok, text) =
+        run(&[&["train"], &train_flags[..], &["--out", strict.to_str().unwrap(), "--attrs", "Odd", "--strict"]]
+            .concat());
+    assert!(!ok && text.contains("--strict refuses") && text.contains("0024.png"), "{text}");
+
+    let ck = checkpoint::latest(&run_dir).unwrap();
+    let ck = ck.to_str().unwrap();
+    let out = |name: &str| t.path().join(name).to_str().unwrap().to_string();
+    let gen = |attr: &str, seed: &str, name: &str| {
+        let (ok, text) =
+            run(&["generate", "--checkpoint", ck, "--count", "4", "--seed", seed, "--attr", attr, "--out", &out(name)]);
+        assert!(ok, "{text}");
+        file_bytes(Path::new(&out(name)))
+    };
+    let a = gen("Odd=1,Low=0", "3", "a.png");
+    assert_eq!(a, gen("Odd=1,Low=0", "3", "a2.png"), "the same seed and attributes give the same faces");
+    assert_ne!(a, gen("Odd=0,Low=0", "3", "b.png"), "the attributes change the faces");
+    let (ok, text) = run(&["generate", "--checkpoint", ck, "--attr", "Smiling=1", "--out", &out("c.png")]);
+    assert!(!ok && text.contains("not trained on attribute 'Smiling'") && text.contains("Odd, Low"), "{text}");
+    let (ok, text) = run(&["generate", "--checkpoint", ck, "--attr", "Odd=2", "--out", &out("c.png")]);
+    assert!(!ok && text.contains("must be 1 or 0"), "{text}");
+    // The grid: one row with the attribute off and one with it on, for each attribute listed.
+    let (ok, text) =
+        run(&["generate", "--checkpoint", ck, "--attr-grid", "Odd,Low", "--count", "3", "--out", &out("grid.png")]);
+    assert!(ok && text.contains("12 faces"), "{text}");
+    let img = image::open(out("grid.png")).unwrap();
+    let unconditional = t.path().join("plain");
+    let (ok, _) =
+        run(&[&["train"], TINY, &["--data", f, "--steps", "1", "--out", unconditional.to_str().unwrap()]].concat());
+    assert!(ok);
+    let plain = checkpoint::latest(&unconditional).unwrap();
+    let (ok, text) =
+        run(&["generate", "--checkpoint", plain.to_str().unwrap(), "--attr", "Odd=1", "--out", &out("d.png")]);
+    assert!(!ok && text.contains("unconditional"), "{text}");
+    assert!(img.height() > img.width(), "four rows of three faces: {}x{}", img.width(), img.height());
+}
