@@ -1,10 +1,15 @@
 //! `facegan eval`: FID, KID, precision/recall and SWD of a model or an image folder.
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
+use facegan::data::attrs::{find_attr_file, read_names};
 use facegan::device::parse_device;
+use facegan::metrics::attr::{
+    attr_table, attribute_accuracy, train_classifier, AttrScore, Classifier, ClassifierOptions,
+};
 use facegan::metrics::{evaluate, parse_metrics, EvalOptions, Source};
 use facegan::models::style::Truncation;
+use facegan::sample::generate::load_generator;
 use facegan::sample::generate::{shipped_model_path, SHIPPED_MODEL};
 use std::path::PathBuf;
 
@@ -13,10 +18,12 @@ pub struct EvalArgs {
     /// Images under test: a checkpoint, a run folder (its newest checkpoint), an image
     /// folder or a prepared cache (.fgc). Default: the model the repository ships.
     fake: Option<PathBuf>,
-    /// Reference images: an image folder (e.g. img_align_celeba) or a prepared cache.
+    /// Reference images: an image folder (e.g. img_align_celeba) or a prepared cache (needed
+    /// by every metric but attr).
     #[arg(long)]
-    real: PathBuf,
-    /// Comma-separated: fid, kid, pr (precision and recall), swd, or all.
+    real: Option<PathBuf>,
+    /// Comma-separated: fid, kid, pr (precision and recall), swd, all; attr (conditional
+    /// models: how often faces show the attributes asked for, judged by --classifier).
     #[arg(long, default_value = "fid,kid,pr")]
     metrics: String,
     /// Images under test: faces generated from a checkpoint, or the first N of a folder.
@@ -59,17 +66,141 @@ pub struct EvalArgs {
     /// Where a sweep's plot goes.
     #[arg(long, default_value = "truncation-sweep.png")]
     sweep_plot: PathBuf,
+    /// Metric attr: the attribute classifier (`facegan classifier train`).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Metric attr: faces generated per attribute and value.
+    #[arg(long, default_value_t = 500)]
+    attr_num: usize,
+}
+
+#[derive(Subcommand)]
+pub enum ClassifierCommand {
+    /// Train the attribute classifier on labelled faces and report its held-out accuracy.
+    Train(ClassifierTrainArgs),
+}
+
+#[derive(Args)]
+pub struct ClassifierTrainArgs {
+    /// Image folder (with CelebA's list_attr_celeba.txt in or beside it) or prepared cache.
+    #[arg(long)]
+    data: String,
+    /// Attributes, comma-separated, or all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    attrs: Vec<String>,
+    #[arg(long)]
+    attr_file: Option<String>,
+    /// Side of the faces it reads (generated faces larger than this are pooled down to it).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Channels of its first convolution (doubling at each layer).
+    #[arg(long, default_value_t = 32)]
+    width: usize,
+    #[arg(long, default_value_t = 2000)]
+    steps: u64,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Labelled faces kept out of training to measure its accuracy (the last ones by name).
+    #[arg(long, default_value_t = 2000)]
+    held_out: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "classifier.safetensors")]
+    out: PathBuf,
+    /// Also write the held-out accuracies as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn classifier(c: ClassifierCommand) -> Result<()> {
+    let ClassifierCommand::Train(a) = c;
+    let mut attrs = a.attrs.clone();
+    if attrs.iter().any(|x| x == "all") {
+        let data = PathBuf::from(&a.data);
+        let dir = match data.is_file() {
+            true => PathBuf::from(facegan::data::Dataset::open(&data)?.header.source),
+            false => data,
+        };
+        attrs = read_names(&find_attr_file(a.attr_file.as_deref(), &dir)?)?;
+    }
+    let opts = ClassifierOptions {
+        data: a.data,
+        attrs,
+        attr_file: a.attr_file,
+        image_size: a.size,
+        width: a.width,
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        held_out: a.held_out,
+        seed: a.seed,
+        out: a.out.clone(),
+        device: parse_device(&a.device)?,
+        progress: !a.quiet,
+    };
+    let result = train_classifier(&opts)?;
+    print!("{}", result.table());
+    if let Some(path) = a.json {
+        let json = serde_json::json!({
+            "attributes": result.names, "accuracy": result.accuracy, "balanced": result.balanced,
+            "majority": result.majority, "held_out": result.count,
+        });
+        facegan::fsutil::write_atomic(&path, format!("{json:#}\n").as_bytes())?;
+    }
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// `eval --metrics ...,attr`: the attribute accuracy of a conditional checkpoint.
+fn attr_metric(a: &EvalArgs, fake: &Source) -> Result<Vec<AttrScore>> {
+    let Source::Checkpoint(path) = fake else {
+        anyhow::bail!("metric attr needs a conditional model's checkpoint, not an image folder or cache");
+    };
+    let classifier = a
+        .classifier
+        .as_ref()
+        .context("metric attr needs --classifier PATH (make one with `facegan classifier train`)")?;
+    if a.attr_num == 0 {
+        anyhow::bail!("--attr-num must be at least 1");
+    }
+    let device = parse_device(&a.device)?;
+    let c = Classifier::load(classifier, &device)?;
+    let (g, cfg) = load_generator(path, &device)?;
+    attribute_accuracy(g.as_ref(), &cfg, &c, a.attr_num, a.seed, &device)
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let fake = match a.fake {
+    let fake = match a.fake.clone() {
         Some(p) => Source::resolve(p)?,
         None => Source::Checkpoint(
             shipped_model_path()
                 .with_context(|| format!("no model given and the shipped model models/{SHIPPED_MODEL} is not here"))?,
         ),
     };
-    let real = Source::resolve(&a.real)?;
+    let wants_attr = a.metrics.split(',').any(|m| m.trim() == "attr");
+    let others: Vec<&str> = a.metrics.split(',').map(str::trim).filter(|m| *m != "attr" && !m.is_empty()).collect();
+    let attr_scores = match wants_attr {
+        true => Some(attr_metric(&a, &fake)?),
+        false => None,
+    };
+    if let Some(scores) = &attr_scores {
+        print!("{}", attr_table(scores));
+        if others.is_empty() {
+            if let Some(path) = &a.json {
+                let json = serde_json::json!({ "attr": scores });
+                facegan::fsutil::write_atomic(path, format!("{json:#}\n").as_bytes())?;
+            }
+            return Ok(());
+        }
+    }
+    let real = a.real.as_ref().context("--real IMAGES is needed for fid, kid, pr and swd")?;
+    let real = Source::resolve(real)?;
     if let Source::Checkpoint(p) = &real {
         anyhow::bail!("--real {}: the reference must be an image folder or a prepared cache", p.display());
     }
@@ -82,7 +213,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     let mut opts = EvalOptions::new(fake, real);
-    opts.metrics = parse_metrics(&a.metrics)?;
+    opts.metrics = parse_metrics(&others.join(","))?;
     opts.num = a.num;
     opts.num_real = a.num_real;
     opts.batch_size = a.batch_size;
@@ -119,7 +250,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     if let Some(path) = a.json {
         let text = match reports.len() {
-            1 => reports[0].1.to_json(),
+            1 => match &attr_scores {
+                Some(scores) => {
+                    format!("{{\"metrics\": {}, \"attr\": {}}}", reports[0].1.to_json(), serde_json::to_string(scores)?)
+                }
+                None => reports[0].1.to_json(),
+            },
             _ => format!("[\n{}\n]", reports.iter().map(|(_, r)| r.to_json()).collect::<Vec<_>>().join(",\n")),
         };
         facegan::fsutil::write_atomic(&path, (text + "\n").as_bytes())?;

@@ -68,8 +68,12 @@ pub enum Command {
     /// One picture with a captioned sample grid from each run or checkpoint, all from the
     /// same latents (e.g. the loss presets after the same budget).
     Compare(CompareArgs),
-    /// Measure generated faces against real ones: FID, KID, precision/recall, SWD.
+    /// Measure generated faces against real ones: FID, KID, precision/recall, SWD; and for
+    /// conditional models, attribute accuracy (`attr`, with --classifier).
     Eval(Box<eval::EvalArgs>),
+    /// The attribute classifier that judges conditional models (`eval --metrics attr`).
+    #[command(subcommand)]
+    Classifier(eval::ClassifierCommand),
     /// Print what a checkpoint or cache holds.
     Inspect { path: PathBuf },
     /// List the network families and the presets, or print one preset's whole configuration.
@@ -428,6 +432,7 @@ pub fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} (EMA generator at step {})", out.display(), s.step);
         }
         Command::Eval(a) => eval::run(*a)?,
+        Command::Classifier(c) => eval::classifier(c)?,
         Command::Compare(a) => {
             let opts = CompareOptions {
                 models: a.models,

@@ -12,6 +12,7 @@
 //! [`Evaluator`], which keeps the network and the real-image features in memory for
 //! repeated evaluations of a generator during training.
 
+pub mod attr;
 pub mod fid;
 pub mod inception;
 pub mod kid;

@@ -28,6 +28,9 @@ pub fn shipped_model_path() -> Option<PathBuf> {
 /// Loads the EMA generator of a checkpoint (full or generator-only).
 pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator>, RunConfig)> {
     let ck = checkpoint::read(path, device)?;
+    if ck.kind() == crate::metrics::attr::KIND_CLASSIFIER {
+        bail!("{} is an attribute classifier, not a generator", path.display());
+    }
     let g = build_generator(&ck.config.model, device, &mut Rng::new(0))?;
     g.params().load_tensors("G_ema", &ck.tensors, &path.display().to_string())?;
     Ok((g, ck.config))
