@@ -45,6 +45,10 @@ pub struct ModelConfig {
     /// How the labels are used (`crate::models::conditional`): none, concat (cGAN),
     /// projection (conditional BN in G, projection D), acgan (auxiliary classifier in D).
     pub condition: String,
+    /// InfoGAN: categories of the categorical latent code (0: none).
+    pub info_cat: usize,
+    /// InfoGAN: continuous latent codes, each U(-1, 1).
+    pub info_cont: usize,
 }
 
 impl Default for ModelConfig {
@@ -67,6 +71,8 @@ impl Default for ModelConfig {
             style_mixing: None,
             attrs: Vec::new(),
             condition: "none".into(),
+            info_cat: 0,
+            info_cont: 0,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct TrainConfig {
     pub ebgan_margin: f64,
     /// ACGAN: weight of the auxiliary attribute-classification loss in D's and G's losses.
     pub aux_weight: f64,
+    /// InfoGAN: weight λ of the mutual-information loss (Q and D in D's step, G in its own).
+    pub info_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -133,6 +141,7 @@ impl Default for TrainConfig {
             flip: true,
             ebgan_margin: 1.0,
             aux_weight: 1.0,
+            info_weight: 1.0,
         }
     }
 }
@@ -346,8 +355,10 @@ impl RunConfig {
                 m.arch
             );
         }
-        if !(t.aux_weight >= 0.0 && t.aux_weight.is_finite()) {
-            bail!("train.aux_weight {} must be a non-negative number", t.aux_weight);
+        for (k, v) in [("aux_weight", t.aux_weight), ("info_weight", t.info_weight)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bail!("train.{k} {v} must be a non-negative number");
+            }
         }
         if !(t.ebgan_margin > 0.0 && t.ebgan_margin.is_finite()) {
             bail!("train.ebgan_margin {} must be a positive number", t.ebgan_margin);

@@ -305,6 +305,14 @@ pub const PRESETS: &[Preset] = &[
         },
     },
     Preset {
+        name: "infogan-64",
+        about: "InfoGAN (Chen et al. 2016): DCGAN with a 10-way categorical and 2 continuous codes, Q head on D, λ 1",
+        apply: |c| {
+            (c.model.info_cat, c.model.info_cont) = (10, 2);
+            Ok(())
+        },
+    },
+    Preset {
         name: "cbn-projection-64",
         about: "sngan-64 with conditional BN in G and a projection D (Miyato & Koyama 2018), hinge, SN",
         apply: |c| {

@@ -1,6 +1,7 @@
-//! Conditional models end to end: CelebA's attribute file (the real one and damaged
-//! copies), labels through training and resume, penalties under labels, and `generate
-//! --attr` / `--attr-grid` from the command line.
+//! Conditional and supervised models end to end: CelebA's attribute file (the real one and
+//! damaged copies), labels through training and resume, penalties under labels, `generate
+//! --attr` / `--attr-grid`, the attribute classifier and `eval --metrics attr`, InfoGAN's
+//! codes and `facegan traverse`.
 
 mod common;
 use candle_core::{Device, Tensor};
@@ -128,10 +129,14 @@ fn conditional_runs_resume_bitwise_and_learn_their_prior() {
     projection.train.loss = "hinge".into();
     projection.train.n_critic = 2;
     projection.train.penalties = vec![PenaltyConfig::parse("r1:1:3").unwrap()];
+    // InfoGAN with ACGAN's labels as well: codes and labels side by side in G's input.
+    let mut info = tiny(&faces, "dcgan", "acgan");
+    (info.model.info_cat, info.model.info_cont) = (3, 2);
     for (name, cfg) in [
         ("concat", tiny(&faces, "dcgan", "concat")),
         ("acgan", tiny(&faces, "dcgan", "acgan")),
         ("projection", projection),
+        ("infogan", info),
     ] {
         let a = train(opts(&cfg, &t.path().join(format!("{name}-a")), false, None)).unwrap();
         train(opts(&cfg, &t.path().join(format!("{name}-b")), false, Some(3))).unwrap();
@@ -155,6 +160,9 @@ fn conditional_runs_resume_bitwise_and_learn_their_prior() {
         let stats = facegan::train::stats::read(&t.path().join(format!("{name}-a/stats.jsonl"))).unwrap();
         for l in &stats {
             assert!(l.d_loss.is_finite() && l.g_loss.is_finite(), "{name}: {l:?}");
+            if name == "infogan" {
+                assert!(l.extra["info_cat"] > 0.0 && l.extra["info_cont"] > 0.0, "{l:?}");
+            }
             if name == "acgan" {
                 for k in ["d_class_real", "d_class_fake", "g_class", "class_acc_real"] {
                     assert!(l.extra.get(k).is_some_and(|v| v.is_finite()), "{name}: no {k} in {l:?}");
@@ -363,4 +371,41 @@ fn the_classifier_learns_a_visible_attribute_and_judges_generators() {
     assert!(!ok, "{text}");
     let (ok, text) = run(&["eval", r, "--metrics", "fid"]);
     assert!(!ok && text.contains("--real"), "{text}");
+}
+
+#[test]
+fn infogan_traversals_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let faces = t.path().join("faces");
+    synthetic_faces(&faces, 24);
+    let (f, info, plain) = (faces.to_str().unwrap(), t.path().join("info"), t.path().join("plain"));
+    let flags = [TINY, &["--data", f, "--steps", "2"]].concat();
+    let (ok, text) =
+        run(&[&["train"], &flags[..], &["--out", info.to_str().unwrap(), "--info-cat", "4", "--info-cont", "2"]]
+            .concat());
+    assert!(ok, "{text}");
+    let (ok, text) = run(&[&["train"], &flags[..], &["--out", plain.to_str().unwrap()]].concat());
+    assert!(ok, "{text}");
+    let ck = checkpoint::latest(&info).unwrap();
+    let ck = ck.to_str().unwrap();
+    let out = |name: &str| t.path().join(name).to_str().unwrap().to_string();
+    let size = |name: &str| {
+        let i = image::open(out(name)).unwrap();
+        (i.width(), i.height())
+    };
+    let (ok, text) = run(&["traverse", "--checkpoint", ck, "--code", "0", "--rows", "2", "--out", &out("cat.png")]);
+    assert!(ok, "{text}");
+    let (ok, text) =
+        run(&["traverse", "--checkpoint", ck, "--code", "2", "--rows", "2", "--steps", "5", "--out", &out("cont.png")]);
+    assert!(ok, "{text}");
+    let ((w4, h4), (w5, h5)) = (size("cat.png"), size("cont.png"));
+    assert!(h4 == h5 && w5 > w4 && w4 > 3 * h4 / 2, "4 categories then 5 steps across 2 rows: {w4}x{h4}, {w5}x{h5}");
+    let (ok, text) = run(&["traverse", "--checkpoint", ck, "--code", "3", "--out", &out("x.png")]);
+    assert!(!ok && text.contains("has 3 codes") && text.contains("4 categories"), "{text}");
+    let p = checkpoint::latest(&plain).unwrap();
+    let (ok, text) = run(&["traverse", "--checkpoint", p.to_str().unwrap(), "--code", "0", "--out", &out("x.png")]);
+    assert!(!ok && text.contains("no InfoGAN codes"), "{text}");
+    let (ok, text) =
+        run(&[&["train"], &flags[..], &["--out", &out("r"), "--arch", "resnet", "--info-cat", "3"]].concat());
+    assert!(!ok && text.contains("model.info_cat does not apply to the resnet family"), "{text}");
 }

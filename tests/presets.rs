@@ -84,6 +84,9 @@ fn run_preset(name: &str) {
             assert!(v.is_finite() && *v >= 0.0, "{name}: {l:?}");
         }
         assert!(l.extra["logit_real"].is_finite() && l.extra["logit_fake"].is_finite());
+        if cfg.model.info_cat > 0 {
+            assert!(l.extra["info_cat"].is_finite() && l.extra["info_cont"] >= 0.0, "{name}: {l:?}");
+        }
         if cfg.model.condition == "acgan" {
             assert!(l.extra["g_class"].is_finite() && l.extra["class_acc_real"] >= 0.0, "{name}: {l:?}");
         }
@@ -129,6 +132,7 @@ preset_tests! {
     cgan_64 => "cgan-64",
     acgan_64 => "acgan-64",
     cbn_projection_64 => "cbn-projection-64",
+    infogan_64 => "infogan-64",
     stylegan_64 => "stylegan-64",
     stylegan2_64 => "stylegan2-64",
 }

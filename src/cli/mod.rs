@@ -48,6 +48,8 @@ pub enum Command {
     Noise(NoiseArgs),
     /// A GIF of latent walks (slerp in Z; lerp in W for style families), for every family.
     Interpolate(InterpolateArgs),
+    /// InfoGAN: the latent-traversal figure (rows of faces, one code varied across each row).
+    Traverse(TraverseArgs),
     /// Perceptual path length with the FID Inception network as the distance
     /// ("PPL-Inception": not comparable with the papers' VGG16/LPIPS values).
     Ppl(PplArgs),
@@ -205,6 +207,31 @@ pub struct InterpolateArgs {
     /// Milliseconds per frame.
     #[arg(long, default_value_t = 80)]
     delay: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct TraverseArgs {
+    /// Checkpoint of an InfoGAN (full or generator-only).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The code varied: 0 the categorical code (all its categories), then the continuous ones.
+    #[arg(long)]
+    code: usize,
+    #[arg(long, default_value = "traverse.png")]
+    out: PathBuf,
+    /// Faces (rows), each with its own z and other codes.
+    #[arg(long, default_value_t = 8)]
+    rows: usize,
+    /// Values of a continuous code across a row.
+    #[arg(long, default_value_t = 7)]
+    steps: usize,
+    /// Continuous codes go from -RANGE to RANGE (trained on -1..1; the paper shows 2).
+    #[arg(long, default_value_t = 2.0)]
+    range: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -396,6 +423,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let n = frames.len();
             facegan::report::encode_gif(frames.into_iter().map(|f| (f, a.delay)).collect(), &a.out)?;
             eprintln!("wrote {} ({n} frames of {} faces)", a.out.display(), a.count);
+        }
+        Command::Traverse(a) => {
+            let device = parse_device(&a.device)?;
+            let (g, cfg) = load_generator(&a.checkpoint, &device)?;
+            let img = figures::traversal_figure(g.as_ref(), &cfg, a.code, (a.rows, a.steps), a.range, a.seed, &device)?;
+            save_png(&img, &a.out)?;
+            eprintln!("wrote {} (code {} across {} faces)", a.out.display(), a.code, a.rows);
         }
         Command::Ppl(a) => {
             let device = parse_device(&a.device)?;

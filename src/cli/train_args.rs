@@ -126,6 +126,15 @@ pub struct TrainArgs {
     /// ACGAN: weight of the attribute-classification loss (default 1).
     #[arg(long)]
     aux_weight: Option<f64>,
+    /// InfoGAN: categories of the categorical latent code (0: none).
+    #[arg(long)]
+    info_cat: Option<usize>,
+    /// InfoGAN: continuous latent codes, U(-1, 1) each.
+    #[arg(long)]
+    info_cont: Option<usize>,
+    /// InfoGAN: weight λ of the mutual-information loss (default 1).
+    #[arg(long)]
+    info_weight: Option<f64>,
     /// EBGAN's margin (loss ebgan).
     #[arg(long)]
     ebgan_margin: Option<f64>,
@@ -220,6 +229,8 @@ impl TrainArgs {
         m.mapping_layers = self.mapping_layers.or(m.mapping_layers);
         m.style_mixing = self.style_mixing.or(m.style_mixing);
         set(&mut m.condition, self.condition.clone());
+        set(&mut m.info_cat, self.info_cat);
+        set(&mut m.info_cont, self.info_cont);
         if let Some(a) = &self.attrs {
             m.attrs = if a == &["none"] { Vec::new() } else { a.clone() };
         }
@@ -243,6 +254,7 @@ impl TrainArgs {
         set(&mut t.instance_noise_steps, self.instance_noise_steps);
         set(&mut t.ebgan_margin, self.ebgan_margin);
         set(&mut t.aux_weight, self.aux_weight);
+        set(&mut t.info_weight, self.info_weight);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }

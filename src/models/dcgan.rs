@@ -12,8 +12,12 @@
 //! Conditioning (`models::conditional`): `concat` (cGAN: G reads [z, s], D the image with K
 //! label planes) and `acgan` (G reads [z, s]; D's last convolution has 1 + K outputs, the
 //! score and the attribute logits).
+//!
+//! InfoGAN (`models::info`, `info_cat`/`info_cont`): G reads [z, s, c]; D's 4x4 features
+//! (before its last convolution) feed a Q head that predicts c.
 
 use super::conditional::{self, Condition, LabelPrior, CLASS_LOGITS};
+use super::info::{InfoCodes, QHead, Q_CODES};
 use super::{stages, DiscOutput, Discriminator, Family, Generator, Latent, ModelOption};
 use crate::config::ModelConfig;
 use crate::nn::layers::LayerOpts;
@@ -26,7 +30,13 @@ use candle_core::{Device, Tensor};
 pub const FAMILY: Family = Family {
     name: "dcgan",
     about: "DCGAN (Radford et al. 2015): transposed convolutions up, strided convolutions down",
-    options: &[ModelOption::DNorm, ModelOption::DSpectralNorm, ModelOption::MinibatchStddev],
+    options: &[
+        ModelOption::DNorm,
+        ModelOption::DSpectralNorm,
+        ModelOption::MinibatchStddev,
+        ModelOption::InfoCat,
+        ModelOption::InfoCont,
+    ],
     d_aux: &[],
     energy_d: false,
     w_space: false,
@@ -41,6 +51,8 @@ pub struct DcganGenerator {
     nz: usize,
     /// Conditional models: the labels' prior (their signs join z).
     prior: Option<LabelPrior>,
+    /// InfoGAN's codes (joining z after the labels).
+    codes: InfoCodes,
     convs: Vec<ConvTranspose2d>,
     norms: Vec<BatchNorm2d>,
 }
@@ -51,7 +63,9 @@ impl DcganGenerator {
         let n = stages(cfg);
         let width = |i: usize| cfg.ngf << (n - 1 - i); // channels after layer i (i < n)
         let k = cfg.attrs.len();
-        let mut convs = vec![ConvTranspose2d::new(&mut p, rng, "main.0", cfg.nz + k, width(0), 4, 1, 0, false)?];
+        let codes = InfoCodes { cat: cfg.info_cat, cont: cfg.info_cont };
+        let input = cfg.nz + k + codes.dim();
+        let mut convs = vec![ConvTranspose2d::new(&mut p, rng, "main.0", input, width(0), 4, 1, 0, false)?];
         let mut norms = vec![BatchNorm2d::new(&mut p, rng, "main.0.bn", width(0))?];
         for i in 1..n {
             convs.push(ConvTranspose2d::new(
@@ -69,7 +83,7 @@ impl DcganGenerator {
         }
         convs.push(ConvTranspose2d::new(&mut p, rng, &format!("main.{n}"), width(n - 1), 3, 4, 2, 1, false)?);
         let prior = if k > 0 { Some(LabelPrior::new(&mut p, k)?) } else { None };
-        Ok(Self { params: p, nz: cfg.nz, prior, convs, norms })
+        Ok(Self { params: p, nz: cfg.nz, prior, codes, convs, norms })
     }
 }
 
@@ -79,14 +93,23 @@ impl Generator for DcganGenerator {
     }
 
     fn sample_latent(&self, n: usize, rng: &mut Rng, device: &Device) -> Result<Latent> {
-        conditional::sample_latent(self.nz, self.prior.as_ref(), n, rng, device)
+        let mut latent = conditional::sample_latent(self.nz, self.prior.as_ref(), n, rng, device)?;
+        if !self.codes.is_empty() {
+            latent.codes = Some(self.codes.sample(n, rng, device)?);
+        }
+        Ok(latent)
     }
 
     fn forward(&self, latent: &Latent, mode: Mode) -> candle_core::Result<Tensor> {
-        let z = match &self.prior {
+        let mut z = match &self.prior {
             Some(_) => conditional::join_z(&latent.z, conditional::need(latent.labels.as_ref())?)?,
             None => latent.z.clone(),
         };
+        if !self.codes.is_empty() {
+            let c =
+                latent.codes.as_ref().ok_or_else(|| candle_core::Error::Msg("this InfoGAN needs its codes".into()))?;
+            z = Tensor::cat(&[&z, &c.to_dtype(z.dtype())?], 1)?;
+        }
         let mut x = z.reshape((z.dim(0)?, z.dim(1)?, 1, 1))?;
         for (conv, bn) in self.convs.iter().zip(&self.norms) {
             x = bn.forward_act(&conv.forward(&x, mode)?, mode, Some(0.0))?;
@@ -108,6 +131,7 @@ pub struct DcganDiscriminator {
     /// Minibatch standard deviation group before the last convolution (0: none).
     mbstd_group: usize,
     condition: Condition,
+    q: Option<QHead>,
 }
 
 impl DcganDiscriminator {
@@ -131,7 +155,12 @@ impl DcganDiscriminator {
         let extra = usize::from(cfg.mbstd_group > 0);
         let outputs = if condition == Condition::AuxClassifier { 1 + k } else { 1 };
         convs.push(conv(&mut p, rng, n, width(n - 1) + extra, outputs, 1, 0)?);
-        Ok(Self { params: p, convs, norms, mbstd_group: cfg.mbstd_group, condition })
+        let codes = InfoCodes { cat: cfg.info_cat, cont: cfg.info_cont };
+        let q = match codes.is_empty() {
+            true => None,
+            false => Some(QHead::new(&mut p, rng, (width(n - 1) + extra) * 16, codes)?),
+        };
+        Ok(Self { params: p, convs, norms, mbstd_group: cfg.mbstd_group, condition, q })
     }
 }
 
@@ -152,6 +181,9 @@ impl Discriminator for DcganDiscriminator {
         let mut d = DiscOutput::logits(out.narrow(1, 0, 1)?.flatten_all()?);
         if self.condition == Condition::AuxClassifier {
             d.aux.insert(CLASS_LOGITS, out.narrow(1, 1, out.dim(1)? - 1)?);
+        }
+        if let Some(q) = &self.q {
+            d.aux.insert(Q_CODES, q.forward(&h.flatten_from(1)?, mode)?);
         }
         Ok(d)
     }

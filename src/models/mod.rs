@@ -9,6 +9,7 @@
 pub mod conditional;
 pub mod dcgan;
 pub mod ebgan;
+pub mod info;
 pub mod mlp;
 pub mod resnet;
 pub mod style;
@@ -36,11 +37,13 @@ pub struct Latent {
     pub noise: Option<Vec<u64>>,
     /// Style mixing: a second z, whose w drives the layers from this index on.
     pub mix: Option<(Tensor, usize)>,
+    /// InfoGAN's codes (N, info_cat + info_cont): a one-hot category, then continuous values.
+    pub codes: Option<Tensor>,
 }
 
 impl Latent {
     pub fn from_z(z: Tensor) -> Self {
-        Self { z, labels: None, noise: None, mix: None }
+        Self { z, labels: None, noise: None, mix: None, codes: None }
     }
 
     pub fn batch_size(&self) -> Result<usize> {
@@ -58,7 +61,8 @@ impl Latent {
             Some((z2, cutoff)) => Some((z2.narrow(0, start, len)?, *cutoff)),
             None => None,
         };
-        Ok(Self { z: self.z.narrow(0, start, len)?, labels, noise, mix })
+        let codes = self.codes.as_ref().map(|c| c.narrow(0, start, len)).transpose()?;
+        Ok(Self { z: self.z.narrow(0, start, len)?, labels, noise, mix, codes })
     }
 }
 
@@ -129,6 +133,8 @@ pub enum ModelOption {
     WDim,
     MappingLayers,
     StyleMixing,
+    InfoCat,
+    InfoCont,
 }
 
 impl ModelOption {
@@ -145,6 +151,8 @@ impl ModelOption {
             Self::WDim => "w_dim",
             Self::MappingLayers => "mapping_layers",
             Self::StyleMixing => "style_mixing",
+            Self::InfoCat => "info_cat",
+            Self::InfoCont => "info_cont",
         }
     }
 
@@ -161,10 +169,12 @@ impl ModelOption {
             Self::WDim => cfg.w_dim.is_some(),
             Self::MappingLayers => cfg.mapping_layers.is_some(),
             Self::StyleMixing => cfg.style_mixing.is_some(),
+            Self::InfoCat => cfg.info_cat != 0,
+            Self::InfoCont => cfg.info_cont != 0,
         }
     }
 
-    const ALL: [ModelOption; 10] = [
+    const ALL: [ModelOption; 12] = [
         Self::DNorm,
         Self::GSpectralNorm,
         Self::DSpectralNorm,
@@ -175,6 +185,8 @@ impl ModelOption {
         Self::WDim,
         Self::MappingLayers,
         Self::StyleMixing,
+        Self::InfoCat,
+        Self::InfoCont,
     ];
 }
 
@@ -240,6 +252,9 @@ pub fn validate(cfg: &ModelConfig) -> Result<()> {
     }
     if !matches!(cfg.d_norm.as_str(), "batch" | "layer" | "none") {
         bail!("model.d_norm '{}' is unknown; valid: batch, layer, none", cfg.d_norm);
+    }
+    if cfg.info_cat == 1 {
+        bail!("model.info_cat 1 is a code with one value, which carries nothing; use 0 (none) or 2 or more (10 in InfoGAN)");
     }
     if cfg.mbstd_group == 1 {
         bail!("model.mbstd_group 1 has no spread to measure; use 0 (off) or a group of 2 or more (4 as in the papers)");

@@ -1,5 +1,5 @@
 //! Figures: the StyleGAN papers' style-mixing and stochastic-variation figures (style
-//! families), and latent-walk GIFs (every family).
+//! families), latent-walk GIFs (every family) and InfoGAN's latent traversals.
 
 use super::fixed_latents;
 use super::grid::{make_grid, to_images};
@@ -14,6 +14,7 @@ use image::{Rgb, RgbImage};
 const ROWS_TAG: u64 = 0xA0;
 const COLS_TAG: u64 = 0xB0;
 const WALK_TAG: u64 = 0xC0;
+const TRAVERSE_TAG: u64 = 0xD0;
 
 /// A named band of feature-map sides whose styles a mixing figure swaps.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +224,56 @@ pub fn interpolation_frames(
         }
     }
     Ok(frames)
+}
+
+/// InfoGAN's latent-traversal figure: `rows` faces (z, labels and the other codes fixed per
+/// row); across a row, code `code` takes each value: every category of the categorical code
+/// (codes 0 .. info_cat), or `steps` values from −`range` to `range` for a continuous one
+/// (codes info_cat ..; the paper shows −2 to 2, beyond the training range [−1, 1]).
+pub fn traversal_figure(
+    g: &dyn Generator,
+    cfg: &crate::config::RunConfig,
+    code: usize,
+    (rows, steps): (usize, usize),
+    range: f64,
+    seed: u64,
+    device: &Device,
+) -> Result<RgbImage> {
+    let codes = crate::models::info::InfoCodes { cat: cfg.model.info_cat, cont: cfg.model.info_cont };
+    if codes.is_empty() {
+        bail!("traverse: the {} model has no InfoGAN codes (model.info_cat and info_cont are 0)", cfg.model.arch);
+    }
+    let has_cat = usize::from(codes.cat > 0);
+    if code >= has_cat + codes.cont {
+        let mut desc = Vec::new();
+        if codes.cat > 0 {
+            desc.push(format!("0 the categorical code ({} categories)", codes.cat));
+        }
+        if codes.cont > 0 {
+            desc.push(format!("{}..={} the continuous ones", has_cat, has_cat + codes.cont - 1));
+        }
+        bail!("--code {code}: the model has {} codes: {}", has_cat + codes.cont, desc.join(", "));
+    }
+    if rows == 0 || steps < 2 {
+        bail!("traverse needs at least one row and two steps");
+    }
+    let base = fixed_latents(g, seed, TRAVERSE_TAG, rows, device)?;
+    let c = base.codes.clone().expect("an InfoGAN samples codes");
+    // Code 0 is the categorical code when there is one; the continuous codes follow.
+    let values: Vec<(usize, f32)> = match (code, codes.cat) {
+        (0, k) if k > 0 => (0..k).map(|j| (j, 1.0)).collect(),
+        (i, k) => {
+            let col = if k > 0 { k + i - 1 } else { i };
+            (0..steps).map(|j| (col, (-range + 2.0 * range * j as f64 / (steps - 1) as f64) as f32)).collect()
+        }
+    };
+    let mut columns = Vec::new();
+    for &(col, v) in &values {
+        let latent = Latent { codes: Some(codes.with_code(&c, col, v)?), ..base.clone() };
+        columns.push(to_images(&g.forward(&latent, Mode::EVAL)?)?);
+    }
+    let images: Vec<RgbImage> = (0..rows).flat_map(|r| columns.iter().map(move |col| col[r].clone())).collect();
+    Ok(make_grid(&images, values.len()))
 }
 
 #[cfg(test)]

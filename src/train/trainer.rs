@@ -16,6 +16,7 @@ use crate::data::Loader;
 use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
 use crate::models::conditional::{class_accuracy, class_loss, set_label_prior, CLASS_LOGITS};
+use crate::models::info::{info_loss, InfoCodes, Q_CODES};
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
 use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target, PATH_LENGTH_DECAY};
@@ -258,6 +259,11 @@ impl Session {
                 add("class_acc_real", class_accuracy(cr, y)?);
                 d_total = (d_total + ((lr + lf)? * aux_weight)?)?;
             }
+            // InfoGAN: Q (and D's trunk) learn to recover the codes of the fakes.
+            if let (Some(q), Some(c)) = (fake_out.aux.get(Q_CODES), latent.codes.as_ref()) {
+                let (cat, cont) = info_loss(q, c, self.info_codes())?;
+                d_total = (d_total + ((cat + cont)? * self.cfg.train.info_weight)?)?;
+            }
             // D reg: gradient penalties, lazy ones every `every` D steps, scaled by `every`.
             let d_step = self.step * nc as u64 + i as u64;
             for &(kind, weight, every) in &self.penalties {
@@ -284,21 +290,22 @@ impl Session {
             add("d_fake", mean_sigmoid(fake_logits)?);
             add("logit_real", real_logits.mean_all()?.to_scalar::<f32>()? as f64);
             add("logit_fake", fake_logits.mean_all()?.to_scalar::<f32>()? as f64);
-            last_fake = Some((fake, labels, real_in));
+            last_fake = Some((fake, latent, real_in));
         }
 
         // G main: with one critic step the same fakes (as DCGAN does), else new ones,
         // through the updated D with its weights frozen.
-        let (last_fake, last_labels, real_in) = last_fake.expect("n_critic >= 1");
-        let (fake, labels) = if nc == 1 {
-            (last_fake, last_labels)
+        let (last_fake, last_latent, real_in) = last_fake.expect("n_critic >= 1");
+        let (fake, latent) = if nc == 1 {
+            (last_fake, last_latent)
         } else {
             let mut latent = self.g.sample_training_latent(reals[0].dim(0)?, &mut self.rng, &self.device)?;
             if let Some(l) = real_labels {
                 latent.labels = Some(l[0].clone());
             }
-            (self.g.forward(&latent, Mode::TRAIN)?, latent.labels)
+            (self.g.forward(&latent, Mode::TRAIN)?, latent)
         };
+        let labels = latent.labels.clone();
         let fake_in = self.with_noise(&fake, sigma)?;
         let mode = self.d_mode(Mode::FROZEN);
         let out = self.d.forward_full(&fake_in, labels.as_ref(), mode)?;
@@ -313,6 +320,13 @@ impl Session {
             let l = class_loss(c, y)?;
             stats.insert("g_class".into(), l.to_scalar::<f32>()? as f64);
             g_total = (g_total + (l * aux_weight)?)?;
+        }
+        // InfoGAN: G makes its codes recoverable by Q.
+        if let (Some(q), Some(c)) = (out.aux.get(Q_CODES), latent.codes.as_ref()) {
+            let (cat, cont) = info_loss(q, c, self.info_codes())?;
+            stats.insert("info_cat".into(), cat.to_scalar::<f32>()? as f64);
+            stats.insert("info_cont".into(), cont.to_scalar::<f32>()? as f64);
+            g_total = (g_total + ((cat + cont)? * self.cfg.train.info_weight)?)?;
         }
         let mut path = None;
         for &(kind, weight, every) in &self.penalties {
@@ -371,6 +385,10 @@ impl Session {
             bail!("training diverged at step {}: {k} = {v}", self.step);
         }
         Ok(stats)
+    }
+
+    fn info_codes(&self) -> InfoCodes {
+        InfoCodes { cat: self.cfg.model.info_cat, cont: self.cfg.model.info_cont }
     }
 
     /// `mode` for a pass of D, with a fresh seed for its stochastic layers (dropout) when it
