@@ -116,6 +116,9 @@ pub struct TrainConfig {
     pub aux_weight: f64,
     /// InfoGAN: weight λ of the mutual-information loss (Q and D in D's step, G in its own).
     pub info_weight: f64,
+    /// Semi-supervised GAN: the share of training images whose labels D's classifier sees
+    /// (chosen by the seed); the others train D only as real images.
+    pub labelled_fraction: f64,
 }
 
 impl Default for TrainConfig {
@@ -142,6 +145,7 @@ impl Default for TrainConfig {
             ebgan_margin: 1.0,
             aux_weight: 1.0,
             info_weight: 1.0,
+            labelled_fraction: 1.0,
         }
     }
 }
@@ -201,6 +205,9 @@ pub struct DataConfig {
     pub attr_file: Option<String>,
     /// Refuse, rather than skip, unreadable images and images without attribute rows.
     pub strict: bool,
+    /// Conditional models: the last N labelled images (by file name) are kept out of
+    /// training, to measure a classifier or an SGAN's D on faces it never saw.
+    pub held_out: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -354,6 +361,19 @@ impl RunConfig {
                 t.loss,
                 m.arch
             );
+        }
+        if !(t.labelled_fraction > 0.0 && t.labelled_fraction <= 1.0) {
+            bail!("train.labelled_fraction {} must be in (0, 1]", t.labelled_fraction);
+        }
+        if t.labelled_fraction < 1.0 && m.condition != "sgan" {
+            bail!(
+                "train.labelled_fraction {} applies to the semi-supervised GAN (model.condition sgan); the {} condition needs every label",
+                t.labelled_fraction,
+                m.condition
+            );
+        }
+        if self.data.held_out > 0 && m.attrs.is_empty() {
+            bail!("data.held_out keeps labelled images out of training; it needs a conditional model (model.attrs)");
         }
         for (k, v) in [("aux_weight", t.aux_weight), ("info_weight", t.info_weight)] {
             if !(v >= 0.0 && v.is_finite()) {

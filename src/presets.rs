@@ -313,6 +313,15 @@ pub const PRESETS: &[Preset] = &[
         },
     },
     Preset {
+        name: "sgan-64",
+        about: "semi-supervised GAN (Odena 2016; Salimans et al. 2016): D's 8 classes (Male×Smiling×Young) + fake",
+        apply: |c| {
+            c.model.condition = "sgan".into();
+            c.model.attrs = ["Male", "Smiling", "Young"].iter().map(|a| a.to_string()).collect();
+            Ok(())
+        },
+    },
+    Preset {
         name: "cbn-projection-64",
         about: "sngan-64 with conditional BN in G and a projection D (Miyato & Koyama 2018), hinge, SN",
         apply: |c| {

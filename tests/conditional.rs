@@ -129,6 +129,9 @@ fn conditional_runs_resume_bitwise_and_learn_their_prior() {
     projection.train.loss = "hinge".into();
     projection.train.n_critic = 2;
     projection.train.penalties = vec![PenaltyConfig::parse("r1:1:3").unwrap()];
+    // SGAN with half the labels hidden and four images held out.
+    let mut sgan = tiny(&faces, "dcgan", "sgan");
+    (sgan.train.labelled_fraction, sgan.data.held_out) = (0.5, 4);
     // InfoGAN with ACGAN's labels as well: codes and labels side by side in G's input.
     let mut info = tiny(&faces, "dcgan", "acgan");
     (info.model.info_cat, info.model.info_cont) = (3, 2);
@@ -137,6 +140,7 @@ fn conditional_runs_resume_bitwise_and_learn_their_prior() {
         ("acgan", tiny(&faces, "dcgan", "acgan")),
         ("projection", projection),
         ("infogan", info),
+        ("sgan", sgan),
     ] {
         let a = train(opts(&cfg, &t.path().join(format!("{name}-a")), false, None)).unwrap();
         train(opts(&cfg, &t.path().join(format!("{name}-b")), false, Some(3))).unwrap();
@@ -154,12 +158,19 @@ fn conditional_runs_resume_bitwise_and_learn_their_prior() {
             );
             assert!(x == y, "{name}: {k} differs after resume");
         }
-        // 24 labelled images: 12 odd, 6 below 25/4.
-        let prior = ca.tensors["G_ema.buffers.label_prior"].to_vec1::<f32>().unwrap();
-        assert_eq!(prior, [0.5, 0.25], "{name}");
+        if name == "sgan" {
+            assert!(!ca.tensors.keys().any(|k| k.contains("label_prior")), "SGAN's G is unconditional");
+        } else {
+            // 24 labelled images: 12 odd, 6 below 25/4.
+            let prior = ca.tensors["G_ema.buffers.label_prior"].to_vec1::<f32>().unwrap();
+            assert_eq!(prior, [0.5, 0.25], "{name}");
+        }
         let stats = facegan::train::stats::read(&t.path().join(format!("{name}-a/stats.jsonl"))).unwrap();
         for l in &stats {
             assert!(l.d_loss.is_finite() && l.g_loss.is_finite(), "{name}: {l:?}");
+            if name == "sgan" {
+                assert!(l.extra["d_class_real"] > 0.0, "{l:?}");
+            }
             if name == "infogan" {
                 assert!(l.extra["info_cat"] > 0.0 && l.extra["info_cont"] > 0.0, "{l:?}");
             }
@@ -329,6 +340,8 @@ fn the_classifier_learns_a_visible_attribute_and_judges_generators() {
         batch_size: 16,
         lr: 1e-3,
         held_out: 16,
+        categorical: false,
+        labelled_fraction: 1.0,
         seed: 0,
         out: clf.clone(),
         device: Device::Cpu,
@@ -408,4 +421,41 @@ fn infogan_traversals_from_the_command_line() {
     let (ok, text) =
         run(&[&["train"], &flags[..], &["--out", &out("r"), "--arch", "resnet", "--info-cat", "3"]].concat());
     assert!(!ok && text.contains("model.info_cat does not apply to the resnet family"), "{text}");
+}
+
+/// The semi-supervised GAN from the command line: trained with a tenth of the labels and
+/// faces held out, its D measured on those faces by `classifier eval`, beside the same
+/// network trained as a plain classifier on the same labels (`classifier train --categorical`).
+#[test]
+fn sgan_and_its_plain_classifier_twin_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let faces = red_and_blue(t.path());
+    let (f, sgan) = (faces.to_str().unwrap(), t.path().join("sgan"));
+    let common = ["--labelled-fraction", "0.5", "--held-out", "16", "--attrs", "Red"];
+    let (ok, text) = run(&[
+        &["train"],
+        TINY,
+        &["--data", f, "--steps", "4", "--out", sgan.to_str().unwrap(), "--condition", "sgan"],
+        &common[..],
+    ]
+    .concat());
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["classifier", "eval", "--model", sgan.to_str().unwrap(), "--data", f, "--held-out", "16"]);
+    assert!(ok && text.contains("classes of Red") && text.contains("(16 held-out faces)"), "{text}");
+    let twin = t.path().join("twin.safetensors");
+    let json = t.path().join("twin.json");
+    let (ok, text) = run(&[
+        &["classifier", "train", "--categorical", "--data", f, "--size", "32", "--width", "8", "--steps", "100"][..],
+        &["--batch-size", "8", "--out", twin.to_str().unwrap(), "--json", json.to_str().unwrap(), "--quiet"],
+        &common[..],
+    ]
+    .concat());
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["held_out"], 16);
+    assert_eq!(v["accuracy"][0].as_f64(), Some(1.0), "red against blue is learnt from 24 labels: {v}");
+    let (ok, text) = run(&["train", "--preset", "cgan-64", "--data", f, "--labelled-fraction", "0.5", "--out", "x"]);
+    assert!(!ok && text.contains("labelled_fraction") && text.contains("sgan"), "{text}");
+    let (ok, text) = run(&["classifier", "eval", "--model", twin.to_str().unwrap(), "--data", f, "--held-out", "64"]);
+    assert!(!ok && text.contains("leave none"), "{text}");
 }

@@ -133,6 +133,7 @@ preset_tests! {
     acgan_64 => "acgan-64",
     cbn_projection_64 => "cbn-projection-64",
     infogan_64 => "infogan-64",
+    sgan_64 => "sgan-64",
     stylegan_64 => "stylegan-64",
     stylegan2_64 => "stylegan2-64",
 }

@@ -5,7 +5,8 @@ use clap::{Args, Subcommand};
 use facegan::data::attrs::{find_attr_file, read_names};
 use facegan::device::parse_device;
 use facegan::metrics::attr::{
-    attr_table, attribute_accuracy, train_classifier, AttrScore, Classifier, ClassifierOptions,
+    attr_table, attribute_accuracy, evaluate_classifier, train_classifier, AttrScore, Classifier, ClassifierOptions,
+    HeldOut,
 };
 use facegan::metrics::{evaluate, parse_metrics, EvalOptions, Source};
 use facegan::models::style::Truncation;
@@ -78,6 +79,26 @@ pub struct EvalArgs {
 pub enum ClassifierCommand {
     /// Train the attribute classifier on labelled faces and report its held-out accuracy.
     Train(ClassifierTrainArgs),
+    /// Measure a classifier, or the discriminator of an acgan or sgan run, on held-out faces.
+    Eval(ClassifierEvalArgs),
+}
+
+#[derive(Args)]
+pub struct ClassifierEvalArgs {
+    /// A classifier, or a full checkpoint (or run folder) of an acgan or sgan run.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: String,
+    #[arg(long)]
+    attr_file: Option<String>,
+    /// The last N labelled faces (by name) are measured: the ones the model was trained without.
+    #[arg(long, default_value_t = 2000)]
+    held_out: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -105,6 +126,13 @@ pub struct ClassifierTrainArgs {
     /// Labelled faces kept out of training to measure its accuracy (the last ones by name).
     #[arg(long, default_value_t = 2000)]
     held_out: usize,
+    /// One softmax over the combinations of the attributes (at most 6): the semi-supervised
+    /// GAN's discriminator as a plain classifier.
+    #[arg(long)]
+    categorical: bool,
+    /// Train on the labels of this share of the training images (as train.labelled_fraction).
+    #[arg(long, default_value_t = 1.0)]
+    labelled_fraction: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "classifier.safetensors")]
@@ -119,7 +147,23 @@ pub struct ClassifierTrainArgs {
 }
 
 pub fn classifier(c: ClassifierCommand) -> Result<()> {
-    let ClassifierCommand::Train(a) = c;
+    let a = match c {
+        ClassifierCommand::Train(a) => a,
+        ClassifierCommand::Eval(e) => {
+            let device = parse_device(&e.device)?;
+            let model = match e.model.is_dir() {
+                true => facegan::train::checkpoint::latest(&e.model)?,
+                false => e.model.clone(),
+            };
+            let c = Classifier::load(&model, &device)?;
+            let result = evaluate_classifier(&c, &e.data, e.attr_file.as_deref(), e.held_out)?;
+            print!("{}", result.table());
+            if let Some(path) = e.json {
+                write_held_out_json(&path, &result)?;
+            }
+            return Ok(());
+        }
+    };
     let mut attrs = a.attrs.clone();
     if attrs.iter().any(|x| x == "all") {
         let data = PathBuf::from(&a.data);
@@ -139,6 +183,8 @@ pub fn classifier(c: ClassifierCommand) -> Result<()> {
         batch_size: a.batch_size,
         lr: a.lr,
         held_out: a.held_out,
+        categorical: a.categorical,
+        labelled_fraction: a.labelled_fraction,
         seed: a.seed,
         out: a.out.clone(),
         device: parse_device(&a.device)?,
@@ -147,14 +193,18 @@ pub fn classifier(c: ClassifierCommand) -> Result<()> {
     let result = train_classifier(&opts)?;
     print!("{}", result.table());
     if let Some(path) = a.json {
-        let json = serde_json::json!({
-            "attributes": result.names, "accuracy": result.accuracy, "balanced": result.balanced,
-            "majority": result.majority, "held_out": result.count,
-        });
-        facegan::fsutil::write_atomic(&path, format!("{json:#}\n").as_bytes())?;
+        write_held_out_json(&path, &result)?;
     }
     eprintln!("wrote {}", a.out.display());
     Ok(())
+}
+
+fn write_held_out_json(path: &std::path::Path, r: &HeldOut) -> Result<()> {
+    let json = serde_json::json!({
+        "attributes": r.names, "accuracy": r.accuracy, "balanced": r.balanced,
+        "majority": r.majority, "held_out": r.count,
+    });
+    facegan::fsutil::write_atomic(path, format!("{json:#}\n").as_bytes())
 }
 
 /// `eval --metrics ...,attr`: the attribute accuracy of a conditional checkpoint.

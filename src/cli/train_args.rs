@@ -123,6 +123,12 @@ pub struct TrainArgs {
     /// Refuse unreadable images and images without attribute rows instead of skipping them.
     #[arg(long)]
     strict: bool,
+    /// Semi-supervised GAN: use the labels of this share of the training images.
+    #[arg(long)]
+    labelled_fraction: Option<f64>,
+    /// Keep the last N labelled images (by name) out of training, to measure on them.
+    #[arg(long)]
+    held_out: Option<usize>,
     /// ACGAN: weight of the attribute-classification loss (default 1).
     #[arg(long)]
     aux_weight: Option<f64>,
@@ -255,6 +261,7 @@ impl TrainArgs {
         set(&mut t.ebgan_margin, self.ebgan_margin);
         set(&mut t.aux_weight, self.aux_weight);
         set(&mut t.info_weight, self.info_weight);
+        set(&mut t.labelled_fraction, self.labelled_fraction);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }
@@ -287,6 +294,7 @@ impl TrainArgs {
             c.data.attr_file = self.attr_file.clone();
         }
         c.data.strict |= self.strict;
+        set(&mut c.data.held_out, self.held_out);
         if c.model.attrs.iter().any(|a| a == "all") {
             c.model.attrs = all_attributes(&c)?;
         }

@@ -199,15 +199,40 @@ impl Labels {
         &self.values[i * self.k()..(i + 1) * self.k()]
     }
 
-    /// How often each attribute is present among the labelled images.
+    /// How often each attribute is present among the labelled images whose labels are
+    /// known (not hidden by [`Self::hide`]).
     pub fn frequencies(&self) -> Vec<f64> {
         let mut f = vec![0f64; self.k()];
-        for &i in &self.labelled {
+        let known: Vec<usize> = self.labelled.iter().copied().filter(|&i| self.of(i)[0] >= 0.0).collect();
+        for &i in &known {
             for (a, v) in f.iter_mut().zip(self.of(i)) {
                 *a += *v as f64;
             }
         }
-        f.iter().map(|a| a / self.labelled.len().max(1) as f64).collect()
+        f.iter().map(|a| a / known.len().max(1) as f64).collect()
+    }
+
+    /// Takes the last `n` labelled images (dataset order: by file name) out of `labelled`
+    /// and returns them.
+    pub fn hold_out(&mut self, n: usize) -> Result<Vec<usize>> {
+        if n >= self.labelled.len() {
+            bail!("{n} held-out images leave none of the {} labelled ones to train on", self.labelled.len());
+        }
+        Ok(self.labelled.split_off(self.labelled.len() - n))
+    }
+
+    /// Keeps the labels of a `fraction` of the labelled images, chosen by `seed`, and marks
+    /// the others' labels unknown (−1); they stay in `labelled`, as images. Returns how many
+    /// keep their labels.
+    pub fn hide(&mut self, fraction: f64, seed: u64) -> usize {
+        let mut order = self.labelled.clone();
+        crate::rng::Rng::derived(seed, 0x1ABE1).shuffle(&mut order);
+        let keep = ((fraction * order.len() as f64).round() as usize).clamp(1, order.len());
+        let k = self.k();
+        for &i in &order[keep..] {
+            self.values[i * k..(i + 1) * k].iter_mut().for_each(|v| *v = -1.0);
+        }
+        keep
     }
 }
 
@@ -258,6 +283,26 @@ mod tests {
         let e = f.columns(&["Smiling".into(), "Happy".into()]).unwrap_err().to_string();
         assert!(e.contains("'Happy'") && e.contains("Smiling, Male, Young"), "{e}");
         assert!(f.columns(&["Male".into(), "Male".into()]).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn held_out_images_leave_training_and_hidden_labels_are_unknown() {
+        let text: String = (0..10).map(|i| format!("{i:03}.png {}\n", if i < 4 { 1 } else { -1 })).collect();
+        let f = parse(&format!("10\nA\n{text}")).unwrap();
+        let images: Vec<String> = (0..10).map(|i| format!("{i:03}.png")).collect();
+        let mut l = Labels::from_file(&f, &["A".into()], &images, true).unwrap();
+        assert_eq!(l.hold_out(3).unwrap(), [7, 8, 9]);
+        assert_eq!(l.labelled, [0, 1, 2, 3, 4, 5, 6]);
+        assert!(l.clone().hold_out(7).is_err(), "nothing left to train on");
+        let mut m = l.clone();
+        assert_eq!(l.hide(0.5, 3), 4);
+        m.hide(0.5, 3);
+        assert_eq!(l.values, m.values, "the same seed hides the same labels");
+        let hidden: Vec<usize> = l.labelled.iter().copied().filter(|&i| l.of(i)[0] < 0.0).collect();
+        assert_eq!((hidden.len(), l.labelled.len()), (3, 7), "hidden labels keep their images");
+        let known: Vec<f32> = l.labelled.iter().map(|&i| l.of(i)[0]).filter(|v| *v >= 0.0).collect();
+        let want = known.iter().sum::<f32>() as f64 / known.len() as f64;
+        assert_eq!(l.frequencies(), [want], "frequencies count known labels only");
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! training and give its per-attribute accuracy. It is saved as a checkpoint of kind
 //! `classifier` (tensors `C.*`, the configuration, the held-out accuracies).
 //!
+//! With `categorical`, the head is one softmax over the 2^K combinations of the attributes:
+//! the semi-supervised GAN's discriminator trained as a plain classifier, its baseline.
+//! `evaluate_classifier` measures either kind, or an acgan/sgan run's D, on held-out faces.
+//!
 //! Attribute accuracy of a conditional G: for each attribute, `num` faces asked to have it and
 //! `num` asked not to (the other attributes drawn from G's prior, the same latents for both),
 //! classified; the score is the balanced accuracy (mean of the two hit rates), so chance is
@@ -15,7 +19,7 @@
 
 use crate::config::RunConfig;
 use crate::data::Loader;
-use crate::models::conditional::{class_loss, CLASS_LOGITS};
+use crate::models::conditional::{class_index, class_loss, sgan_loss, CLASS_LOGITS, SGAN_MAX_ATTRS};
 use crate::models::{build_discriminator, Discriminator, Generator};
 use crate::nn::Mode;
 use crate::rng::Rng;
@@ -44,6 +48,12 @@ pub struct ClassifierOptions {
     pub lr: f64,
     /// Labelled images kept out of training to measure accuracy.
     pub held_out: usize,
+    /// One softmax over the 2^K combinations of the attributes (the semi-supervised GAN's
+    /// D without its GAN part) instead of K independent attribute logits.
+    pub categorical: bool,
+    /// Train on the labels of this share of the training images only (chosen by the seed
+    /// as `train.labelled_fraction` chooses them).
+    pub labelled_fraction: f64,
     pub seed: u64,
     pub out: PathBuf,
     pub device: Device,
@@ -89,7 +99,8 @@ fn classifier_config(o: &ClassifierOptions) -> Result<RunConfig> {
     c.preset = "classifier".into();
     let m = &mut c.model;
     (m.image_size, m.ndf, m.ngf, m.nz) = (o.image_size, o.width, 8, 8);
-    (m.condition, m.attrs) = ("acgan".into(), o.attrs.clone());
+    m.condition = if o.categorical { "sgan" } else { "acgan" }.into();
+    m.attrs = o.attrs.clone();
     (c.train.batch_size, c.train.steps, c.train.seed, c.train.lr_d) = (o.batch_size, o.steps, o.seed, o.lr);
     (c.data.path, c.data.attr_file) = (o.data.clone(), o.attr_file.clone());
     c.validate()?;
@@ -104,13 +115,20 @@ pub fn train_classifier(o: &ClassifierOptions) -> Result<HeldOut> {
     }
     let data = open_data(&cfg, o.progress)?;
     let labels = open_labels(&cfg, &data)?.context("a classifier needs attributes")?;
-    let all = labels.labelled.clone();
-    if all.len() < o.held_out + o.batch_size {
-        bail!("{} labelled images: too few for {} held out and one batch of {}", all.len(), o.held_out, o.batch_size);
-    }
-    let (train_idx, held) = all.split_at(all.len() - o.held_out);
     let mut train_labels = labels.clone();
-    train_labels.labelled = train_idx.to_vec();
+    let held = train_labels.hold_out(o.held_out)?;
+    if o.labelled_fraction < 1.0 {
+        train_labels.hide(o.labelled_fraction, o.seed);
+        let known: Vec<usize> =
+            train_labels.labelled.iter().copied().filter(|&i| train_labels.of(i)[0] >= 0.0).collect();
+        train_labels.labelled = known;
+    }
+    if train_labels.labelled.len() < o.batch_size {
+        bail!("{} labelled training images, fewer than one batch of {}", train_labels.labelled.len(), o.batch_size);
+    }
+    if o.progress {
+        eprintln!("classifier: {} training images, {} held out", train_labels.labelled.len(), held.len());
+    }
     let mut rng = Rng::new(o.seed);
     let d = build_discriminator(&cfg.model, &o.device, &mut rng)?;
     let mut opt = Optimizer::from_name("adam", d.params(), o.lr, 0.5, 0.999)?;
@@ -120,7 +138,10 @@ pub fn train_classifier(o: &ClassifierOptions) -> Result<HeldOut> {
         let (x, y) = loader.batch(step, &mut rng, &o.device)?;
         let y = y.expect("labelled loader");
         let out = d.forward_full(&x, None, Mode::TRAIN)?;
-        let loss = class_loss(&out.aux[CLASS_LOGITS], &y)?;
+        let loss = match o.categorical {
+            true => sgan_loss(&out.aux[CLASS_LOGITS], &y)?.0,
+            false => class_loss(&out.aux[CLASS_LOGITS], &y)?,
+        };
         let grads = loss.backward()?;
         opt.step(d.params(), &grads)?;
         recent += loss.to_scalar::<f32>()? as f64;
@@ -130,7 +151,7 @@ pub fn train_classifier(o: &ClassifierOptions) -> Result<HeldOut> {
         }
     }
     let c = Classifier { d, cfg, held_out: None };
-    let result = c.held_out_accuracy(&loader.data, &labels, held)?;
+    let result = c.held_out_accuracy(&loader.data, &labels, &held)?;
     let mut t = HashMap::new();
     c.d.params().to_tensors("C", &mut t);
     let mut meta = checkpoint::base_meta(KIND_CLASSIFIER, o.steps, &c.cfg);
@@ -150,15 +171,19 @@ pub struct Classifier {
 impl Classifier {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let ck = checkpoint::read(path, device)?;
-        if ck.kind() != KIND_CLASSIFIER {
-            bail!(
-                "{} is a {} checkpoint, not an attribute classifier (make one with `facegan classifier train`)",
+        // A classifier, or the discriminator of an acgan or sgan run (whose class head is one).
+        let has_head = matches!(ck.config.model.condition.as_str(), "acgan" | "sgan");
+        let prefix = match ck.kind() {
+            KIND_CLASSIFIER => "C",
+            checkpoint::KIND_FULL if has_head => "D",
+            kind => bail!(
+                "{} is a {kind} checkpoint of a {} model, not an attribute classifier (make one with `facegan classifier train`, or give a full checkpoint of an acgan or sgan run)",
                 path.display(),
-                ck.kind()
-            );
-        }
+                if ck.config.model.condition == "none" { "unconditional" } else { ck.config.model.condition.as_str() }
+            ),
+        };
         let d = build_discriminator(&ck.config.model, device, &mut Rng::new(0))?;
-        d.params().load_tensors("C", &ck.tensors, &path.display().to_string())?;
+        d.params().load_tensors(prefix, &ck.tensors, &path.display().to_string())?;
         let held_out = ck.meta.get("held_out").and_then(|s| serde_json::from_str(s).ok());
         Ok(Self { d, cfg: ck.config, held_out })
     }
@@ -182,7 +207,14 @@ impl Classifier {
         Ok(out.aux[CLASS_LOGITS].clone())
     }
 
-    fn held_out_accuracy(
+    /// Whether it names one class per combination of its attributes (an sgan D).
+    pub fn categorical(&self) -> bool {
+        self.cfg.model.condition == "sgan"
+    }
+
+    /// Its accuracy on images `idx` of `data` with `labels`: per attribute, or for a
+    /// categorical classifier, over the attributes' combined classes.
+    pub fn held_out_accuracy(
         &self,
         data: &crate::data::Dataset,
         labels: &crate::data::attrs::Labels,
@@ -191,10 +223,21 @@ impl Classifier {
         let k = labels.k();
         let (mut right, mut tp, mut pos, mut tn, mut neg) =
             (vec![0usize; k], vec![0usize; k], vec![0usize; k], vec![0usize; k], vec![0usize; k]);
+        let (mut class_right, mut class_count) = (0usize, vec![0usize; 1 << k.min(SGAN_MAX_ATTRS)]);
         for chunk in idx.chunks(100) {
             let x =
                 crate::data::loader::images_to_tensor(data, chunk, &vec![false; chunk.len()], &self.d.params().device)?;
-            let l: Vec<Vec<f32>> = self.logits(&x)?.to_vec2()?;
+            let logits = self.logits(&x)?;
+            if self.categorical() {
+                let y: Vec<f32> = chunk.iter().flat_map(|&i| labels.of(i).iter().copied()).collect();
+                let y = Tensor::from_vec(y, (chunk.len(), k), x.device())?;
+                class_right += sgan_loss(&logits, &y)?.2;
+                for c in class_index(&y)?.into_iter().flatten() {
+                    class_count[c as usize] += 1;
+                }
+                continue;
+            }
+            let l: Vec<Vec<f32>> = logits.to_vec2()?;
             for (row, &i) in l.iter().zip(chunk) {
                 for a in 0..k {
                     let (pred, truth) = (row[a] > 0.0, labels.of(i)[a] > 0.5);
@@ -210,6 +253,17 @@ impl Classifier {
             }
         }
         let n = idx.len() as f64;
+        if self.categorical() {
+            let acc = class_right as f64 / n;
+            let majority = *class_count.iter().max().unwrap_or(&0) as f64 / n;
+            return Ok(HeldOut {
+                names: vec![format!("classes of {}", labels.names.join("+"))],
+                accuracy: vec![acc],
+                balanced: vec![acc],
+                majority: vec![majority],
+                count: idx.len(),
+            });
+        }
         let rate = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         Ok(HeldOut {
             names: labels.names.clone(),
@@ -219,6 +273,17 @@ impl Classifier {
             count: idx.len(),
         })
     }
+}
+
+/// The accuracy of a classifier (or an acgan/sgan run's D) on the last `held_out` labelled
+/// images of `data`, for its own attributes.
+pub fn evaluate_classifier(c: &Classifier, data: &str, attr_file: Option<&str>, held_out: usize) -> Result<HeldOut> {
+    let mut cfg = c.cfg.clone();
+    (cfg.data.path, cfg.data.attr_file) = (data.to_string(), attr_file.map(str::to_string));
+    let ds = open_data(&cfg, false)?;
+    let mut labels = open_labels(&cfg, &ds)?.context("the classifier has no attributes")?;
+    let idx = labels.hold_out(held_out)?;
+    c.held_out_accuracy(&ds, &labels, &idx)
 }
 
 /// One attribute's result for a conditional generator.

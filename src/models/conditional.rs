@@ -11,7 +11,13 @@
 //!   the paper's ⟨e_y, φ(x)⟩; with K binary attributes each adds or takes away its direction;
 //! - `acgan` (Odena et al. 2017): G reads [z, s]; D is unconditional but has an auxiliary
 //!   head with K logits (`DiscOutput::aux["class_logits"]`), trained by [`class_loss`] on real
-//!   images and fakes, and G by the same loss on its fakes (`train.aux_weight`).
+//!   images and fakes, and G by the same loss on its fakes (`train.aux_weight`);
+//! - `sgan` (semi-supervised GAN: Odena 2016; Salimans et al. 2016): G is unconditional; the
+//!   K attributes make one categorical label of 2^K classes ([`class_index`]) and D has one
+//!   logit per class, the fake class's logit fixed at 0, so its real-vs-fake logit is
+//!   log Σ exp(l_c) and the usual adversarial loss applies unchanged; on the labelled real
+//!   images (`train.labelled_fraction` of them) D also minimises the cross-entropy of the
+//!   classes ([`sgan_loss`]). Unlabelled images carry labels of −1.
 //!
 //! A conditional generator owns its label prior ([`LabelPrior`], each attribute's frequency in
 //! the training data, a buffer saved with G), so sampling without given labels (sample grids,
@@ -31,13 +37,20 @@ pub enum Condition {
     Concat,
     Projection,
     AuxClassifier,
+    SemiSupervised,
 }
 
 /// The aux output of an ACGAN discriminator: (N, K) attribute logits.
 pub const CLASS_LOGITS: &str = "class_logits";
 
 impl Condition {
-    pub const ALL: [Condition; 4] = [Self::None, Self::Concat, Self::Projection, Self::AuxClassifier];
+    pub const ALL: [Condition; 5] =
+        [Self::None, Self::Concat, Self::Projection, Self::AuxClassifier, Self::SemiSupervised];
+
+    /// Whether the generator reads the labels (every way but sgan's).
+    pub fn conditions_g(&self) -> bool {
+        !matches!(self, Self::None | Self::SemiSupervised)
+    }
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -45,6 +58,7 @@ impl Condition {
             Self::Concat => "concat",
             Self::Projection => "projection",
             Self::AuxClassifier => "acgan",
+            Self::SemiSupervised => "sgan",
         }
     }
 
@@ -162,6 +176,60 @@ pub fn class_loss(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tenso
     (softplus - (labels * logits)?)?.mean_all()
 }
 
+/// The most attributes an sgan label combines (2^6 = 64 classes).
+pub const SGAN_MAX_ATTRS: usize = 6;
+
+/// The class of each row of 0/1 labels (N, K): Σ_j 2^j y_j, or None for an unlabelled row
+/// (negative values).
+pub fn class_index(labels: &Tensor) -> Result<Vec<Option<u32>>> {
+    let v: Vec<Vec<f32>> = labels.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    Ok(v.iter()
+        .map(|row| match row.iter().any(|&x| x < 0.0) {
+            true => None,
+            false => Some(row.iter().enumerate().map(|(j, &x)| u32::from(x > 0.5) << j).sum()),
+        })
+        .collect())
+}
+
+/// The semi-supervised classification loss: the cross-entropy of the class logits (N, C)
+/// on the labelled rows of `labels` (mean over them; 0 when there are none), the number of
+/// labelled rows, and how many of them the argmax gets right.
+pub fn sgan_loss(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, usize, usize)> {
+    let classes = class_index(labels)?;
+    let c = logits.dim(1)?;
+    let mut mask = vec![0f32; classes.len() * c];
+    let mut n = 0;
+    for (i, k) in classes.iter().enumerate() {
+        if let Some(k) = k {
+            mask[i * c + *k as usize] = 1.0;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Ok((Tensor::zeros((), logits.dtype(), logits.device())?, 0, 0));
+    }
+    let mask = Tensor::from_vec(mask, (classes.len(), c), logits.device())?.to_dtype(logits.dtype())?;
+    let logp = candle_nn::ops::log_softmax(logits, 1)?;
+    let loss = ((logp * &mask)?.sum_all()? * (-1.0 / n as f64))?;
+    let l: Vec<Vec<f32>> = logits.detach().to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    let right = classes
+        .iter()
+        .zip(&l)
+        .filter(|(k, row)| {
+            let best = row.iter().enumerate().fold((0, f32::MIN), |b, (j, &x)| if x > b.1 { (j, x) } else { b }).0;
+            k.is_some_and(|k| k as usize == best)
+        })
+        .count();
+    Ok((loss, n, right))
+}
+
+/// SGAN's real-vs-fake logit: log Σ_c exp(l_c) over the class logits (N, C), the fake
+/// class's logit being 0, so that sigmoid of it is D's probability of "real".
+pub fn logsumexp_rows(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let m = logits.max_keepdim(1)?.detach();
+    (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + m)?.flatten_all()
+}
+
 /// The share of attribute logits whose sign agrees with the 0/1 labels.
 pub fn class_accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     let l: Vec<f32> = logits.detach().flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
@@ -173,7 +241,7 @@ pub fn class_accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
+    use candle_core::{DType, Var};
 
     #[test]
     fn projection_matches_its_closed_form() {
@@ -204,6 +272,57 @@ mod tests {
         let want = (bce(2.0, 1.0) + bce(-1.0, 1.0) + bce(0.5, 0.0) + bce(0.0, 1.0)) / 4.0;
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         assert_eq!(class_accuracy(&l, &y).unwrap(), 0.25);
+    }
+
+    #[test]
+    fn sgan_classes_loss_and_real_logit_match_their_closed_forms() {
+        let dev = Device::Cpu;
+        let y = Tensor::new(&[[1f32, 0.], [1., 1.], [-1., -1.]], &dev).unwrap();
+        let k: Vec<Option<u32>> = class_index(&y).unwrap();
+        assert_eq!(k, [Some(1), Some(3), None]);
+        let lv = [[0.5f64, 2.0, -1.0, 0.0], [1.0, 0.0, 0.0, 3.0], [9.0, 9.0, 9.0, 9.0]];
+        let l = Var::from_tensor(&Tensor::new(&lv, &dev).unwrap()).unwrap();
+        let (loss, n, right) = sgan_loss(l.as_tensor(), &y).unwrap();
+        let lse = |r: &[f64]| r.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let want = ((lse(&lv[0]) - lv[0][1]) + (lse(&lv[1]) - lv[1][3])) / 2.0;
+        assert!((loss.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+        assert_eq!((n, right), (2, 2));
+        // Its gradient against central differences (the unlabelled row gets none).
+        let g: Vec<Vec<f64>> = loss.backward().unwrap().get(&l).unwrap().to_vec2().unwrap();
+        for (i, j) in [(0, 0), (0, 1), (1, 3), (2, 2)] {
+            let f = |d: f64| {
+                let mut v = lv;
+                v[i][j] += d;
+                sgan_loss(&Tensor::new(&v, &dev).unwrap(), &y).unwrap().0.to_scalar::<f64>().unwrap()
+            };
+            let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+            assert!((g[i][j] - fd).abs() < 1e-7, "({i}, {j}): {} vs {fd}", g[i][j]);
+        }
+        let r = logsumexp_rows(&Tensor::new(&lv, &dev).unwrap()).unwrap().to_vec1::<f64>().unwrap();
+        assert!((r[0] - lse(&lv[0])).abs() < 1e-12 && (r[2] - (9.0 + 4f64.ln())).abs() < 1e-12);
+        let none = Tensor::new(&[[-1f32, -1.]], &dev).unwrap();
+        assert_eq!(sgan_loss(&Tensor::zeros((1, 4), DType::F32, &dev).unwrap(), &none).unwrap().1, 0);
+    }
+
+    #[test]
+    fn class_loss_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let lv = [[0.3f64, -1.2], [2.0, 0.1]];
+        let y = Tensor::new(&[[1f32, 0.], [0., 1.]], &dev).unwrap();
+        let l = Var::from_tensor(&Tensor::new(&lv, &dev).unwrap()).unwrap();
+        let g: Vec<Vec<f64>> =
+            class_loss(l.as_tensor(), &y).unwrap().backward().unwrap().get(&l).unwrap().to_vec2().unwrap();
+        for i in 0..2 {
+            for j in 0..2 {
+                let f = |d: f64| {
+                    let mut v = lv;
+                    v[i][j] += d;
+                    class_loss(&Tensor::new(&v, &dev).unwrap(), &y).unwrap().to_scalar::<f64>().unwrap()
+                };
+                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+                assert!((g[i][j] - fd).abs() < 1e-8, "{} vs {fd}", g[i][j]);
+            }
+        }
     }
 
     #[test]

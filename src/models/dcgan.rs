@@ -11,7 +11,8 @@
 //!
 //! Conditioning (`models::conditional`): `concat` (cGAN: G reads [z, s], D the image with K
 //! label planes) and `acgan` (G reads [z, s]; D's last convolution has 1 + K outputs, the
-//! score and the attribute logits).
+//! score and the attribute logits), `sgan` (unconditional G; D's last convolution has one
+//! logit per class of the combined attributes, see `models::conditional`).
 //!
 //! InfoGAN (`models::info`, `info_cat`/`info_cont`): G reads [z, s, c]; D's 4x4 features
 //! (before its last convolution) feed a Q head that predicts c.
@@ -40,7 +41,7 @@ pub const FAMILY: Family = Family {
     d_aux: &[],
     energy_d: false,
     w_space: false,
-    conditions: &[Condition::Concat, Condition::AuxClassifier],
+    conditions: &[Condition::Concat, Condition::AuxClassifier, Condition::SemiSupervised],
     build_generator: |c, dev, rng| Ok(Box::new(DcganGenerator::new(c, dev, rng)?)),
     build_discriminator: |c, dev, rng| Ok(Box::new(DcganDiscriminator::new(c, dev, rng)?)),
     validate: |_| Ok(()),
@@ -62,7 +63,7 @@ impl DcganGenerator {
         let mut p = Params::new(device);
         let n = stages(cfg);
         let width = |i: usize| cfg.ngf << (n - 1 - i); // channels after layer i (i < n)
-        let k = cfg.attrs.len();
+        let k = if Condition::parse(&cfg.condition)?.conditions_g() { cfg.attrs.len() } else { 0 };
         let codes = InfoCodes { cat: cfg.info_cat, cont: cfg.info_cont };
         let input = cfg.nz + k + codes.dim();
         let mut convs = vec![ConvTranspose2d::new(&mut p, rng, "main.0", input, width(0), 4, 1, 0, false)?];
@@ -153,7 +154,11 @@ impl DcganDiscriminator {
             norms.push(Norm::new(&cfg.d_norm, &mut p, rng, &format!("main.{i}.norm"), width(i))?);
         }
         let extra = usize::from(cfg.mbstd_group > 0);
-        let outputs = if condition == Condition::AuxClassifier { 1 + k } else { 1 };
+        let outputs = match condition {
+            Condition::AuxClassifier => 1 + k,
+            Condition::SemiSupervised => 1 << k,
+            _ => 1,
+        };
         convs.push(conv(&mut p, rng, n, width(n - 1) + extra, outputs, 1, 0)?);
         let codes = InfoCodes { cat: cfg.info_cat, cont: cfg.info_cont };
         let q = match codes.is_empty() {
@@ -178,9 +183,14 @@ impl Discriminator for DcganDiscriminator {
             h = minibatch_stddev(&h, self.mbstd_group)?;
         }
         let out = self.convs.last().unwrap().forward(&h, mode)?.flatten_from(1)?;
-        let mut d = DiscOutput::logits(out.narrow(1, 0, 1)?.flatten_all()?);
-        if self.condition == Condition::AuxClassifier {
-            d.aux.insert(CLASS_LOGITS, out.narrow(1, 1, out.dim(1)? - 1)?);
+        let mut d = match self.condition {
+            Condition::SemiSupervised => DiscOutput::logits(conditional::logsumexp_rows(&out)?),
+            _ => DiscOutput::logits(out.narrow(1, 0, 1)?.flatten_all()?),
+        };
+        match self.condition {
+            Condition::AuxClassifier => drop(d.aux.insert(CLASS_LOGITS, out.narrow(1, 1, out.dim(1)? - 1)?)),
+            Condition::SemiSupervised => drop(d.aux.insert(CLASS_LOGITS, out)),
+            _ => {}
         }
         if let Some(q) = &self.q {
             d.aux.insert(Q_CODES, q.forward(&h.flatten_from(1)?, mode)?);

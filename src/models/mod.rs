@@ -297,6 +297,14 @@ fn validate_condition(cfg: &ModelConfig, fam: &Family) -> Result<()> {
         }
         _ => {}
     }
+    if cond == Condition::SemiSupervised && cfg.attrs.len() > conditional::SGAN_MAX_ATTRS {
+        bail!(
+            "model.condition sgan makes one class per combination of its attributes: {} attributes would be 2^{} classes; use at most {}",
+            cfg.attrs.len(),
+            cfg.attrs.len(),
+            conditional::SGAN_MAX_ATTRS
+        );
+    }
     if cfg.attrs.iter().any(|a| a == "all") {
         bail!("model.attrs 'all' must be expanded to the attribute file's names before the model is built (the command line does this)");
     }

@@ -15,7 +15,7 @@ use crate::data::preprocess::CropResize;
 use crate::data::Loader;
 use crate::fsutil::ensure_dir;
 use crate::loss::AdversarialLoss;
-use crate::models::conditional::{class_accuracy, class_loss, set_label_prior, CLASS_LOGITS};
+use crate::models::conditional::{class_accuracy, class_loss, set_label_prior, sgan_loss, Condition, CLASS_LOGITS};
 use crate::models::info::{info_loss, InfoCodes, Q_CODES};
 use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
 use crate::nn::{BnMode, Mode};
@@ -227,6 +227,7 @@ impl Session {
         }
         let real_labels = real_labels.filter(|_| conditional);
         let aux_weight = self.cfg.train.aux_weight;
+        let sgan = self.cfg.model.condition == Condition::SemiSupervised.name();
         let sigma = self.instance_noise_std();
         let real_label = 1.0 - self.cfg.train.label_smoothing;
         let mut stats = StepStats::new();
@@ -249,9 +250,18 @@ impl Session {
             let (real_logits, fake_logits) = (&real_out.logits, &fake_out.logits);
             let adv = self.loss.d_loss_smoothed(real_logits, fake_logits, real_label)?;
             let mut d_total = adv.clone();
+            // SGAN: D also classifies the labelled real images into the attributes' classes.
+            if let (true, Some(cr), Some(y)) = (sgan, real_out.aux.get(CLASS_LOGITS), labels.as_ref()) {
+                let (l, n, right) = sgan_loss(cr, y)?;
+                add("d_class_real", l.to_scalar::<f32>()? as f64);
+                if n > 0 {
+                    add("class_acc_real", right as f64 / n as f64);
+                }
+                d_total = (d_total + (l * aux_weight)?)?;
+            }
             // ACGAN: D also learns to classify the attributes of real images and of fakes.
-            if let (Some(cr), Some(cf), Some(y)) =
-                (real_out.aux.get(CLASS_LOGITS), fake_out.aux.get(CLASS_LOGITS), labels.as_ref())
+            if let (false, Some(cr), Some(cf), Some(y)) =
+                (sgan, real_out.aux.get(CLASS_LOGITS), fake_out.aux.get(CLASS_LOGITS), labels.as_ref())
             {
                 let (lr, lf) = (class_loss(cr, y)?, class_loss(cf, y)?);
                 add("d_class_real", lr.to_scalar::<f32>()? as f64);
@@ -316,7 +326,7 @@ impl Session {
         let g_loss = self.loss.g_loss(real_logits.as_ref(), &out.logits)?;
         // G reg: regularisers of the generator, on their interval, scaled by it.
         let mut g_total = g_loss.clone();
-        if let (Some(c), Some(y)) = (out.aux.get(CLASS_LOGITS), labels.as_ref()) {
+        if let (false, Some(c), Some(y)) = (sgan, out.aux.get(CLASS_LOGITS), labels.as_ref()) {
             let l = class_loss(c, y)?;
             stats.insert("g_class".into(), l.to_scalar::<f32>()? as f64);
             g_total = (g_total + (l * aux_weight)?)?;
@@ -468,6 +478,22 @@ pub fn open_labels(cfg: &RunConfig, data: &Dataset) -> Result<Option<Labels>> {
     Ok(Some(Labels::from_file(&file, &cfg.model.attrs, &data.header.names, cfg.data.strict)?))
 }
 
+/// The labels a run trains on: [`open_labels`] without the `data.held_out` images, and with
+/// only `train.labelled_fraction` of them known (semi-supervised).
+pub fn training_labels(cfg: &RunConfig, data: &Dataset, progress: bool) -> Result<Option<Labels>> {
+    let Some(mut labels) = open_labels(cfg, data)? else { return Ok(None) };
+    if cfg.data.held_out > 0 {
+        labels.hold_out(cfg.data.held_out)?;
+    }
+    if cfg.train.labelled_fraction < 1.0 {
+        let kept = labels.hide(cfg.train.labelled_fraction, cfg.train.seed);
+        if progress {
+            eprintln!("semi-supervised: the labels of {kept} of {} training images are used", labels.labelled.len());
+        }
+    }
+    Ok(Some(labels))
+}
+
 /// Trains (or resumes) a run, writing checkpoints, samples and stats under the run folder.
 pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let run = &opts.run_dir;
@@ -528,11 +554,11 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     cfg.save(&run.join("config.toml"))?;
 
     let data = open_data(&cfg, opts.progress)?;
-    let labels = open_labels(&cfg, &data)?;
+    let labels = training_labels(&cfg, &data, opts.progress)?;
     let evaluation = super::eval::TrainEval::new(&cfg, &data, run, &opts.device, opts.progress)?;
     let mut loader = Loader::new(data, cfg.train.batch_size, cfg.train.seed, cfg.train.flip)?;
     if let Some(labels) = labels {
-        if session.step == 0 {
+        if session.step == 0 && Condition::parse(&cfg.model.condition)?.conditions_g() {
             // The generator's label prior: the attributes' frequencies in the training data.
             let freq = labels.frequencies();
             set_label_prior(session.g.params(), &freq)?;
