@@ -124,7 +124,12 @@ fn the_real_attribute_file_parses_and_damaged_copies_name_line_and_problem() {
 fn conditional_runs_resume_bitwise_and_learn_their_prior() {
     facegan::enable_second_order_gradients();
     let t = tempfile::tempdir().unwrap();
-    let faces = labelled_faces(t.path(), 25);
+    // A prepared cache (the attribute file is found beside the folder it was prepared from).
+    let folder = labelled_faces(t.path(), 25);
+    let faces = t.path().join("faces.fgc");
+    let spec = facegan::data::preprocess::CropResize { size: 32, crop: None };
+    facegan::data::prepare(&folder, &faces, &facegan::data::PrepareOptions { spec, strict: false, progress: false })
+        .unwrap();
     let mut projection = tiny(&faces, "resnet", "projection");
     projection.train.loss = "hinge".into();
     projection.train.n_critic = 2;

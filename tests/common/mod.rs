@@ -4,8 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The facegan binary, with its caches (folders prepared on the fly, reference features) in
+/// the build's temporary folder rather than the user's cache folder; the Inception weights
+/// are still found where the user keeps them.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_facegan"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_facegan"));
+    c.env("FACEGAN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("facegan-cache"));
+    if std::env::var_os("FACEGAN_INCEPTION").is_none() {
+        c.env("FACEGAN_INCEPTION", facegan::metrics::inception::weights_path());
+    }
+    c
 }
 
 /// Runs the binary with `args`, returning (success, stdout + stderr).
