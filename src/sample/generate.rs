@@ -25,8 +25,17 @@ pub fn shipped_model_path() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// Loads the EMA generator of a checkpoint (full or generator-only).
+/// Loads the EMA generator of a checkpoint (full or generator-only), or of a run folder's
+/// newest checkpoint.
 pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator>, RunConfig)> {
+    let latest;
+    let path = match path.is_dir() {
+        true => {
+            latest = checkpoint::latest(path)?;
+            latest.as_path()
+        }
+        false => path,
+    };
     let ck = checkpoint::read(path, device)?;
     if ck.kind() == crate::metrics::attr::KIND_CLASSIFIER {
         bail!("{} is an attribute classifier, not a generator", path.display());
