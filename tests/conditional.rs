@@ -9,7 +9,7 @@ use common::*;
 use facegan::config::RunConfig;
 use facegan::data::attrs::{AttrFile, ATTR_FILE_NAME};
 use facegan::penalty::PenaltyConfig;
-use facegan::train::{checkpoint, train, trainer::Session, TrainOptions};
+use facegan::train::{checkpoint, train, trainer::Session};
 use std::path::{Path, PathBuf};
 
 /// `n` synthetic faces in `dir/faces`, and beside them an attribute file with `Odd` (the
@@ -41,18 +41,6 @@ fn tiny(data: &Path, arch: &str, condition: &str) -> RunConfig {
     (c.log.log_every, c.log.sample_every, c.log.checkpoint_every, c.log.sample_count) = (1, 100, 100, 4);
     c.data.path = data.display().to_string();
     c
-}
-
-fn opts(cfg: &RunConfig, run: &Path, resume: bool, stop_after: Option<u64>) -> TrainOptions {
-    TrainOptions {
-        config: cfg.clone(),
-        run_dir: run.to_path_buf(),
-        resume,
-        device: Device::Cpu,
-        progress: false,
-        stop_after,
-        overrides: Vec::new(),
-    }
 }
 
 #[test]
@@ -449,12 +437,27 @@ fn sgan_and_its_plain_classifier_twin_from_the_command_line() {
     assert!(ok && text.contains("classes of Red") && text.contains("(16 held-out faces)"), "{text}");
     let twin = t.path().join("twin.safetensors");
     let json = t.path().join("twin.json");
-    let (ok, text) = run(&[
-        &["classifier", "train", "--categorical", "--data", f, "--size", "32", "--width", "8", "--steps", "100"][..],
-        &["--batch-size", "8", "--out", twin.to_str().unwrap(), "--json", json.to_str().unwrap(), "--quiet"],
-        &common[..],
-    ]
-    .concat());
+    let (ok, text) =
+        run(
+            &[
+                &[
+                    "classifier",
+                    "train",
+                    "--categorical",
+                    "--data",
+                    f,
+                    "--size",
+                    "32",
+                    "--width",
+                    "8",
+                    "--steps",
+                    "100",
+                ][..],
+                &["--batch-size", "8", "--out", twin.to_str().unwrap(), "--json", json.to_str().unwrap(), "--quiet"],
+                &common[..],
+            ]
+            .concat(),
+        );
     assert!(ok, "{text}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["held_out"], 16);

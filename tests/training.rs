@@ -10,7 +10,7 @@ use facegan::data::preprocess::CropResize;
 use facegan::models::Latent;
 use facegan::nn::Mode;
 use facegan::penalty::PenaltyConfig;
-use facegan::train::{checkpoint, train, trainer::Session, TrainOptions};
+use facegan::train::{checkpoint, train, trainer::Session};
 use std::path::Path;
 
 fn tiny_config(data: &Path) -> RunConfig {
@@ -35,18 +35,6 @@ fn prepared(dir: &Path, n: usize, size: u32) -> std::path::PathBuf {
     let opts = PrepareOptions { spec: CropResize { size, crop: None }, strict: false, progress: false };
     prepare(&dir.join("faces"), &out, &opts).unwrap();
     out
-}
-
-fn opts(cfg: &RunConfig, run: &Path, resume: bool, stop_after: Option<u64>) -> TrainOptions {
-    TrainOptions {
-        config: cfg.clone(),
-        run_dir: run.to_path_buf(),
-        resume,
-        device: Device::Cpu,
-        progress: false,
-        stop_after,
-        overrides: Vec::new(),
-    }
 }
 
 fn flat(ck: &checkpoint::Checkpoint, prefix: &str) -> Vec<(String, Vec<f32>)> {
@@ -120,9 +108,9 @@ fn checkpoint_round_trip_and_generate_determinism() {
     let gen = t.path().join("g.safetensors");
     s.save_generator(&gen, true).unwrap();
     let (g, gcfg) = facegan::sample::generate::load_generator(&gen, &Device::Cpu).unwrap();
-    let x1 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu, None).unwrap();
-    let x2 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu, None).unwrap();
-    let x3 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 4, &Device::Cpu, None).unwrap();
+    let x1 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu, None, &[]).unwrap();
+    let x2 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 3, &Device::Cpu, None, &[]).unwrap();
+    let x3 = facegan::sample::generate::generate(g.as_ref(), &gcfg, 5, 4, &Device::Cpu, None, &[]).unwrap();
     assert_eq!(x1.dims(), &[5, 3, 32, 32]);
     let d = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(d(&x1, &x2), 0.0);
@@ -318,7 +306,7 @@ fn checkpoint_from_before_the_families_loads_generates_and_resumes() {
     let t = tempfile::tempdir().unwrap();
     let faces_of = |ck: &Path, name: &str| {
         let (g, cfg) = load_generator(ck, &Device::Cpu).unwrap();
-        let x = generate(g.as_ref(), &cfg, 4, 3, &Device::Cpu, None).unwrap();
+        let x = generate(g.as_ref(), &cfg, 4, 3, &Device::Cpu, None, &[]).unwrap();
         let out = t.path().join(name);
         write_faces(&x, &out, 4).unwrap();
         std::fs::read(out).unwrap()

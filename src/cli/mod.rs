@@ -14,7 +14,7 @@ use facegan::presets::PRESETS;
 use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::figures;
 use facegan::sample::generate::{
-    attr_column, attribute_grid, generate_with, load_generator, parse_attr_values, shipped_model_path, write_faces,
+    attr_column, attribute_grid, generate, load_generator, parse_attr_values, shipped_model_path, write_faces,
     SHIPPED_MODEL,
 };
 use facegan::sample::grid::save_png;
@@ -371,7 +371,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let truncation = a.truncation.map(|psi| Truncation { psi, cutoff: a.truncation_cutoff });
             let fixed = parse_attr_values(a.attr.as_deref().unwrap_or(""), &cfg)?;
             let (x, columns) = if a.attr_grid.is_empty() {
-                (generate_with(g.as_ref(), &cfg, a.count, a.seed, &device, truncation, &fixed)?, a.columns)
+                (generate(g.as_ref(), &cfg, a.count, a.seed, &device, truncation, &fixed)?, a.columns)
             } else {
                 if truncation.is_some() {
                     bail!("--attr-grid does not take --truncation");

@@ -320,7 +320,7 @@ pub fn attribute_accuracy(
         };
         let mut hits = [0.0; 2];
         for (v, hit) in hits.iter_mut().enumerate() {
-            let x = crate::sample::generate::generate_with(g, gcfg, num, seed, device, None, &[(col, v as f32)])?;
+            let x = crate::sample::generate::generate(g, gcfg, num, seed, device, None, &[(col, v as f32)])?;
             let mut right = 0usize;
             for start in (0..num).step_by(100) {
                 let n = 100.min(num - start);

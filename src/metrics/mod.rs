@@ -831,7 +831,7 @@ mod tests {
         checkpoint::write(&ckpt, &tensors, checkpoint::base_meta(checkpoint::KIND_GENERATOR, 7, &cfg), false).unwrap();
         let (g2, cfg2) = load_generator(&ckpt, &dev).unwrap();
         let ours = generate_images(g2.as_ref(), &cfg2, 5, 11, 2, &dev, None).unwrap();
-        let theirs = ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev, None).unwrap()).unwrap();
+        let theirs = ImageSet::from_tensor(&generate(g2.as_ref(), &cfg2, 5, 11, &dev, None, &[]).unwrap()).unwrap();
         assert_eq!(ours.pixels, theirs.pixels);
 
         // A whole evaluation from the checkpoint (SWD: no network needed).

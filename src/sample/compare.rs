@@ -57,7 +57,7 @@ pub fn compare(opts: &CompareOptions) -> Result<RgbImage> {
         let (g, cfg) = load_generator(&ck, &opts.device)?;
         let step = checkpoint::read(&ck, &Device::Cpu)?.step();
         let caption = opts.labels.get(i).cloned().unwrap_or_else(|| format!("{name} (step {step})"));
-        let x = generate(g.as_ref(), &cfg, opts.count, opts.seed, &opts.device, None)
+        let x = generate(g.as_ref(), &cfg, opts.count, opts.seed, &opts.device, None, &[])
             .with_context(|| format!("generating with {}", ck.display()))?;
         panels.push((caption, make_grid(&to_images(&x)?, opts.columns)));
     }

@@ -46,21 +46,10 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator
 }
 
 /// `count` images from latents drawn under `seed`, (N, 3, S, S) in [-1, 1], truncated in W
-/// when `truncation` is given (style families only).
+/// when `truncation` is given (style families only), with the attributes `attrs` (column,
+/// 0/1; see [`parse_attr_values`]) fixed for every face of a conditional model (the others
+/// are drawn from the model's prior).
 pub fn generate(
-    g: &dyn Generator,
-    cfg: &RunConfig,
-    count: usize,
-    seed: u64,
-    device: &Device,
-    truncation: Option<Truncation>,
-) -> Result<Tensor> {
-    generate_with(g, cfg, count, seed, device, truncation, &[])
-}
-
-/// [`generate`], with the attributes `attrs` (column, 0/1; see [`parse_attr_values`]) fixed
-/// for every face of a conditional model; the others are drawn from the model's prior.
-pub fn generate_with(
     g: &dyn Generator,
     cfg: &RunConfig,
     count: usize,

@@ -118,3 +118,21 @@ pub fn inception_weights() -> Option<PathBuf> {
         }
     }
 }
+
+/// Options of a quiet CPU training run of `cfg` in `run` through the library.
+pub fn opts(
+    cfg: &facegan::config::RunConfig,
+    run: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> facegan::train::TrainOptions {
+    facegan::train::TrainOptions {
+        config: cfg.clone(),
+        run_dir: run.to_path_buf(),
+        resume,
+        device: candle_core::Device::Cpu,
+        progress: false,
+        stop_after,
+        overrides: Vec::new(),
+    }
+}
