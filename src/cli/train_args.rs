@@ -76,7 +76,7 @@ pub struct TrainArgs {
     /// Steps over which instance noise decays linearly to 0.
     #[arg(long)]
     instance_noise_steps: Option<u64>,
-    /// Network family: mlp, dcgan, resnet, ebgan (see `facegan presets`).
+    /// Network family: mlp, dcgan, resnet, ebgan, stylegan, stylegan2 (see `facegan presets`).
     #[arg(long)]
     arch: Option<String>,
     /// Discriminator normalisation: batch, layer or none.
