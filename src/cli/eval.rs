@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use facegan::data::attrs::{find_attr_file, read_names};
+use facegan::data::attrs::expand_all;
 use facegan::device::parse_device;
 use facegan::metrics::attr::{
     attr_table, attribute_accuracy, evaluate_classifier, train_classifier, AttrScore, Classifier, ClassifierOptions,
@@ -164,15 +164,7 @@ pub fn classifier(c: ClassifierCommand) -> Result<()> {
             return Ok(());
         }
     };
-    let mut attrs = a.attrs.clone();
-    if attrs.iter().any(|x| x == "all") {
-        let data = PathBuf::from(&a.data);
-        let dir = match data.is_file() {
-            true => PathBuf::from(facegan::data::Dataset::open(&data)?.header.source),
-            false => data,
-        };
-        attrs = read_names(&find_attr_file(a.attr_file.as_deref(), &dir)?)?;
-    }
+    let attrs = expand_all(&a.attrs, a.attr_file.as_deref(), &PathBuf::from(&a.data))?;
     let opts = ClassifierOptions {
         data: a.data,
         attrs,

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use facegan::config::RunConfig;
+use facegan::data::attrs::expand_all;
 use facegan::penalty::PenaltyConfig;
 use std::path::PathBuf;
 
@@ -296,7 +297,10 @@ impl TrainArgs {
         c.data.strict |= self.strict;
         set(&mut c.data.held_out, self.held_out);
         if c.model.attrs.iter().any(|a| a == "all") {
-            c.model.attrs = all_attributes(&c)?;
+            if c.data.path.is_empty() {
+                anyhow::bail!("--attrs all reads the names from the attribute file beside --data, which is not given");
+            }
+            c.model.attrs = expand_all(&c.model.attrs, c.data.attr_file.as_deref(), &PathBuf::from(&c.data.path))?;
         }
         c.validate()?;
         Ok(c)
@@ -308,18 +312,6 @@ impl TrainArgs {
         let keys = self.overrides.iter().map(|o| c.apply_override(o)).collect::<Result<Vec<_>>>()?;
         Ok((c, keys))
     }
-}
-
-/// Every attribute name of the run's attribute file (for `--attrs all`).
-fn all_attributes(c: &RunConfig) -> Result<Vec<String>> {
-    use facegan::data::attrs::{find_attr_file, read_names};
-    let data = PathBuf::from(&c.data.path);
-    let dir = match data.is_dir() {
-        true => data,
-        false if data.is_file() => PathBuf::from(facegan::data::Dataset::open(&data)?.header.source),
-        false => anyhow::bail!("--attrs all reads the names from the attribute file beside --data, which is not given"),
-    };
-    read_names(&find_attr_file(c.data.attr_file.as_deref(), &dir)?)
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {

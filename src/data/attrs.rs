@@ -122,9 +122,10 @@ pub fn read_names(path: &Path) -> Result<Vec<String>> {
     Ok(AttrFile::parse(&format!("0\n{header}\n"), path)?.names)
 }
 
-/// The attribute file for an image folder: `explicit` if given, else `list_attr_celeba.txt`
-/// in the folder or beside it.
-pub fn find_attr_file(explicit: Option<&str>, image_dir: &Path) -> Result<PathBuf> {
+/// The attribute file for the data at `data` (an image folder, or a prepared cache, which
+/// stands for the folder it was prepared from): `explicit` if given, else
+/// `list_attr_celeba.txt` in that folder or beside it.
+pub fn find_attr_file(explicit: Option<&str>, data: &Path) -> Result<PathBuf> {
     if let Some(p) = explicit {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -132,13 +133,26 @@ pub fn find_attr_file(explicit: Option<&str>, image_dir: &Path) -> Result<PathBu
         }
         return Ok(p);
     }
-    let candidates = [image_dir.join(ATTR_FILE_NAME), image_dir.parent().unwrap_or(image_dir).join(ATTR_FILE_NAME)];
+    let image_dir = match data.is_file() {
+        true => PathBuf::from(super::Dataset::open(data)?.header.source),
+        false => data.to_path_buf(),
+    };
+    let candidates = [image_dir.join(ATTR_FILE_NAME), image_dir.parent().unwrap_or(&image_dir).join(ATTR_FILE_NAME)];
     match candidates.iter().find(|p| p.is_file()) {
         Some(p) => Ok(p.clone()),
         None => bail!(
             "conditioning on attributes needs CelebA's {ATTR_FILE_NAME}, which is neither in nor beside {}; give it with --attr-file PATH",
             image_dir.display()
         ),
+    }
+}
+
+/// `wanted` with `all` replaced by every name of the data's attribute file (see
+/// [`find_attr_file`]); other lists are returned as they are.
+pub fn expand_all(wanted: &[String], explicit: Option<&str>, data: &Path) -> Result<Vec<String>> {
+    match wanted.iter().any(|w| w == "all") {
+        true => read_names(&find_attr_file(explicit, data)?),
+        false => Ok(wanted.to_vec()),
     }
 }
 

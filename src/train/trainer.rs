@@ -472,9 +472,7 @@ pub fn open_labels(cfg: &RunConfig, data: &Dataset) -> Result<Option<Labels>> {
     if cfg.model.attrs.is_empty() {
         return Ok(None);
     }
-    let path = PathBuf::from(&cfg.data.path);
-    let dir = if path.is_dir() { path } else { PathBuf::from(&data.header.source) };
-    let file = AttrFile::read(&find_attr_file(cfg.data.attr_file.as_deref(), &dir)?)?;
+    let file = AttrFile::read(&find_attr_file(cfg.data.attr_file.as_deref(), Path::new(&cfg.data.path))?)?;
     Ok(Some(Labels::from_file(&file, &cfg.model.attrs, &data.header.names, cfg.data.strict)?))
 }
 
