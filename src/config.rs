@@ -119,6 +119,19 @@ pub struct TrainConfig {
     /// Semi-supervised GAN: the share of training images whose labels D's classifier sees
     /// (chosen by the seed); the others train D only as real images.
     pub labelled_fraction: f64,
+    /// Augmentation of D's inputs (real and fake, in D's and G's passes, differentiable):
+    /// "none", "diffaugment", "ada" (p adapts to D's overfitting) or "fixed" (ADA's
+    /// pipeline at p = augment_p); see `facegan::train::augment`.
+    pub augment: String,
+    /// DiffAugment's policies ("color,translation,cutout") or ADA's groups ("bgc");
+    /// empty: those defaults.
+    pub augment_pipe: String,
+    /// ADA: the initial p ("ada") or the constant one ("fixed").
+    pub augment_p: f64,
+    /// ADA: the target of the overfitting heuristic r_t = E[sign(D(real))].
+    pub ada_target: f64,
+    /// ADA: thousands of real images over which p can move from 0 to 1.
+    pub ada_kimg: f64,
 }
 
 impl Default for TrainConfig {
@@ -146,6 +159,11 @@ impl Default for TrainConfig {
             aux_weight: 1.0,
             info_weight: 1.0,
             labelled_fraction: 1.0,
+            augment: "none".into(),
+            augment_pipe: String::new(),
+            augment_p: 0.0,
+            ada_target: 0.6,
+            ada_kimg: 100.0,
         }
     }
 }
@@ -362,6 +380,7 @@ impl RunConfig {
                 m.arch
             );
         }
+        crate::train::augment::Augment::validate(t)?;
         if !(t.labelled_fraction > 0.0 && t.labelled_fraction <= 1.0) {
             bail!("train.labelled_fraction {} must be in (0, 1]", t.labelled_fraction);
         }

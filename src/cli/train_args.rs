@@ -142,6 +142,22 @@ pub struct TrainArgs {
     /// InfoGAN: weight λ of the mutual-information loss (default 1).
     #[arg(long)]
     info_weight: Option<f64>,
+    /// Augment D's inputs: none, diffaugment (colour, translation, cutout), ada (adaptive
+    /// p, for small datasets) or fixed (ADA's pipeline at --augment-p).
+    #[arg(long)]
+    augment: Option<String>,
+    /// DiffAugment's policies (e.g. color,translation) or ADA's groups (e.g. bgc).
+    #[arg(long)]
+    augment_pipe: Option<String>,
+    /// ADA: the initial p (ada) or the constant one (fixed).
+    #[arg(long)]
+    augment_p: Option<f64>,
+    /// ADA: target of the overfitting heuristic r_t (default 0.6).
+    #[arg(long)]
+    ada_target: Option<f64>,
+    /// ADA: thousands of images over which p can go from 0 to 1 (default 100).
+    #[arg(long)]
+    ada_kimg: Option<f64>,
     /// EBGAN's margin (loss ebgan).
     #[arg(long)]
     ebgan_margin: Option<f64>,
@@ -263,6 +279,11 @@ impl TrainArgs {
         set(&mut t.aux_weight, self.aux_weight);
         set(&mut t.info_weight, self.info_weight);
         set(&mut t.labelled_fraction, self.labelled_fraction);
+        set(&mut t.augment, self.augment.clone());
+        set(&mut t.augment_pipe, self.augment_pipe.clone());
+        set(&mut t.augment_p, self.augment_p);
+        set(&mut t.ada_target, self.ada_target);
+        set(&mut t.ada_kimg, self.ada_kimg);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }

@@ -1,6 +1,7 @@
 //! Training: the step sequence, optimizers, checkpoints and the files a run leaves
 //! (stats.jsonl, TensorBoard event files, sample grids, metrics), and the run folder's lock.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod eval;
 pub mod lock;

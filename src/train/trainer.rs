@@ -5,6 +5,7 @@
 //! for this pass) plus `G reg` (the regularisers that target G, reading D's auxiliary
 //! outputs), one Optimizer update of G; then the EMA update of the generator.
 
+use super::augment::Augment;
 use super::checkpoint::{self, Checkpoint};
 use super::optim::Optimizer;
 use super::stats::{self, Accumulator};
@@ -91,6 +92,8 @@ pub struct Session {
     penalties: Vec<(PenaltyKind, f64, u64)>,
     /// Moving mean of the path lengths (path-length regulariser).
     pub pl_mean: f64,
+    /// Augmentation of D's inputs, with ADA's p.
+    pub aug: Augment,
 }
 
 /// Per-step numbers for the logs, by name.
@@ -115,6 +118,7 @@ impl Session {
         let opt_d = Optimizer::from_name(&t.optimizer, d.params(), t.lr_d, t.beta1, t.beta2)?;
         let loss = AdversarialLoss::from_config(t)?;
         let penalties = t.penalties.iter().map(|p| (p.kind(), p.weight, p.every)).collect();
+        let aug = Augment::from_config(t)?;
         Ok(Self {
             cfg: cfg.clone(),
             device: device.clone(),
@@ -128,6 +132,7 @@ impl Session {
             loss,
             penalties,
             pl_mean: 0.0,
+            aug,
         })
     }
 
@@ -158,6 +163,7 @@ impl Session {
                 u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
             s.pl_mean = f64::from_bits(bits);
         }
+        s.aug.restore(|k| ck.meta.get(k).cloned(), &src)?;
         Ok(s)
     }
 
@@ -174,6 +180,7 @@ impl Session {
         meta.insert("opt_D.t".into(), self.opt_d.t.to_string());
         // Bit-exact, so that a resumed run continues the same moving mean.
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
+        meta.extend(self.aug.state());
         checkpoint::write(path, &t, meta, false)
     }
 
@@ -244,9 +251,13 @@ impl Session {
             let fake = self.g.forward(&latent, Mode::TRAIN)?;
             let real_in = self.with_noise(real, sigma)?;
             let fake_in = self.with_noise(&fake.detach(), sigma)?;
+            // Augmentation (none unless train.augment says so), drawn apart for reals and fakes.
+            let plan_r = self.aug.plan(&real_in, &mut self.rng)?;
+            let plan_f = self.aug.plan(&fake_in, &mut self.rng)?;
             let mode = self.d_mode(Mode::TRAIN);
-            let real_out = self.d.forward_full(&real_in, labels.as_ref(), mode)?;
-            let fake_out = self.d.forward_full(&fake_in, labels.as_ref(), mode)?;
+            let real_out = self.d.forward_full(&plan_r.apply(&real_in)?, labels.as_ref(), mode)?;
+            let fake_out = self.d.forward_full(&plan_f.apply(&fake_in)?, labels.as_ref(), mode)?;
+            self.aug.observe(&real_out.logits)?;
             let (real_logits, fake_logits) = (&real_out.logits, &fake_out.logits);
             let adv = self.loss.d_loss_smoothed(real_logits, fake_logits, real_label)?;
             let mut d_total = adv.clone();
@@ -280,8 +291,10 @@ impl Session {
                 if kind.target() != Target::D || !d_step.is_multiple_of(every) || weight == 0.0 {
                     continue;
                 }
+                // Through the augmentation: R1 is the gradient at the un-augmented reals.
                 let d = &self.d;
-                let critic = |x: &Tensor| d.forward(x, labels.as_ref(), mode);
+                let plan = if kind == PenaltyKind::R2 { &plan_f } else { &plan_r };
+                let critic = |x: &Tensor| d.forward(&plan.apply(x)?, labels.as_ref(), mode);
                 let p = penalty(kind, &critic, &real_in, &fake_in, &mut self.rng)?;
                 add(&format!("penalty_{}", kind.name()), p.to_scalar::<f32>()? as f64);
                 d_total = (d_total + (p * (weight * every as f64))?)?;
@@ -318,9 +331,13 @@ impl Session {
         let labels = latent.labels.clone();
         let fake_in = self.with_noise(&fake, sigma)?;
         let mode = self.d_mode(Mode::FROZEN);
-        let out = self.d.forward_full(&fake_in, labels.as_ref(), mode)?;
+        let plan_f = self.aug.plan(&fake_in, &mut self.rng)?;
+        let out = self.d.forward_full(&plan_f.apply(&fake_in)?, labels.as_ref(), mode)?;
         let real_logits = match self.loss.g_needs_real() {
-            true => Some(self.d.forward(&real_in, labels.as_ref(), mode)?.detach()),
+            true => {
+                let plan_r = self.aug.plan(&real_in, &mut self.rng)?;
+                Some(self.d.forward(&plan_r.apply(&real_in)?, labels.as_ref(), mode)?.detach())
+            }
             false => None,
         };
         let g_loss = self.loss.g_loss(real_logits.as_ref(), &out.logits)?;
@@ -390,6 +407,12 @@ impl Session {
         stats.insert("g_loss".into(), g_loss.to_scalar::<f32>()? as f64);
         if sigma > 0.0 {
             stats.insert("instance_noise".into(), sigma);
+        }
+        if self.aug.is_on() && self.aug.kind != super::augment::Kind::DiffAugment {
+            stats.insert("augment_p".into(), self.aug.p);
+            if let Some(rt) = self.aug.last_rt {
+                stats.insert("ada_rt".into(), rt);
+            }
         }
         if let Some((k, v)) = stats.iter().find(|(_, v)| !v.is_finite()) {
             bail!("training diverged at step {}: {k} = {v}", self.step);
