@@ -5,8 +5,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use facegan::config::RunConfig;
-use facegan::data::cache::{prepare, Dataset, PrepareOptions};
-use facegan::data::preprocess::CropResize;
+use facegan::data::cache::Dataset;
 use facegan::models::Latent;
 use facegan::nn::Mode;
 use facegan::penalty::PenaltyConfig;
@@ -27,14 +26,6 @@ fn tiny_config(data: &Path) -> RunConfig {
     c.log.sample_count = 16;
     c.data.path = data.display().to_string();
     c
-}
-
-fn prepared(dir: &Path, n: usize, size: u32) -> std::path::PathBuf {
-    synthetic_faces(&dir.join("faces"), n);
-    let out = dir.join("faces.fgc");
-    let opts = PrepareOptions { spec: CropResize { size, crop: None }, strict: false, progress: false };
-    prepare(&dir.join("faces"), &out, &opts).unwrap();
-    out
 }
 
 fn flat(ck: &checkpoint::Checkpoint, prefix: &str) -> Vec<(String, Vec<f32>)> {

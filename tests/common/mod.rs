@@ -136,3 +136,13 @@ pub fn opts(
         overrides: Vec::new(),
     }
 }
+
+/// `n` synthetic faces written into `dir/faces` and prepared at `size` into `dir/faces.fgc`.
+pub fn prepared(dir: &Path, n: usize, size: u32) -> PathBuf {
+    use facegan::data::cache::{prepare, PrepareOptions};
+    synthetic_faces(&dir.join("faces"), n);
+    let out = dir.join("faces.fgc");
+    let spec = facegan::data::preprocess::CropResize { size, crop: None };
+    prepare(&dir.join("faces"), &out, &PrepareOptions { spec, strict: false, progress: false }).unwrap();
+    out
+}
