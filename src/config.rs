@@ -132,6 +132,9 @@ pub struct TrainConfig {
     pub ada_target: f64,
     /// ADA: thousands of real images over which p can move from 0 to 1.
     pub ada_kimg: f64,
+    /// Optimizer updates over which the learning rates ramp up from zero (0: none;
+    /// `train --init-from` sets 100 unless given).
+    pub lr_warmup: u64,
 }
 
 impl Default for TrainConfig {
@@ -164,6 +167,7 @@ impl Default for TrainConfig {
             augment_p: 0.0,
             ada_target: 0.6,
             ada_kimg: 100.0,
+            lr_warmup: 0,
         }
     }
 }

@@ -64,6 +64,7 @@ fn run_preset(name: &str) {
     let t = tempfile::tempdir().unwrap();
     let run = t.path().join(name);
     let out = train(TrainOptions {
+        init_from: None,
         config: cfg.clone(),
         run_dir: run.clone(),
         resume: false,

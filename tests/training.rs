@@ -628,3 +628,91 @@ fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
     let steps: Vec<u64> = checkpoint::list_checkpoints(&timed).iter().map(|(s, _)| *s).collect();
     assert_eq!(steps, [1, 2, 3], "{out}");
 }
+
+fn buffers(p: &facegan::nn::Params, prefix: &str) -> Vec<(String, Vec<f32>)> {
+    let mut t = std::collections::HashMap::new();
+    p.to_tensors(prefix, &mut t);
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .filter(|(k, _)| k.contains(".buffers.") && k.contains("running"))
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A checkpoint written where no sample grid was drawn still carries the EMA generator's
+/// own batch statistics (recomputed from its weights), not G's running averages.
+#[test]
+fn an_off_schedule_checkpoint_carries_the_ema_generators_standing_statistics() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let mut cfg = tiny_config(&data);
+    (cfg.train.steps, cfg.log.sample_every, cfg.log.checkpoint_every) = (5, 1000, 5);
+    let out = train(opts(&cfg, &t.path().join("run"), false, None)).unwrap();
+    let ck = checkpoint::read(&out.checkpoint, &Device::Cpu).unwrap();
+    let saved: Vec<(String, Vec<f32>)> =
+        flat(&ck, "G_ema.buffers").into_iter().filter(|(k, _)| k.contains("running")).collect();
+    assert!(!saved.is_empty());
+    let s = Session::from_checkpoint(&ck, &cfg, &Device::Cpu).unwrap();
+    assert_ne!(
+        saved.iter().map(|x| &x.1).collect::<Vec<_>>(),
+        buffers(s.g.params(), "G").iter().map(|x| &x.1).collect::<Vec<_>>(),
+        "G's statistics were stored for G_ema"
+    );
+    s.refresh_ema_stats().unwrap();
+    assert_eq!(saved, buffers(s.g_ema.params(), "G_ema"));
+}
+
+/// `export --continuation` writes G, D and G_ema in f16; `train --init-from` starts a new
+/// run from it whose EMA generator makes the faces of the exported generator, at the step
+/// the file was written, and trains on with fresh moments and a warm-up.
+#[test]
+fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let cfg = tiny_config(&data);
+    let a = train(opts(&cfg, &t.path().join("a"), false, None)).unwrap();
+    let ck = a.checkpoint.to_str().unwrap();
+    let (cont, gen) = (t.path().join("cont.safetensors"), t.path().join("g.safetensors"));
+    let (ok, log) = run(&["export", "--checkpoint", ck, "--out", cont.to_str().unwrap(), "--continuation"]);
+    assert!(ok && log.contains("--init-from"), "{log}");
+    assert!(run(&["export", "--checkpoint", ck, "--out", gen.to_str().unwrap(), "--half"]).0);
+    let full = std::fs::metadata(&a.checkpoint).unwrap().len();
+    assert!(std::fs::metadata(&cont).unwrap().len() < full / 2, "no optimizer moments, f16");
+
+    let c = checkpoint::read(&cont, &Device::Cpu).unwrap();
+    assert_eq!((c.kind(), c.step()), ("continuation", 6));
+    assert_eq!(c.meta["images_seen"], "48");
+    let s = Session::from_continuation(&c, &cfg, &Device::Cpu).unwrap();
+    let (g, gcfg) = facegan::sample::generate::load_generator(&gen, &Device::Cpu).unwrap();
+    let z = Latent::from_z(Tensor::randn(0f32, 1.0, (4, 16), &Device::Cpu).unwrap());
+    let d = (s.g_ema.forward(&z, Mode::EVAL).unwrap() - g.forward(&z, Mode::EVAL).unwrap()).unwrap();
+    assert_eq!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(gcfg.model, cfg.model);
+
+    // Too few steps, and a full checkpoint given as a continuation, are refused by name.
+    let b = t.path().join("b");
+    let (ok, log) =
+        run(&["train", "--init-from", cont.to_str().unwrap(), "--out", b.to_str().unwrap(), "--steps", "6", "--quiet"]);
+    assert!(!ok && log.contains("at step 6") && log.contains("--steps"), "{log}");
+    let (ok, log) = run(&["train", "--init-from", ck, "--out", b.to_str().unwrap(), "--steps", "9", "--quiet"]);
+    assert!(!ok && log.contains("not a continuation file"), "{log}");
+    let (ok, log) = run(&[
+        "train",
+        "--init-from",
+        cont.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--quiet",
+    ]);
+    assert!(ok, "{log}");
+    let cb = checkpoint::read(&checkpoint::latest(&b).unwrap(), &Device::Cpu).unwrap();
+    assert_eq!((cb.step(), cb.meta["opt_G.t"].as_str(), cb.config.train.lr_warmup), (10, "4", 100));
+    let stats = facegan::train::stats::read(&b.join("stats.jsonl")).unwrap();
+    assert!(stats.iter().all(|l| l.step > 6 && l.d_loss.is_finite() && l.g_loss.is_finite()));
+}

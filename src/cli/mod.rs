@@ -58,7 +58,8 @@ pub enum Command {
         /// The run folder.
         run: PathBuf,
     },
-    /// Write the EMA generator of a checkpoint alone, for sharing (f16 with --half).
+    /// Write the EMA generator of a checkpoint alone, for sharing (f16 with --half); or,
+    /// with --continuation, what a run on another machine needs to go on (`train --init-from`).
     Export {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -66,6 +67,9 @@ pub enum Command {
         out: PathBuf,
         #[arg(long)]
         half: bool,
+        /// G, D and the EMA generator in f16 with the step and settings, no optimizer moments.
+        #[arg(long, conflicts_with = "half")]
+        continuation: bool,
     },
     /// One picture with a captioned sample grid from each run or checkpoint, all from the
     /// same latents (e.g. the loss presets after the same budget).
@@ -334,7 +338,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => {
                     let out = a.out.clone().context("give --out runs/NAME for a new run, or --resume runs/NAME")?;
-                    (a.config_with_overrides(RunConfig::preset(&a.preset)?)?, out, false)
+                    let base = match &a.init_from {
+                        // The continuation's settings, with a learning-rate warm-up for the
+                        // restarted optimizer moments unless one is given.
+                        Some(file) => {
+                            let mut c = checkpoint::read(file, &candle_core::Device::Cpu)?.config;
+                            c.train.lr_warmup = 100;
+                            c
+                        }
+                        None => RunConfig::preset(&a.preset)?,
+                    };
+                    (a.config_with_overrides(base)?, out, false)
                 }
             };
             if config.data.path.is_empty() {
@@ -348,6 +362,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 config,
                 run_dir: run_dir.clone(),
                 resume,
+                init_from: a.init_from.clone(),
                 device,
                 progress: !a.quiet,
                 stop_after: None,
@@ -458,12 +473,24 @@ pub fn run(cli: Cli) -> Result<()> {
             facegan::report::write_report(&run)?;
             eprintln!("wrote {} and {}", run.join("progress.gif").display(), run.join("losses.png").display());
         }
-        Command::Export { checkpoint: ck, out, half } => {
+        Command::Export { checkpoint: ck, out, half, continuation } => {
             let device = candle_core::Device::Cpu;
             let c = checkpoint::read(&ck, &device)?;
             let s = facegan::train::trainer::Session::from_checkpoint(&c, &c.config, &device)?;
-            s.save_generator(&out, half)?;
-            eprintln!("wrote {} (EMA generator at step {})", out.display(), s.step);
+            if continuation {
+                s.save_continuation(&out)?;
+                let mb = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+                eprintln!(
+                    "wrote {} ({mb:.1} MB: G, D and EMA generator at step {}, {} images seen); go on with `facegan train --init-from {} --out RUN --steps N`",
+                    out.display(),
+                    s.step,
+                    s.images_seen(),
+                    out.display()
+                );
+            } else {
+                s.save_generator(&out, half)?;
+                eprintln!("wrote {} (EMA generator at step {})", out.display(), s.step);
+            }
         }
         Command::Eval(a) => eval::run(*a)?,
         Command::Classifier(c) => eval::classifier(c)?,

@@ -24,6 +24,14 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its newest checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start a new run (--out) from a continuation file written by `export --continuation`
+    /// elsewhere: its networks, step and settings; fresh optimizer moments with a warm-up.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
+    /// Optimizer updates over which the learning rates ramp up (default 0; 100 with
+    /// --init-from).
+    #[arg(long)]
+    lr_warmup: Option<u64>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[arg(long)]
@@ -284,6 +292,7 @@ impl TrainArgs {
         set(&mut t.augment_p, self.augment_p);
         set(&mut t.ada_target, self.ada_target);
         set(&mut t.ada_kimg, self.ada_kimg);
+        set(&mut t.lr_warmup, self.lr_warmup);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }

@@ -19,6 +19,9 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const KIND_FULL: &str = "full";
 /// A checkpoint holding only the EMA generator, for sharing and `generate`.
 pub const KIND_GENERATOR: &str = "generator";
+/// G, D and the EMA generator in f16 without optimizer moments, for going on with training
+/// elsewhere (`export --continuation`, `train --init-from`).
+pub const KIND_CONTINUATION: &str = "continuation";
 
 pub struct Checkpoint {
     pub path: PathBuf,

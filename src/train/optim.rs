@@ -28,6 +28,10 @@ pub struct Optimizer {
     pub eps: f64,
     /// Number of updates made so far.
     pub t: u64,
+    /// Updates over which the learning rate ramps up linearly from lr/warmup to lr
+    /// (0: none), counted from the moments' start: a run started from a continuation file
+    /// restarts them, and its first updates would otherwise be full-size steps.
+    pub warmup: u64,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
 }
@@ -37,7 +41,7 @@ impl Optimizer {
         let zeros = |_: ()| -> candle_core::Result<Vec<Tensor>> {
             params.trainable().map(|(_, v)| v.as_tensor().zeros_like()).collect()
         };
-        Ok(Self { kind: Kind::Adam, lr, beta1, beta2, eps: 1e-8, t: 0, m: zeros(())?, v: zeros(())? })
+        Ok(Self { kind: Kind::Adam, lr, beta1, beta2, eps: 1e-8, t: 0, warmup: 0, m: zeros(())?, v: zeros(())? })
     }
 
     /// "adam" (with `beta1`, `beta2`) or "rmsprop" (smoothing 0.99, as PyTorch).
@@ -59,8 +63,11 @@ impl Optimizer {
         self.t += 1;
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        let rule =
-            Update { kind: self.kind, lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, bc1, bc2 };
+        let lr = match self.warmup {
+            0 => self.lr,
+            w => self.lr * (self.t as f64 / w as f64).min(1.0),
+        };
+        let rule = Update { kind: self.kind, lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, bc1, bc2 };
         for (((_, var), m), v) in params.trainable().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
@@ -214,9 +221,20 @@ mod tests {
 
     #[test]
     fn matches_hand_computed_adam_and_descends() {
+        adam_against_hand_computation(0);
+    }
+
+    /// With a warm-up of 4 updates the t-th update uses lr · t/4.
+    #[test]
+    fn warm_up_scales_the_first_updates() {
+        adam_against_hand_computation(4);
+    }
+
+    fn adam_against_hand_computation(warmup: u64) {
         let mut p = Params::new(&Device::Cpu);
         let w = p.param("w", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
         let mut opt = Optimizer::new(&p, 0.1, 0.5, 0.999).unwrap();
+        opt.warmup = warmup;
         // loss = sum(w^2): gradient 2w
         let mut want = [1.0f64, -2.0];
         let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
@@ -229,7 +247,8 @@ mod tests {
                 v[i] = 0.999 * v[i] + 0.001 * g * g;
                 let mh = m[i] / (1.0 - 0.5f64.powi(t));
                 let vh = v[i] / (1.0 - 0.999f64.powi(t));
-                want[i] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+                let lr = if warmup == 0 { 0.1 } else { 0.1 * (t as f64 / warmup as f64).min(1.0) };
+                want[i] -= lr * mh / (vh.sqrt() + 1e-8);
             }
         }
         let got = w.as_tensor().to_vec1::<f32>().unwrap();

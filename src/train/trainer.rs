@@ -58,6 +58,8 @@ pub struct TrainOptions {
     pub run_dir: PathBuf,
     /// Continue from the newest checkpoint in `run_dir`.
     pub resume: bool,
+    /// Start a new run from this continuation file (`export --continuation`).
+    pub init_from: Option<PathBuf>,
     pub device: Device,
     pub progress: bool,
     /// Stop (with a checkpoint) after this step, as an interruption would.
@@ -114,8 +116,9 @@ impl Session {
         let g_ema = build_generator(&cfg.model, device, &mut Rng::new(0))?;
         g_ema.params().copy_from(g.params())?;
         let t = &cfg.train;
-        let opt_g = Optimizer::from_name(&t.optimizer, g.params(), t.lr_g, t.beta1, t.beta2)?;
-        let opt_d = Optimizer::from_name(&t.optimizer, d.params(), t.lr_d, t.beta1, t.beta2)?;
+        let mut opt_g = Optimizer::from_name(&t.optimizer, g.params(), t.lr_g, t.beta1, t.beta2)?;
+        let mut opt_d = Optimizer::from_name(&t.optimizer, d.params(), t.lr_d, t.beta1, t.beta2)?;
+        (opt_g.warmup, opt_d.warmup) = (t.lr_warmup, t.lr_warmup * t.n_critic as u64);
         let loss = AdversarialLoss::from_config(t)?;
         let penalties = t.penalties.iter().map(|p| (p.kind(), p.weight, p.every)).collect();
         let aug = Augment::from_config(t)?;
@@ -168,6 +171,9 @@ impl Session {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
+        // The EMA generator's own batch statistics, not the copy of G's (the next step
+        // overwrites them again, so the run's course does not change).
+        self.refresh_ema_stats()?;
         let mut t = HashMap::new();
         self.g.params().to_tensors("G", &mut t);
         self.d.params().to_tensors("D", &mut t);
@@ -182,6 +188,59 @@ impl Session {
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
         meta.extend(self.aug.state());
         checkpoint::write(path, &t, meta, false)
+    }
+
+    /// Writes what a run elsewhere needs to go on (`train --init-from`): G, D and the EMA
+    /// generator (with its standing statistics) in f16, the step, ADA's p, the path-length
+    /// mean and the RNG; not the optimizer moments, which the new run restarts.
+    pub fn save_continuation(&self, path: &Path) -> Result<()> {
+        self.refresh_ema_stats()?;
+        let mut t = HashMap::new();
+        self.g.params().to_tensors("G", &mut t);
+        self.d.params().to_tensors("D", &mut t);
+        self.g_ema.params().to_tensors("G_ema", &mut t);
+        let mut meta = checkpoint::base_meta(checkpoint::KIND_CONTINUATION, self.step, &self.cfg);
+        meta.insert("rng".into(), self.rng.to_state_string());
+        meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
+        meta.insert("images_seen".into(), self.images_seen().to_string());
+        meta.extend(self.aug.state());
+        checkpoint::write(path, &t, meta, true)
+    }
+
+    /// Real images shown to D so far (at the current batch size and n_critic).
+    pub fn images_seen(&self) -> u64 {
+        self.step * self.cfg.train.batch_size as u64 * self.cfg.train.n_critic as u64
+    }
+
+    /// A session that goes on from a continuation file: its networks, step, ADA's p and
+    /// RNG, with fresh optimizer moments (and `train.lr_warmup`'s ramp). `cfg` may change
+    /// the training settings but not the model's.
+    pub fn from_continuation(ck: &Checkpoint, cfg: &RunConfig, device: &Device) -> Result<Self> {
+        let src = ck.path.display().to_string();
+        if ck.kind() != checkpoint::KIND_CONTINUATION {
+            bail!(
+                "{src}: is a '{}' checkpoint, not a continuation file; write one with `facegan export --continuation --checkpoint CK --out FILE`, or resume a run folder with --resume",
+                ck.kind()
+            );
+        }
+        if cfg.model != ck.config.model {
+            bail!("{src}: the continuation's model settings differ from the requested ones:\n  continuation: {:?}\n  requested:    {:?}", ck.config.model, cfg.model);
+        }
+        let mut s = Self::new(cfg, device)?;
+        s.g.params().load_tensors("G", &ck.tensors, &src)?;
+        s.d.params().load_tensors("D", &ck.tensors, &src)?;
+        s.g_ema.params().load_tensors("G_ema", &ck.tensors, &src)?;
+        s.step = ck.meta_u64("step")?;
+        if let Some(rng) = ck.meta.get("rng") {
+            s.rng = Rng::from_state_string(rng).with_context(|| format!("{src}: RNG state malformed"))?;
+        }
+        if let Some(bits) = ck.meta.get("pl_mean") {
+            let bits =
+                u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
+            s.pl_mean = f64::from_bits(bits);
+        }
+        s.aug.restore(|k| ck.meta.get(k).cloned(), &src)?;
+        Ok(s)
     }
 
     /// Writes only the EMA generator (for sharing and `generate`), optionally as f16.
@@ -567,7 +626,22 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
                 run.display()
             );
         }
-        Session::new(&opts.config, &opts.device)?
+        match &opts.init_from {
+            None => Session::new(&opts.config, &opts.device)?,
+            Some(file) => {
+                let ck = checkpoint::read(file, &opts.device)?;
+                let s = Session::from_continuation(&ck, &opts.config, &opts.device)?;
+                if s.step >= opts.config.train.steps {
+                    bail!(
+                        "{}: the continuation is at step {}; give --steps more than that (steps count from the start of the original run)",
+                        file.display(),
+                        s.step
+                    );
+                }
+                eprintln!("starting {} from {} at step {}", run.display(), file.display(), s.step);
+                s
+            }
+        }
     };
     let cfg = session.cfg.clone();
     ensure_dir(run)?;

@@ -130,6 +130,7 @@ pub fn opts(
         config: cfg.clone(),
         run_dir: run.to_path_buf(),
         resume,
+        init_from: None,
         device: candle_core::Device::Cpu,
         progress: false,
         stop_after,
