@@ -135,6 +135,11 @@ pub struct TrainConfig {
     /// Optimizer updates over which the learning rates ramp up from zero (0: none;
     /// `train --init-from` sets 100 unless given).
     pub lr_warmup: u64,
+    /// Steps in a row with a skipped (non-finite) update after which the run goes back to
+    /// its newest checkpoint with halved learning rates.
+    pub divergence_patience: u64,
+    /// Roll-backs after which a run that keeps diverging stops.
+    pub max_rollbacks: u32,
 }
 
 impl Default for TrainConfig {
@@ -168,6 +173,8 @@ impl Default for TrainConfig {
             ada_target: 0.6,
             ada_kimg: 100.0,
             lr_warmup: 0,
+            divergence_patience: 10,
+            max_rollbacks: 3,
         }
     }
 }
@@ -408,6 +415,9 @@ impl RunConfig {
         }
         if !matches!(t.optimizer.as_str(), "adam" | "rmsprop") {
             bail!("train.optimizer '{}' is unknown; valid: adam, rmsprop", t.optimizer);
+        }
+        if t.divergence_patience == 0 {
+            bail!("train.divergence_patience must be at least 1");
         }
         if t.n_critic == 0 {
             bail!("train.n_critic must be at least 1");

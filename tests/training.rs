@@ -716,3 +716,40 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
     let stats = facegan::train::stats::read(&b.join("stats.jsonl")).unwrap();
     assert!(stats.iter().all(|l| l.step > 6 && l.d_loss.is_finite() && l.g_loss.is_finite()));
 }
+
+/// Absurd learning rates make every loss non-finite: those updates are skipped, the run
+/// goes back to its newest checkpoint with halved learning rates (and says so, in the log
+/// and the config history), and after `max_rollbacks` it stops with a message; the
+/// checkpoint it went back to is intact and finite.
+#[test]
+fn a_diverging_run_skips_rolls_back_and_stops_with_its_checkpoints_intact() {
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let base = ["--preset", "dcgan-32", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "8", "--quiet"];
+    let (ok, log) =
+        run(&[&["train", "--data", d, "--out", r, "--steps", "4", "--checkpoint-every", "4"], &base[..]].concat());
+    assert!(ok, "{log}");
+    let good = checkpoint::read(&checkpoint::latest(&run_dir).unwrap(), &Device::Cpu).unwrap();
+    let args = ["train", "--resume", r, "--steps", "200", "--checkpoint-every", "1000", "--quiet"];
+    let over = ["--override", "train.lr_g=1e30", "--override", "train.lr_d=1e30"];
+    let (ok, log) = run(&[&args[..], &over[..]].concat());
+    assert!(!ok, "{log}");
+    assert_eq!(log.matches("going back to step 4").count(), 3, "{log}");
+    assert!(log.contains("halved learning rates (lr_g 1e30 -> 5e29"), "{log}");
+    assert!(log.contains("training keeps diverging") && log.contains("checkpoints in"), "{log}");
+    let history = std::fs::read_to_string(run_dir.join("config-history.jsonl")).unwrap();
+    assert_eq!(history.matches("\"rollback\"").count(), 3, "{history}");
+    // The newest checkpoint is still the good one, bit for bit, and finite.
+    let ck = checkpoint::read(&checkpoint::latest(&run_dir).unwrap(), &Device::Cpu).unwrap();
+    assert_eq!(ck.step(), 4);
+    for (k, v) in &ck.tensors {
+        let a = v.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        let b =
+            good.tensors[k].flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        assert!(a.iter().all(|x| x.is_finite()) && a == b, "{k}");
+    }
+    let s = Session::from_checkpoint(&ck, &ck.config, &Device::Cpu).unwrap();
+    assert!(s.networks_finite().unwrap());
+}

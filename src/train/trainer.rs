@@ -101,6 +101,23 @@ pub struct Session {
 /// Per-step numbers for the logs, by name.
 pub type StepStats = BTreeMap<String, f64>;
 
+fn is_finite(scalar: &Tensor) -> Result<bool> {
+    Ok(scalar.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.is_finite())
+}
+
+/// Whether the gradients of every trainable parameter in `grads` are finite (a NaN or an
+/// infinity anywhere makes the sum non-finite).
+fn grads_finite(params: &crate::nn::Params, grads: &candle_core::backprop::GradStore) -> Result<bool> {
+    for (_, v) in params.trainable() {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            if !is_finite(&g.sum_all()?)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
     let p = candle_nn::ops::sigmoid(&logits.detach())?;
     Ok(p.mean_all()?.to_scalar::<f32>()? as f64)
@@ -359,9 +376,15 @@ impl Session {
                 d_total = (d_total + (p * (weight * every as f64))?)?;
             }
             let grads = d_total.backward()?;
-            self.opt_d.step(self.d.params(), &grads)?;
+            // A non-finite loss or gradient never reaches the weights: the update is skipped.
+            let finite = is_finite(&d_total)? && grads_finite(self.d.params(), &grads)?;
+            if finite {
+                self.opt_d.step(self.d.params(), &grads)?;
+            } else {
+                add("skipped_updates", nc as f64);
+            }
             drop(grads);
-            if self.cfg.train.weight_clip > 0.0 {
+            if finite && self.cfg.train.weight_clip > 0.0 {
                 let c = self.cfg.train.weight_clip;
                 for (_, v) in self.d.params().trainable() {
                     v.set(&v.as_tensor().clamp(-c, c)?)?;
@@ -454,7 +477,11 @@ impl Session {
             }
         }
         drop(path);
-        self.opt_g.step(self.g.params(), &grads)?;
+        if is_finite(&g_total)? && grads_finite(self.g.params(), &grads)? {
+            self.opt_g.step(self.g.params(), &grads)?;
+        } else {
+            *stats.entry("skipped_updates".into()).or_insert(0.0) += 1.0;
+        }
         drop(grads);
 
         // EMA of G, with a warm-up so early averages are not dominated by the init.
@@ -473,10 +500,23 @@ impl Session {
                 stats.insert("ada_rt".into(), rt);
             }
         }
-        if let Some((k, v)) = stats.iter().find(|(_, v)| !v.is_finite()) {
-            bail!("training diverged at step {}: {k} = {v}", self.step);
-        }
+        // Values of a diverged pass stay out of the logs; `skipped_updates` says what happened.
+        stats.retain(|_, v| v.is_finite());
         Ok(stats)
+    }
+
+    /// Whether every weight and buffer of G, D and G_ema is finite (a checkpoint must be).
+    pub fn networks_finite(&self) -> Result<bool> {
+        for p in [self.g.params(), self.d.params(), self.g_ema.params()] {
+            let mut t = HashMap::new();
+            p.to_tensors("", &mut t);
+            for v in t.values() {
+                if !is_finite(&v.to_dtype(candle_core::DType::F32)?.abs()?.sum_all()?)? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn info_codes(&self) -> InfoCodes {
@@ -513,6 +553,55 @@ impl Session {
         let cols = (n as f64).sqrt().ceil() as usize;
         Ok(grid::make_grid(&grid::to_images(&x)?, cols))
     }
+}
+
+/// Goes back to the run's newest checkpoint with halved learning rates after `bad` steps in
+/// a row with non-finite updates (recorded in the config history, stats truncated), or
+/// stops with a message when there is none or this was one roll-back too many.
+fn roll_back(run: &Path, session: Session, bad: u64, rollbacks: u32, device: &Device) -> Result<Session> {
+    let step = session.step;
+    let t = &session.cfg.train;
+    let path = match checkpoint::latest(run) {
+        Ok(p) => p,
+        Err(_) => bail!(
+            "training diverged at step {step}: {bad} steps in a row had non-finite losses or gradients (their updates were skipped), and the run has no checkpoint to go back to; lower the learning rates (--lr-g, --lr-d) or check the data"
+        ),
+    };
+    if rollbacks > t.max_rollbacks {
+        bail!(
+            "training keeps diverging: at step {step} after {} roll-backs with halved learning rates (now lr_g {:e}, lr_d {:e}); the checkpoints in {} are intact; resume from them with lower learning rates (--override train.lr_g=...) or another recipe",
+            t.max_rollbacks,
+            t.lr_g,
+            t.lr_d,
+            run.join("checkpoints").display()
+        );
+    }
+    let ck = checkpoint::read(&path, device)?;
+    let mut cfg = session.cfg.clone();
+    drop(session);
+    let (old_g, old_d) = (cfg.train.lr_g, cfg.train.lr_d);
+    (cfg.train.lr_g, cfg.train.lr_d) = (old_g * 0.5, old_d * 0.5);
+    let s = Session::from_checkpoint(&ck, &cfg, device)?;
+    eprintln!(
+        "step {step}: {bad} steps in a row had non-finite losses or gradients; going back to step {} ({}) with halved learning rates (lr_g {old_g:e} -> {:e}, lr_d {old_d:e} -> {:e}), roll-back {rollbacks} of at most {}",
+        s.step,
+        path.display(),
+        cfg.train.lr_g,
+        cfg.train.lr_d,
+        cfg.train.max_rollbacks
+    );
+    let entry = serde_json::json!({
+        "step": s.step,
+        "rollback": {"diverged_at": step, "steps_in_a_row": bad},
+        "changes": {"train.lr_g": [old_g, cfg.train.lr_g], "train.lr_d": [old_d, cfg.train.lr_d]},
+    });
+    let mut text = std::fs::read_to_string(run.join(CONFIG_HISTORY)).unwrap_or_default();
+    text.push_str(&format!("{entry}\n"));
+    crate::fsutil::write_atomic(&run.join(CONFIG_HISTORY), text.as_bytes())?;
+    cfg.save(&run.join("config.toml"))?;
+    stats::truncate_after(&run.join("stats.jsonl"), s.step)?;
+    stats::truncate_after(&run.join(super::eval::METRICS_FILE), s.step)?;
+    Ok(s)
 }
 
 /// Opens the training data: a prepared cache, or a folder prepared on the fly into
@@ -685,6 +774,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let mut interrupted = false;
     let mut last_ck: Option<PathBuf> = None;
     let mut last_ck_time = Instant::now();
+    let (mut diverged_in_a_row, mut rollbacks) = (0u64, 0u32);
     while session.step < total {
         let nc = cfg.train.n_critic as u64;
         let (reals, labels): (Vec<Tensor>, Vec<Option<Tensor>>) = (0..nc)
@@ -693,8 +783,18 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             .into_iter()
             .unzip();
         let labels: Option<Vec<Tensor>> = labels.into_iter().collect();
-        for (k, v) in session.train_step_labelled(&reals, labels.as_deref())? {
+        let step_stats = session.train_step_labelled(&reals, labels.as_deref())?;
+        diverged_in_a_row = if step_stats.contains_key("skipped_updates") { diverged_in_a_row + 1 } else { 0 };
+        for (k, v) in step_stats {
             acc.add(&k, v);
+        }
+        if diverged_in_a_row >= cfg.train.divergence_patience {
+            rollbacks += 1;
+            session = roll_back(run, session, diverged_in_a_row, rollbacks, &opts.device)?;
+            (diverged_in_a_row, interval_steps, interval_start) = (0, 0, Instant::now());
+            acc.take();
+            bar.set_position(session.step);
+            continue;
         }
         interval_steps += 1;
         let step = session.step;
@@ -759,6 +859,14 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         let minutes = cfg.log.checkpoint_minutes;
         let by_time = minutes > 0.0 && last_ck_time.elapsed().as_secs_f64() >= minutes * 60.0;
         if step % cfg.log.checkpoint_every == 0 || step == total || stop_now || by_time {
+            if !session.networks_finite()? {
+                // Never over a good checkpoint: a non-finite weight or buffer (batch-norm
+                // statistics of an overflowing pass) sends the run back instead.
+                rollbacks += 1;
+                session = roll_back(run, session, diverged_in_a_row.max(1), rollbacks, &opts.device)?;
+                diverged_in_a_row = 0;
+                continue;
+            }
             last_ck_time = Instant::now();
             let path = checkpoint::checkpoint_path(run, step);
             session.save(&path)?;
