@@ -753,3 +753,29 @@ fn a_diverging_run_skips_rolls_back_and_stops_with_its_checkpoints_intact() {
     let s = Session::from_checkpoint(&ck, &ck.config, &Device::Cpu).unwrap();
     assert!(s.networks_finite().unwrap());
 }
+
+/// A flipped bit in the newest checkpoint's tensor data fails its checksum on load, naming
+/// the file; `--resume` warns, skips it and goes on from the newest good one.
+#[test]
+fn resume_skips_a_damaged_newest_checkpoint_for_the_newest_good_one() {
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let base = ["--preset", "dcgan-32", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "8", "--quiet"];
+    let args = ["train", "--data", d, "--out", r, "--steps", "4", "--checkpoint-every", "2"];
+    let (ok, log) = run(&[&args[..], &base[..]].concat());
+    assert!(ok, "{log}");
+    let newest = checkpoint::latest(&run_dir).unwrap();
+    assert!(checkpoint::read(&newest, &Device::Cpu).unwrap().meta.contains_key(checkpoint::CHECKSUM_KEY));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x10;
+    std::fs::write(&newest, &bytes).unwrap();
+    let e = format!("{:#}", checkpoint::read(&newest, &Device::Cpu).err().expect("the damage is noticed"));
+    assert!(e.contains("step-0000004") && e.contains("checksum"), "{e}");
+    let (ok, log) = run(&["train", "--resume", r, "--steps", "6", "--quiet"]);
+    assert!(ok, "{log}");
+    assert!(log.contains("warning: skipping") && log.contains("from step 2"), "{log}");
+    assert_eq!(checkpoint::read(&checkpoint::latest(&run_dir).unwrap(), &Device::Cpu).unwrap().step(), 6);
+}

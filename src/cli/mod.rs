@@ -333,7 +333,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let device = parse_device(&a.device)?;
             let ((config, overrides), run_dir, resume) = match &a.resume {
                 Some(run) => {
-                    let ck = checkpoint::read(&checkpoint::latest(run)?, &candle_core::Device::Cpu)?;
+                    let ck = checkpoint::read_latest(run, &candle_core::Device::Cpu)?;
                     (a.config_with_overrides(ck.config)?, run.clone(), true)
                 }
                 None => {

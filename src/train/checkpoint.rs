@@ -72,13 +72,35 @@ pub fn write(
         let t = if half && t.dtype() == DType::F32 { t.to_dtype(DType::F16)? } else { t };
         cpu.insert(k.clone(), t);
     }
+    // The SHA-256 of the tensor data goes into the metadata; the data section does not
+    // depend on the metadata, so it is serialised once to hash it and once to write it.
+    let serialize = |meta: &HashMap<String, String>| {
+        safetensors::serialize(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta.clone()))
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))
+    };
+    let first = serialize(&meta)?;
+    meta.insert(CHECKSUM_KEY.into(), data_sha256(&first).context("serialised checkpoint has no header")?);
+    let bytes = serialize(&meta)?;
+    drop(first);
     let tmp = temp_path_for(path);
-    let res = safetensors::serialize_to_file(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta), &tmp);
-    if let Err(e) = res {
+    if let Err(e) = std::fs::write(&tmp, &bytes) {
         let _ = std::fs::remove_file(&tmp);
-        bail!("cannot write checkpoint {}: {e}", path.display());
+        bail!("cannot write checkpoint {}: {e} (the previous checkpoints are untouched)", path.display());
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write checkpoint {}", path.display()))
+}
+
+/// Metadata key of the SHA-256 (hex) of a checkpoint's tensor data.
+pub const CHECKSUM_KEY: &str = "sha256";
+
+/// SHA-256 (hex) of the data section of serialised safetensors bytes (after the 8-byte
+/// header length and the header); None when the bytes are too short to hold a header.
+fn data_sha256(bytes: &[u8]) -> Option<String> {
+    use sha2::Digest;
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let start = 8usize.checked_add(usize::try_from(n).ok()?)?;
+    let digest = sha2::Sha256::digest(bytes.get(start..)?);
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Reads a checkpoint; every failure names the file and what is wrong with it.
@@ -96,6 +118,14 @@ pub fn read(path: &Path, device: &Device) -> Result<Checkpoint> {
             )))
         }
         Some(_) => {}
+    }
+    // Files from before checksums have none; a present one must match.
+    if let Some(want) = meta.get(CHECKSUM_KEY) {
+        if data_sha256(&bytes).as_deref() != Some(want.as_str()) {
+            return Err(bad(
+                "its tensor data does not match its SHA-256 checksum (damaged on disk or in transfer)".into()
+            ));
+        }
     }
     let tensors =
         candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(format!("{e} (truncated?)")))?;
@@ -137,6 +167,28 @@ pub fn latest(run: &Path) -> Result<PathBuf> {
         .pop()
         .map(|c| c.1)
         .with_context(|| format!("{}: the run has no checkpoints in {}", run.display(), checkpoint_dir(run).display()))
+}
+
+/// The newest checkpoint of `run` that reads and passes its checksum; damaged newer ones
+/// are skipped with a warning naming them.
+pub fn read_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
+    latest(run)?;
+    let mut errors = Vec::new();
+    for (_, p) in list_checkpoints(run).into_iter().rev() {
+        match read(&p, device) {
+            Ok(ck) => {
+                for e in &errors {
+                    eprintln!("warning: skipping {e}");
+                }
+                if !errors.is_empty() {
+                    eprintln!("warning: using the newest good checkpoint, {}", p.display());
+                }
+                return Ok(ck);
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("{}: no checkpoint of the run is usable:\n  {}", run.display(), errors.join("\n  "))
 }
 
 /// Deletes all but the newest `keep` checkpoints.

@@ -561,8 +561,8 @@ impl Session {
 fn roll_back(run: &Path, session: Session, bad: u64, rollbacks: u32, device: &Device) -> Result<Session> {
     let step = session.step;
     let t = &session.cfg.train;
-    let path = match checkpoint::latest(run) {
-        Ok(p) => p,
+    let ck = match checkpoint::read_latest(run, device) {
+        Ok(ck) => ck,
         Err(_) => bail!(
             "training diverged at step {step}: {bad} steps in a row had non-finite losses or gradients (their updates were skipped), and the run has no checkpoint to go back to; lower the learning rates (--lr-g, --lr-d) or check the data"
         ),
@@ -576,7 +576,7 @@ fn roll_back(run: &Path, session: Session, bad: u64, rollbacks: u32, device: &De
             run.join("checkpoints").display()
         );
     }
-    let ck = checkpoint::read(&path, device)?;
+    let path = ck.path.clone();
     let mut cfg = session.cfg.clone();
     drop(session);
     let (old_g, old_d) = (cfg.train.lr_g, cfg.train.lr_d);
@@ -675,8 +675,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         false => None,
     };
     let mut session = if opts.resume {
-        let path = checkpoint::latest(run)?;
-        let ck = checkpoint::read(&path, &opts.device)?;
+        let ck = checkpoint::read_latest(run, &opts.device)?;
         let changes = ck.config.trajectory_changes(&opts.config);
         let refused: Vec<String> = changes
             .iter()
