@@ -76,6 +76,8 @@ fn training_evaluates_into_metrics_jsonl_and_eval_agrees() {
     }
     let report = facegan::metrics::EvalReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!((report.num_fake, report.num_real, report.image_size), (8, 8, 32));
+    assert!(out.contains("protocol fid8: 8 generated vs 8 real") && out.contains("TF-1 bilinear"), "{out}");
+    assert!(report.protocol.as_deref().is_some_and(|p| p.starts_with("fid8:")), "{report:?}");
     assert!(report.fake.contains("step-0000003"), "{}", report.fake);
     let (fid, logged) = (report.fid.unwrap(), lines[2].fid.unwrap());
     assert!((fid - logged).abs() <= 1e-6 * logged.abs().max(1.0), "eval {fid} vs training's {logged}");

