@@ -1,4 +1,4 @@
-//! Every preset trains 200 steps on real CelebA faces at 64x64 (small widths) without
+//! Every preset trains 100 steps on real CelebA faces at 64x64 (small widths) without
 //! NaN or inf, and its losses and penalty values land in stats.jsonl. The ResNet presets
 //! run at ngf = ndf = 4 (8 where attention needs it) with batch 4: the behaviour under
 //! test (the preset's recipe staying finite) does not need more, and CI's time does; the
@@ -13,7 +13,7 @@ use facegan::train::{stats, train, TrainOptions};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-const STEPS: u64 = 200;
+const STEPS: u64 = 100;
 
 /// 256 shared CelebA faces prepared at 64x64, once per test binary.
 fn faces64() -> Option<PathBuf> {
@@ -104,7 +104,7 @@ macro_rules! preset_tests {
         fn every_preset_has_a_test() {
             let tested = [$($name),*];
             for p in PRESETS {
-                assert!(tested.contains(&p.name) || !p.name.ends_with("-64"), "preset {} has no 200-step test", p.name);
+                assert!(tested.contains(&p.name) || !p.name.ends_with("-64"), "preset {} has no 100-step test", p.name);
             }
         }
     };

@@ -163,13 +163,7 @@ impl Session {
         if ck.kind() != checkpoint::KIND_FULL {
             bail!("{src}: holds only a generator; training can only resume from a full checkpoint of a run");
         }
-        if cfg.model != ck.config.model {
-            bail!("{src}: the checkpoint's model settings differ from the requested ones:\n  checkpoint: {:?}\n  requested:  {:?}", ck.config.model, cfg.model);
-        }
-        let mut s = Self::new(cfg, device)?;
-        s.g.params().load_tensors("G", &ck.tensors, &src)?;
-        s.d.params().load_tensors("D", &ck.tensors, &src)?;
-        s.g_ema.params().load_tensors("G_ema", &ck.tensors, &src)?;
+        let mut s = Self::with_networks_of(ck, cfg, device, "checkpoint")?;
         s.opt_g.load_tensors("opt_G", s.g.params(), &ck.tensors, ck.meta_u64("opt_G.t")?, &src)?;
         s.opt_d.load_tensors("opt_D", s.d.params(), &ck.tensors, ck.meta_u64("opt_D.t")?, &src)?;
         s.rng = ck
@@ -177,13 +171,6 @@ impl Session {
             .get("rng")
             .and_then(|r| Rng::from_state_string(r))
             .with_context(|| format!("{src}: RNG state missing or malformed"))?;
-        s.step = ck.meta_u64("step")?;
-        if let Some(bits) = ck.meta.get("pl_mean") {
-            let bits =
-                u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
-            s.pl_mean = f64::from_bits(bits);
-        }
-        s.aug.restore(|k| ck.meta.get(k).cloned(), &src)?;
         Ok(s)
     }
 
@@ -240,17 +227,29 @@ impl Session {
                 ck.kind()
             );
         }
+        let mut s = Self::with_networks_of(ck, cfg, device, "continuation")?;
+        if let Some(rng) = ck.meta.get("rng") {
+            s.rng = Rng::from_state_string(rng).with_context(|| format!("{src}: RNG state malformed"))?;
+        }
+        Ok(s)
+    }
+
+    /// A fresh session for `cfg` holding the networks of `ck` (G, D, G_ema), its step,
+    /// path-length mean and ADA state; `what` names the file's kind in messages.
+    fn with_networks_of(ck: &Checkpoint, cfg: &RunConfig, device: &Device, what: &str) -> Result<Self> {
+        let src = ck.path.display().to_string();
         if cfg.model != ck.config.model {
-            bail!("{src}: the continuation's model settings differ from the requested ones:\n  continuation: {:?}\n  requested:    {:?}", ck.config.model, cfg.model);
+            bail!(
+                "{src}: the {what}'s model settings differ from the requested ones:\n  {what}: {:?}\n  requested: {:?}",
+                ck.config.model,
+                cfg.model
+            );
         }
         let mut s = Self::new(cfg, device)?;
         s.g.params().load_tensors("G", &ck.tensors, &src)?;
         s.d.params().load_tensors("D", &ck.tensors, &src)?;
         s.g_ema.params().load_tensors("G_ema", &ck.tensors, &src)?;
         s.step = ck.meta_u64("step")?;
-        if let Some(rng) = ck.meta.get("rng") {
-            s.rng = Rng::from_state_string(rng).with_context(|| format!("{src}: RNG state malformed"))?;
-        }
         if let Some(bits) = ck.meta.get("pl_mean") {
             let bits =
                 u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
