@@ -171,7 +171,7 @@ impl Default for TrainConfig {
             augment_pipe: String::new(),
             augment_p: 0.0,
             ada_target: 0.6,
-            ada_kimg: 100.0,
+            ada_kimg: 500.0,
             lr_warmup: 0,
             divergence_patience: 10,
             max_rollbacks: 3,

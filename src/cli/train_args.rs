@@ -163,7 +163,7 @@ pub struct TrainArgs {
     /// ADA: target of the overfitting heuristic r_t (default 0.6).
     #[arg(long)]
     ada_target: Option<f64>,
-    /// ADA: thousands of images over which p can go from 0 to 1 (default 100).
+    /// ADA: thousands of images over which p can go from 0 to 1 (default 500).
     #[arg(long)]
     ada_kimg: Option<f64>,
     /// EBGAN's margin (loss ebgan).
