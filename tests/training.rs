@@ -692,6 +692,10 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
     let d = (s.g_ema.forward(&z, Mode::EVAL).unwrap() - g.forward(&z, Mode::EVAL).unwrap()).unwrap();
     assert_eq!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     assert_eq!(gcfg.model, cfg.model);
+    // `generate` reads the continuation file as it reads the export.
+    let (gc, _) = facegan::sample::generate::load_generator(&cont, &Device::Cpu).unwrap();
+    let d = (gc.forward(&z, Mode::EVAL).unwrap() - g.forward(&z, Mode::EVAL).unwrap()).unwrap();
+    assert_eq!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
 
     // Too few steps, and a full checkpoint given as a continuation, are refused by name.
     let b = t.path().join("b");

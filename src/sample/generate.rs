@@ -25,18 +25,14 @@ pub fn shipped_model_path() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// Loads the EMA generator of a checkpoint (full or generator-only), or of a run folder's
-/// newest checkpoint.
+/// Loads the EMA generator of a checkpoint (full, generator-only or continuation), or of a
+/// run folder's newest good checkpoint.
 pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator>, RunConfig)> {
-    let latest;
-    let path = match path.is_dir() {
-        true => {
-            latest = checkpoint::latest(path)?;
-            latest.as_path()
-        }
-        false => path,
+    let ck = match path.is_dir() {
+        true => checkpoint::read_latest(path, device)?,
+        false => checkpoint::read(path, device)?,
     };
-    let ck = checkpoint::read(path, device)?;
+    let path = ck.path.as_path();
     if ck.kind() == crate::metrics::attr::KIND_CLASSIFIER {
         bail!("{} is an attribute classifier, not a generator", path.display());
     }
