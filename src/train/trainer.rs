@@ -175,22 +175,11 @@ impl Session {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        // The EMA generator's own batch statistics, not the copy of G's (the next step
-        // overwrites them again, so the run's course does not change).
-        self.refresh_ema_stats()?;
-        let mut t = HashMap::new();
-        self.g.params().to_tensors("G", &mut t);
-        self.d.params().to_tensors("D", &mut t);
-        self.g_ema.params().to_tensors("G_ema", &mut t);
+        let (mut t, mut meta) = self.networks_and_state(checkpoint::KIND_FULL)?;
         self.opt_g.to_tensors("opt_G", self.g.params(), &mut t);
         self.opt_d.to_tensors("opt_D", self.d.params(), &mut t);
-        let mut meta = checkpoint::base_meta(checkpoint::KIND_FULL, self.step, &self.cfg);
-        meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("opt_G.t".into(), self.opt_g.t.to_string());
         meta.insert("opt_D.t".into(), self.opt_d.t.to_string());
-        // Bit-exact, so that a resumed run continues the same moving mean.
-        meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
-        meta.extend(self.aug.state());
         checkpoint::write(path, &t, meta, false)
     }
 
@@ -198,17 +187,27 @@ impl Session {
     /// generator (with its standing statistics) in f16, the step, ADA's p, the path-length
     /// mean and the RNG; not the optimizer moments, which the new run restarts.
     pub fn save_continuation(&self, path: &Path) -> Result<()> {
+        let (t, mut meta) = self.networks_and_state(checkpoint::KIND_CONTINUATION)?;
+        meta.insert("images_seen".into(), self.images_seen().to_string());
+        checkpoint::write(path, &t, meta, true)
+    }
+
+    /// What full checkpoints and continuation files share (the inverse of
+    /// [`Self::with_networks_of`]): G, D and G_ema, the latter with its own standing batch
+    /// statistics rather than the copy of G's (the next step overwrites them again, so the
+    /// run's course does not change), and the step, RNG, path-length mean (bit-exact, so a
+    /// resumed run continues the same moving mean) and ADA's state.
+    fn networks_and_state(&self, kind: &str) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
         self.refresh_ema_stats()?;
         let mut t = HashMap::new();
         self.g.params().to_tensors("G", &mut t);
         self.d.params().to_tensors("D", &mut t);
         self.g_ema.params().to_tensors("G_ema", &mut t);
-        let mut meta = checkpoint::base_meta(checkpoint::KIND_CONTINUATION, self.step, &self.cfg);
+        let mut meta = checkpoint::base_meta(kind, self.step, &self.cfg);
         meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
-        meta.insert("images_seen".into(), self.images_seen().to_string());
         meta.extend(self.aug.state());
-        checkpoint::write(path, &t, meta, true)
+        Ok((t, meta))
     }
 
     /// Real images shown to D so far (at the current batch size and n_critic).
