@@ -234,8 +234,10 @@ pub struct DataConfig {
     pub attr_file: Option<String>,
     /// Refuse, rather than skip, unreadable images and images without attribute rows.
     pub strict: bool,
-    /// Conditional models: the last N labelled images (by file name) are kept out of
-    /// training, to measure a classifier or an SGAN's D on faces it never saw.
+    /// The last N images (by file name) are kept out of training: for conditional models
+    /// the last N labelled ones, to measure a classifier or an SGAN's D on them; for the
+    /// others the last N images, the faces `--eval-every` and `facegan eval --held-out N`
+    /// compare with, faces the model never saw.
     pub held_out: usize,
 }
 
@@ -401,9 +403,6 @@ impl RunConfig {
                 t.labelled_fraction,
                 m.condition
             );
-        }
-        if self.data.held_out > 0 && m.attrs.is_empty() {
-            bail!("data.held_out keeps labelled images out of training; it needs a conditional model (model.attrs)");
         }
         for (k, v) in [("aux_weight", t.aux_weight), ("info_weight", t.info_weight)] {
             if !(v >= 0.0 && v.is_finite()) {

@@ -111,6 +111,43 @@ fn training_evaluates_into_metrics_jsonl_and_eval_agrees() {
     assert!((again.fid.unwrap() - fid).abs() <= 1e-6 * fid, "{again:?}");
 }
 
+/// `--held-out N` keeps the last N faces out of training; `--eval-every` then measures
+/// against them, and `facegan eval --held-out N` picks the same reference set.
+#[test]
+fn held_out_faces_are_the_reference_of_training_and_eval() {
+    let Some(weights) = inception_weights() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let env = env(&weights, &cache);
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 24);
+    let run_dir = t.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "1", "--held-out", "8"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--eval-every", "1", "--eval-num", "8", "--eval-metrics", "fid"]);
+    let (ok, out) = run_env(&args, &env);
+    assert!(ok, "{out}");
+    let logged = read(&run_dir.join(METRICS_FILE)).unwrap()[0].fid.unwrap();
+    let json = t.path().join("report.json");
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", r, "--real", d, "--num", "8", "--metrics", "fid", "--quiet", "--json"];
+        a.push(json.to_str().unwrap());
+        a.extend_from_slice(extra);
+        let (ok, out) = run_env(&a, &env);
+        assert!(ok, "{out}");
+        facegan::metrics::EvalReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let held = eval(&["--held-out", "8"]);
+    assert!(held.protocol.as_deref().is_some_and(|p| p.contains("its last 8 by name")), "{held:?}");
+    assert!((held.fid.unwrap() - logged).abs() <= 1e-6 * logged, "eval {:?} vs training's {logged}", held.fid);
+    let first = eval(&["--num-real", "8"]);
+    assert!(
+        (first.fid.unwrap() - logged).abs() > 1e-3,
+        "the first 8 faces are another reference set than the held-out ones"
+    );
+}
+
 #[test]
 fn eval_bad_input_is_named() {
     let Some(weights) = inception_weights() else { return };

@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// Reference images, the first N in path order (default: all).
     #[arg(long)]
     num_real: Option<usize>,
+    /// Reference images: the last N in path order instead, the faces a run trained with
+    /// `--held-out N` never saw.
+    #[arg(long, conflicts_with = "num_real")]
+    held_out: Option<usize>,
     /// Images per Inception pass (and per generator pass).
     #[arg(long, default_value_t = 50)]
     batch_size: usize,
@@ -257,7 +261,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut opts = EvalOptions::new(fake, real);
     opts.metrics = parse_metrics(&others.join(","))?;
     opts.num = a.num;
-    opts.num_real = a.num_real;
+    opts.num_real = a.num_real.or(a.held_out);
+    opts.real_last = a.held_out.is_some();
     opts.batch_size = a.batch_size;
     opts.seed = a.seed;
     opts.size = a.size;

@@ -135,7 +135,9 @@ pub struct TrainArgs {
     /// Semi-supervised GAN: use the labels of this share of the training images.
     #[arg(long)]
     labelled_fraction: Option<f64>,
-    /// Keep the last N labelled images (by name) out of training, to measure on them.
+    /// Keep the last N images (by name; labelled ones for conditional models) out of
+    /// training, to measure on them: `--eval-every` and `facegan eval --held-out N` compare
+    /// with them.
     #[arg(long)]
     held_out: Option<usize>,
     /// ACGAN: weight of the attribute-classification loss (default 1).

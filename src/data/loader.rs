@@ -20,6 +20,8 @@ pub struct Loader {
     batch: usize,
     seed: u64,
     flip: bool,
+    /// Unlabelled runs draw from the first `train_count` images; the rest are held out.
+    train_count: usize,
     perm: Option<(u64, Vec<usize>)>,
 }
 
@@ -31,7 +33,27 @@ impl Loader {
         if data.len() < batch {
             bail!("{} holds {} images, fewer than one batch of {batch}", data.path.display(), data.len());
         }
-        Ok(Self { data, labels: None, batch, seed, flip, perm: None })
+        let train_count = data.len();
+        Ok(Self { data, labels: None, batch, seed, flip, train_count, perm: None })
+    }
+
+    /// Keeps the last `n` images (in file-name order) out of the batches: the faces an
+    /// evaluation can use as ones the model never saw (`facegan eval --held-out`). The
+    /// first images keep their places, so the batches of a run that holds out nothing
+    /// are unchanged.
+    pub fn hold_out(mut self, n: usize) -> Result<Self> {
+        let len = self.data.len();
+        if n >= len || len - n < self.batch {
+            bail!(
+                "{}: holding out {n} of its {len} images leaves {}, fewer than one batch of {}",
+                self.data.path.display(),
+                len.saturating_sub(n),
+                self.batch
+            );
+        }
+        self.train_count = len - n;
+        self.perm = None;
+        Ok(self)
     }
 
     /// Yields `labels` with every batch, and draws only the images that have them.
@@ -52,9 +74,9 @@ impl Loader {
         Ok(self)
     }
 
-    /// Images batches are drawn from: all, or the labelled ones.
+    /// Images batches are drawn from: the labelled ones, or all but the held-out ones.
     fn pool(&self) -> usize {
-        self.labels.as_ref().map_or(self.data.len(), |l| l.labelled.len())
+        self.labels.as_ref().map_or(self.train_count, |l| l.labelled.len())
     }
 
     pub fn batches_per_epoch(&self) -> u64 {
@@ -145,6 +167,27 @@ mod tests {
         let mut l2 = Loader::new(ds2, 3, 42, false).unwrap();
         assert_eq!(l2.indices(4), b4, "batch k depends only on seed and k");
         assert_ne!(l.indices(0), l.indices(3), "epochs are reshuffled");
+    }
+
+    #[test]
+    fn held_out_images_never_enter_a_batch() {
+        let (_d, ds) = dataset(10);
+        let mut all = Loader::new(ds, 2, 7, false).unwrap();
+        let (_d2, ds2) = dataset(10);
+        let mut l = Loader::new(ds2, 2, 7, false).unwrap().hold_out(3).unwrap();
+        assert_eq!(l.batches_per_epoch(), 3, "7 training images make 3 batches of 2");
+        let seen: Vec<usize> = (0..30).flat_map(|s| l.indices(s)).collect();
+        assert!(seen.iter().all(|&i| i < 7), "{seen:?}");
+        assert_eq!((0..7).filter(|i| seen.contains(i)).count(), 7, "every training image is drawn");
+        let (_d3, ds3) = dataset(10);
+        let mut none = Loader::new(ds3, 2, 7, false).unwrap().hold_out(0).unwrap();
+        assert_eq!(
+            (0..8).map(|s| none.indices(s)).collect::<Vec<_>>(),
+            (0..8).map(|s| all.indices(s)).collect::<Vec<_>>()
+        );
+        let (_d4, ds4) = dataset(10);
+        let e = Loader::new(ds4, 4, 7, false).unwrap().hold_out(7).err().unwrap().to_string();
+        assert!(e.contains("c.fgc") && e.contains("leaves 3, fewer than one batch of 4"), "{e}");
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct EvalOptions {
     pub num: usize,
     /// Images taken from `real` (in path order); `None`: all of them.
     pub num_real: Option<usize>,
+    /// Take the `num_real` reference images from the end of `real` rather than its start:
+    /// the images a run with `data.held_out` never trained on.
+    pub real_last: bool,
     /// Images per Inception forward pass (and per generator pass).
     pub batch_size: usize,
     /// Latent seed for a checkpoint, and seed of the metrics' random subsets,
@@ -204,6 +207,7 @@ impl EvalOptions {
             truncation: None,
             num: 10_000,
             num_real: None,
+            real_last: false,
             batch_size: 50,
             seed: 0,
             size: None,
@@ -423,9 +427,13 @@ fn load_files(files: &[PathBuf], spec: CropResize) -> Result<ImageSet> {
 
 /// The first `limit` images of a prepared cache.
 pub fn load_cache(ds: &Dataset, limit: Option<usize>) -> ImageSet {
-    let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
-    let mut pixels = Vec::with_capacity(n * ds.size() * ds.size() * 3);
-    for i in 0..n {
+    load_cache_range(ds, 0..limit.map_or(ds.len(), |l| l.min(ds.len())))
+}
+
+/// Images `range` of a prepared cache.
+pub fn load_cache_range(ds: &Dataset, range: std::ops::Range<usize>) -> ImageSet {
+    let mut pixels = Vec::with_capacity(range.len() * ds.size() * ds.size() * 3);
+    for i in range {
         pixels.extend_from_slice(ds.image(i));
     }
     ImageSet { size: ds.size(), pixels }
@@ -486,7 +494,10 @@ impl Evaluator {
             Source::Folder(dir) => {
                 let mut files = scan_images(dir)?;
                 if let Some(l) = opts.num_real {
-                    files.truncate(l);
+                    match opts.real_last {
+                        true => drop(files.drain(..files.len().saturating_sub(l))),
+                        false => files.truncate(l),
+                    }
                 }
                 let key = content_key(dir, &files, spec)?;
                 (files, None, key)
@@ -502,8 +513,18 @@ impl Evaluator {
                         ds.size()
                     );
                 }
-                let set = load_cache(&ds, opts.num_real);
-                let key = format!("{}-{}", ds.header.key, set.len());
+                let (set, key) = match (opts.real_last, opts.num_real) {
+                    (true, Some(n)) => {
+                        let set = load_cache_range(&ds, ds.len().saturating_sub(n)..ds.len());
+                        let key = format!("{}-last{}", ds.header.key, set.len());
+                        (set, key)
+                    }
+                    _ => {
+                        let set = load_cache(&ds, opts.num_real);
+                        let key = format!("{}-{}", ds.header.key, set.len());
+                        (set, key)
+                    }
+                };
                 (Vec::new(), Some(set), key)
             }
             Source::Checkpoint(p) => {
@@ -520,8 +541,12 @@ impl Evaluator {
         if count < 2 {
             bail!("{}: need at least 2 reference images", opts.real.describe());
         }
+        let description = match opts.real_last {
+            true => format!("{}, its last {count} by name", opts.real.describe()),
+            false => opts.real.describe(),
+        };
         let mut real = RealSet {
-            description: opts.real.describe(),
+            description,
             count,
             images,
             features: None,

@@ -1,5 +1,6 @@
 //! Evaluation during training (`--eval-every`): the EMA generator against the first
-//! images of the training data, one JSON line per evaluation in metrics.jsonl.
+//! images of the training data, or against the held-out ones (`data.held_out`), one JSON
+//! line per evaluation in metrics.jsonl.
 
 use crate::config::RunConfig;
 use crate::data::cache::Dataset;
@@ -86,16 +87,26 @@ impl TrainEval {
         if l.eval_every == 0 {
             return Ok(None);
         }
-        let num_real = l.eval_num_real.unwrap_or(l.eval_num).min(data.len());
+        // With held-out images, the reference is (the last of) them: faces G never saw.
+        let held = cfg.data.held_out;
+        let pool = if held > 0 { held } else { data.len() };
+        let num_real = l.eval_num_real.unwrap_or(l.eval_num).min(pool);
         let mut opts = EvalOptions::new(Source::Checkpoint(PathBuf::new()), Source::Cache(data.path.clone()));
         opts.metrics = parse_metrics(&l.eval_metrics)?;
         opts.num = l.eval_num;
         opts.num_real = Some(num_real);
+        opts.real_last = held > 0;
         opts.device = device.clone();
         opts.seed = EVAL_SEED;
         opts.progress = progress;
         if progress {
-            eprintln!("evaluation: {} against the first {num_real} training images", l.eval_metrics);
+            match held > 0 {
+                true => eprintln!(
+                    "evaluation: {} against the last {num_real} of the {held} held-out images",
+                    l.eval_metrics
+                ),
+                false => eprintln!("evaluation: {} against the first {num_real} training images", l.eval_metrics),
+            }
         }
         let mut evaluator = Evaluator::new(&opts, cfg.model.image_size).context("cannot set up --eval-every")?;
         // The training progress bar owns the terminal from here on.

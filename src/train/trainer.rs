@@ -746,6 +746,8 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             set_label_prior(session.g_ema.params(), &freq)?;
         }
         loader = loader.with_labels(labels)?;
+    } else if cfg.data.held_out > 0 {
+        loader = loader.hold_out(cfg.data.held_out)?;
     }
     install_ctrl_c();
     STOP.store(false, Ordering::SeqCst);
