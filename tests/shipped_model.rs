@@ -120,3 +120,45 @@ fn the_pytorch_script_makes_the_same_faces() {
         }
     }
 }
+
+/// Every model of the zoo (models/zoo.toml) makes faces with `generate --model NAME`,
+/// `facegan models` lists them all, the default is what `generate` alone uses, each file is
+/// small enough to commit, and each continuation file is one `train --init-from` reads.
+#[test]
+fn every_zoo_model_generates_faces() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let zoo = facegan::sample::zoo::Zoo::load(&root.join("models")).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (ok, listing) = run(&["models"]);
+    assert!(ok, "{listing}");
+    for m in &zoo.models {
+        assert!(listing.contains(&m.name), "{} missing from:\n{listing}", m.name);
+        let dir = t.path().join(format!("{}/", m.name));
+        let (ok, out) =
+            run(&["generate", "--model", &m.name, "--count", "4", "--seed", "3", "--out", dir.to_str().unwrap()]);
+        assert!(ok, "{}: {out}", m.name);
+        let faces: Vec<_> =
+            (0..4).map(|i| image::open(dir.join(format!("face-{i:04}.png"))).unwrap().to_rgb8()).collect();
+        assert_ne!(faces[0], faces[1], "{}", m.name);
+        let px = faces[0].as_raw();
+        let mean = px.iter().map(|&v| v as f64).sum::<f64>() / px.len() as f64;
+        let sd = (px.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / px.len() as f64).sqrt();
+        assert!(sd > 10.0, "{}: a face is nearly flat (sd {sd})", m.name);
+        assert!(std::fs::metadata(zoo.path(m).unwrap()).unwrap().len() < 20_000_000, "{}", m.name);
+        if let Some(c) = &m.continuation {
+            let p = root.join("models").join(c);
+            assert!(std::fs::metadata(&p).unwrap().len() <= 25_000_000, "{c}");
+            let ck = facegan::train::checkpoint::read(&p, &candle_core::Device::Cpu).unwrap();
+            assert_eq!(ck.kind(), facegan::train::checkpoint::KIND_CONTINUATION, "{c}");
+            assert_eq!(ck.meta_u64("images_seen").ok(), Some(m.images_seen), "{c}: the zoo's images seen");
+        }
+    }
+    // The default model is what `generate` uses with no --model.
+    let default = zoo.default_model();
+    let (a, b) = (t.path().join("a.png"), t.path().join("b.png"));
+    assert!(run(&["generate", "--count", "4", "--out", a.to_str().unwrap()]).0);
+    assert!(run(&["generate", "--model", &default.name, "--count", "4", "--out", b.to_str().unwrap()]).0);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let (ok, out) = run(&["generate", "--model", "no-such-model", "--out", a.to_str().unwrap()]);
+    assert!(!ok && out.contains("no model no-such-model") && out.contains(&default.name), "{out}");
+}

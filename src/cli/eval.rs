@@ -11,14 +11,17 @@ use facegan::metrics::attr::{
 use facegan::metrics::{evaluate, parse_metrics, EvalOptions, Source};
 use facegan::models::style::Truncation;
 use facegan::sample::generate::load_generator;
-use facegan::sample::generate::{shipped_model_path, SHIPPED_MODEL};
+use facegan::sample::zoo::Zoo;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct EvalArgs {
     /// Images under test: a checkpoint, a run folder (its newest checkpoint), an image
-    /// folder or a prepared cache (.fgc). Default: the model the repository ships.
+    /// folder or a prepared cache (.fgc). Default: the zoo's default model.
     fake: Option<PathBuf>,
+    /// A model of the zoo by name instead (`facegan models` lists them).
+    #[arg(long, conflicts_with = "fake")]
+    model: Option<String>,
     /// Reference images: an image folder (e.g. img_align_celeba) or a prepared cache (needed
     /// by every metric but attr).
     #[arg(long)]
@@ -224,10 +227,7 @@ fn attr_metric(a: &EvalArgs, fake: &Source) -> Result<Vec<AttrScore>> {
 pub fn run(a: EvalArgs) -> Result<()> {
     let fake = match a.fake.clone() {
         Some(p) => Source::resolve(p)?,
-        None => Source::Checkpoint(
-            shipped_model_path()
-                .with_context(|| format!("no model given and the shipped model models/{SHIPPED_MODEL} is not here"))?,
-        ),
+        None => Source::Checkpoint(Zoo::find()?.model_path(a.model.as_deref())?),
     };
     let wants_attr = a.metrics.split(',').any(|m| m.trim() == "attr");
     let others: Vec<&str> = a.metrics.split(',').map(str::trim).filter(|m| *m != "attr" && !m.is_empty()).collect();

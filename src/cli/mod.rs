@@ -14,10 +14,10 @@ use facegan::presets::PRESETS;
 use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::figures;
 use facegan::sample::generate::{
-    attr_column, attribute_grid, generate, load_generator, parse_attr_values, shipped_model_path, write_faces,
-    SHIPPED_MODEL,
+    attr_column, attribute_grid, generate, load_generator, parse_attr_values, write_faces,
 };
 use facegan::sample::grid::save_png;
+use facegan::sample::zoo::Zoo;
 use facegan::train::{checkpoint, train, TrainOptions};
 use std::path::PathBuf;
 use train_args::TrainArgs;
@@ -38,8 +38,11 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Train a GAN (or resume a run).
     Train(Box<TrainArgs>),
-    /// Make faces with a checkpoint (by default, the model the repository ships).
+    /// Make faces with a checkpoint or a shipped model (by default, the zoo's default).
     Generate(GenerateArgs),
+    /// The models the repository ships in models/ (`generate --model NAME`): size, preset,
+    /// images seen, CPU-hours and FID.
+    Models,
     /// Style families: the style-mixing figure (faces with coarse, middle or fine styles
     /// taken from other faces).
     Mix(MixArgs),
@@ -115,9 +118,8 @@ pub struct PrepareArgs {
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Checkpoint (full or generator-only); default: the shipped model.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelChoice,
     /// A PNG grid, or a folder (ending in /) for one PNG per face.
     #[arg(long, default_value = "faces.png")]
     out: PathBuf,
@@ -194,9 +196,8 @@ pub struct NoiseArgs {
 
 #[derive(Args)]
 pub struct InterpolateArgs {
-    /// Checkpoint (full or generator-only); default: the shipped model.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelChoice,
     #[arg(long, default_value = "walk.gif")]
     out: PathBuf,
     /// Faces walking in parallel.
@@ -244,9 +245,8 @@ pub struct TraverseArgs {
 
 #[derive(Args)]
 pub struct PplArgs {
-    /// Checkpoint (full or generator-only); default: the shipped model.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelChoice,
     /// Path space: w (lerp in W, style families) or z (slerp in Z, every family).
     #[arg(long, default_value = "w")]
     space: String,
@@ -378,7 +378,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(a) => {
             let device = parse_device(&a.device)?;
-            let path = checkpoint_or_shipped(a.checkpoint)?;
+            let path = a.model.path()?;
             let (g, cfg) = load_generator(&path, &device)?;
             if a.truncation_cutoff.is_some() && a.truncation.is_none() {
                 bail!("--truncation-cutoff needs --truncation PSI");
@@ -432,7 +432,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Interpolate(a) => {
             let device = parse_device(&a.device)?;
-            let path = checkpoint_or_shipped(a.checkpoint)?;
+            let path = a.model.path()?;
             let (g, _) = load_generator(&path, &device)?;
             let frames = figures::interpolation_frames(g.as_ref(), (a.count, a.points, a.frames), a.seed, &device)?;
             let n = frames.len();
@@ -448,7 +448,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ppl(a) => {
             let device = parse_device(&a.device)?;
-            let path = checkpoint_or_shipped(a.checkpoint)?;
+            let path = a.model.path()?;
             let space = match a.space.as_str() {
                 "w" => PathSpace::W,
                 "z" => PathSpace::Z,
@@ -526,6 +526,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("wrote {}", path.display());
             }
         }
+        Command::Models => print_out(&Zoo::find()?.table())?,
         Command::Presets { show: Some(name) } => print_out(&RunConfig::preset(&name)?.to_toml())?,
         Command::Presets { show: None } => {
             let mut text = String::from("Families (model.arch / --arch):\n");
@@ -542,12 +543,24 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint given, else the shipped model (an error saying so when it is missing).
-fn checkpoint_or_shipped(given: Option<PathBuf>) -> Result<PathBuf> {
-    match given {
-        Some(p) => Ok(p),
-        None => shipped_model_path()
-            .with_context(|| format!("no --checkpoint given and the shipped model models/{SHIPPED_MODEL} is not here")),
+/// Which generator a command uses: a checkpoint, or a model of the zoo in models/.
+#[derive(Args)]
+pub struct ModelChoice {
+    /// Checkpoint (full, generator-only or continuation) or run folder (its newest
+    /// checkpoint); default: the zoo's default model.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// A model of the zoo by name (`facegan models` lists them).
+    #[arg(long, conflicts_with = "checkpoint")]
+    model: Option<String>,
+}
+
+impl ModelChoice {
+    fn path(&self) -> Result<PathBuf> {
+        match &self.checkpoint {
+            Some(p) => Ok(p.clone()),
+            None => Zoo::find()?.model_path(self.model.as_deref()),
+        }
     }
 }
 

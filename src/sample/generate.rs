@@ -10,20 +10,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 
-/// File name of the generator the repository ships, under `models/`.
-pub const SHIPPED_MODEL: &str = "dcgan64-celeba.safetensors";
 /// Tag of the latent stream `generate --seed S` draws from.
 pub const GENERATE_TAG: u64 = 0x6E4E;
-
-/// The shipped model: `models/` in the working directory, else in the source tree
-/// this binary was built from.
-pub fn shipped_model_path() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from("models").join(SHIPPED_MODEL),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(SHIPPED_MODEL),
-    ];
-    candidates.into_iter().find(|p| p.is_file())
-}
 
 /// Loads the EMA generator of a checkpoint (full, generator-only or continuation), or of a
 /// run folder's newest good checkpoint.

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod figures;
 pub mod generate;
 pub mod grid;
+pub mod zoo;
 
 use crate::models::{Generator, Latent};
 use crate::rng::Rng;
