@@ -781,5 +781,6 @@ fn resume_skips_a_damaged_newest_checkpoint_for_the_newest_good_one() {
     let (ok, log) = run(&["train", "--resume", r, "--steps", "6", "--quiet"]);
     assert!(ok, "{log}");
     assert!(log.contains("warning: skipping") && log.contains("from step 2"), "{log}");
+    assert_eq!(log.matches("warning: skipping").count(), 1, "said once:\n{log}");
     assert_eq!(checkpoint::read(&checkpoint::latest(&run_dir).unwrap(), &Device::Cpu).unwrap().step(), 6);
 }

@@ -177,17 +177,24 @@ pub fn read_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
     for (_, p) in list_checkpoints(run).into_iter().rev() {
         match read(&p, device) {
             Ok(ck) => {
-                for e in &errors {
+                // Said once per process: `train --resume` reads the newest good checkpoint
+                // twice (its settings first, then the whole run).
+                static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+                let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+                let new: Vec<_> = errors.iter().filter(|(q, _)| !warned.contains(q)).collect();
+                for (_, e) in &new {
                     eprintln!("warning: skipping {e}");
                 }
-                if !errors.is_empty() {
+                if !new.is_empty() {
                     eprintln!("warning: using the newest good checkpoint, {}", p.display());
                 }
+                warned.extend(errors.iter().map(|(q, _)| q.clone()));
                 return Ok(ck);
             }
-            Err(e) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push((p.clone(), format!("{e:#}"))),
         }
     }
+    let errors: Vec<String> = errors.into_iter().map(|e| e.1).collect();
     bail!("{}: no checkpoint of the run is usable:\n  {}", run.display(), errors.join("\n  "))
 }
 
