@@ -784,3 +784,38 @@ fn resume_skips_a_damaged_newest_checkpoint_for_the_newest_good_one() {
     assert_eq!(log.matches("warning: skipping").count(), 1, "said once:\n{log}");
     assert_eq!(checkpoint::read(&checkpoint::latest(&run_dir).unwrap(), &Device::Cpu).unwrap().step(), 6);
 }
+
+/// A full disk when a checkpoint is written (a real ENOSPC: the checkpoint's temporary file
+/// is a link to /dev/full) stops the run with a message naming the file and the error; the
+/// previous checkpoint stays intact and `--resume` goes on from it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_at_a_checkpoint_keeps_the_previous_one() {
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let run_dir = t.path().join("run");
+    std::fs::create_dir_all(run_dir.join("checkpoints")).unwrap();
+    let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
+    let base = ["--preset", "dcgan-32", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "8", "--quiet"];
+    let args = ["train", "--data", d, "--out", r, "--steps", "6", "--checkpoint-every", "2"];
+    let child = bin()
+        .args([&args[..], &base[..]].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The trainer writes step 4's checkpoint to this name before renaming it.
+    let tmp = run_dir.join(format!("checkpoints/.step-0000004.safetensors.tmp-{}", child.id()));
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && !log.contains("panicked"), "{log}");
+    assert!(log.contains("cannot write checkpoint") && log.contains("step-0000004.safetensors"), "{log}");
+    assert!(log.contains("No space left on device") && log.contains("previous checkpoints are untouched"), "{log}");
+    let list: Vec<u64> = checkpoint::list_checkpoints(&run_dir).iter().map(|c| c.0).collect();
+    assert_eq!(list, [2], "only the good checkpoint is there");
+    assert_eq!(checkpoint::read_latest(&run_dir, &Device::Cpu).unwrap().step(), 2);
+    let (ok, log) = run(&["train", "--resume", r, "--steps", "6", "--quiet"]);
+    assert!(ok && log.contains("from step 2"), "{log}");
+    assert_eq!(checkpoint::read_latest(&run_dir, &Device::Cpu).unwrap().step(), 6);
+}
