@@ -234,6 +234,9 @@ pub struct DataConfig {
     pub attr_file: Option<String>,
     /// Refuse, rather than skip, unreadable images and images without attribute rows.
     pub strict: bool,
+    /// Hash every image of a folder to check that its cache still matches (instead of
+    /// trusting the files' names, sizes and modification times).
+    pub verify: bool,
     /// The last N images (by file name) are kept out of training: for conditional models
     /// the last N labelled ones, to measure a classifier or an SGAN's D on them; for the
     /// others the last N images, the faces `--eval-every` and `facegan eval --held-out N`
@@ -298,7 +301,12 @@ impl RunConfig {
     /// the preset label may change freely on resume.
     pub fn trajectory_changes(&self, requested: &RunConfig) -> Vec<(String, String, String)> {
         let free = |k: &str| {
-            k == "train.steps" || k.starts_with("log.") || k == "data.path" || k == "data.attr_file" || k == "preset"
+            k == "train.steps"
+                || k.starts_with("log.")
+                || k == "data.path"
+                || k == "data.attr_file"
+                || k == "data.verify"
+                || k == "preset"
         };
         let (mine, theirs) = (self.flat(), requested.flat());
         let get = |v: &[(String, String)], k: &str| {

@@ -132,6 +132,11 @@ pub struct TrainArgs {
     /// Refuse unreadable images and images without attribute rows instead of skipping them.
     #[arg(long)]
     strict: bool,
+    /// Read and hash every image of a --data folder to check its cache, instead of trusting
+    /// the files' names, sizes and modification times (a cache that no longer matches is
+    /// prepared again).
+    #[arg(long)]
+    verify: bool,
     /// Semi-supervised GAN: use the labels of this share of the training images.
     #[arg(long)]
     labelled_fraction: Option<f64>,
@@ -328,6 +333,9 @@ impl TrainArgs {
         }
         c.data.strict |= self.strict;
         set(&mut c.data.held_out, self.held_out);
+        if self.verify {
+            c.data.verify = true;
+        }
         if c.model.attrs.iter().any(|a| a == "all") {
             if c.data.path.is_empty() {
                 anyhow::bail!("--attrs all reads the names from the attribute file beside --data, which is not given");

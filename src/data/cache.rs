@@ -4,7 +4,7 @@
 //! Layout: `FGCACHE1` (8 bytes), header length (u32 LE), header JSON, zero padding to
 //! a 4096-byte boundary, then `count * size * size * 3` bytes.
 
-use super::preprocess::{load_face, CropResize};
+use super::preprocess::{crop_resize, decode, CropResize};
 use super::scan::scan_images;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,6 +27,9 @@ pub struct CacheHeader {
     pub source: String,
     /// Content hash of the source folder and preprocessing.
     pub key: String,
+    /// [`listing_key`] of the folder when it was prepared (caches made before it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<String>,
     /// File names relative to the source folder, in image order.
     pub names: Vec<String>,
 }
@@ -48,25 +51,33 @@ pub struct PrepareReport {
 }
 
 /// A hash of every file's relative name and bytes, plus the preprocessing: the same
-/// folder prepared the same way gets the same key.
+/// folder prepared the same way gets the same key (stored in the cache's header).
 pub fn content_key(dir: &Path, files: &[PathBuf], spec: CropResize) -> Result<String> {
     let digests: Vec<[u8; 32]> = files
         .par_iter()
         .map(|f| -> Result<[u8; 32]> {
             let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            let mut h = Sha256::new();
-            h.update(f.strip_prefix(dir).unwrap_or(f).to_string_lossy().as_bytes());
-            h.update([0u8]);
-            h.update(&bytes);
-            Ok(h.finalize().into())
+            Ok(file_digest(&f.strip_prefix(dir).unwrap_or(f).to_string_lossy(), &bytes))
         })
         .collect::<Result<_>>()?;
+    Ok(key_of_digests(&digests, spec))
+}
+
+fn file_digest(rel_name: &str, bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(rel_name.as_bytes());
+    h.update([0u8]);
+    h.update(bytes);
+    h.finalize().into()
+}
+
+fn key_of_digests(digests: &[[u8; 32]], spec: CropResize) -> String {
     let mut h = Sha256::new();
     h.update(format!("v1 size={} crop={:?}", spec.size, spec.crop));
-    for d in &digests {
+    for d in digests {
         h.update(d);
     }
-    Ok(h.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect())
+    h.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where on-the-fly caches live: `$FACEGAN_CACHE_DIR`, else `$XDG_CACHE_HOME/facegan`,
@@ -82,25 +93,55 @@ pub fn default_cache_dir() -> PathBuf {
     home.join(".cache").join("facegan")
 }
 
+/// A key of a folder's listing: every file's relative name, length and modification time,
+/// plus the preprocessing. One `stat` per file, so finding the cache of an unchanged folder
+/// reads no image; [`content_key`] (`--verify`) hashes the bytes themselves.
+pub fn listing_key(dir: &Path, files: &[PathBuf], spec: CropResize) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!("listing-v1 size={} crop={:?}", spec.size, spec.crop));
+    for f in files {
+        let m = std::fs::metadata(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        h.update(f.strip_prefix(dir).unwrap_or(f).to_string_lossy().as_bytes());
+        h.update([0u8]);
+        h.update(m.len().to_le_bytes());
+        h.update(mtime.map_or(0, |d| d.as_nanos()).to_le_bytes());
+    }
+    Ok(h.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect())
+}
+
 /// Prepares `dir` into the cache file `out`, decoding in parallel.
 pub fn prepare(dir: &Path, out: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     let files = scan_images(dir)?;
-    let key = content_key(dir, &files, opts.spec)?;
-    prepare_files(dir, &files, &key, out, opts)
+    let listing = listing_key(dir, &files, opts.spec)?;
+    prepare_files(dir, &files, &listing, out, opts)
 }
 
-/// Returns a cache for `dir` at `opts.spec`, under `cache_dir`, preparing it only if no
-/// cache with the same content key exists yet.
-pub fn prepare_cached(dir: &Path, cache_dir: &Path, opts: &PrepareOptions) -> Result<PathBuf> {
+/// Returns a cache for `dir` at `opts.spec`, under `cache_dir`, preparing it only if there
+/// is none for the folder's listing (names, sizes, modification times) yet. With `verify`,
+/// every image is read and hashed, and a cache whose content key differs is made again.
+pub fn prepare_cached(dir: &Path, cache_dir: &Path, opts: &PrepareOptions, verify: bool) -> Result<PathBuf> {
     let files = scan_images(dir)?;
-    let key = content_key(dir, &files, opts.spec)?;
-    let path = cache_dir.join(format!("{key}-{}.{CACHE_EXTENSION}", opts.spec.size));
-    if path.exists() && Dataset::open(&path).is_ok() {
-        return Ok(path);
+    let listing = listing_key(dir, &files, opts.spec)?;
+    let path = cache_dir.join(format!("{listing}-{}.{CACHE_EXTENSION}", opts.spec.size));
+    if let Ok(ds) = Dataset::open(&path) {
+        if !verify {
+            return Ok(path);
+        }
+        let key = content_key(dir, &files, opts.spec)?;
+        if ds.header.key == key {
+            return Ok(path);
+        }
+        eprintln!(
+            "--verify: the images of {} changed since {} was made (content key {key}, cache {}); preparing it again",
+            dir.display(),
+            path.display(),
+            ds.header.key
+        );
     }
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache folder {}", cache_dir.display()))?;
-    let report = prepare_files(dir, &files, &key, &path, opts)?;
+    let report = prepare_files(dir, &files, &listing, &path, opts)?;
     report_skipped(&report);
     Ok(path)
 }
@@ -113,7 +154,19 @@ pub fn report_skipped(report: &PrepareReport) {
     eprintln!("prepared {} images into {} ({} skipped)", report.written, report.path.display(), report.skipped.len());
 }
 
-fn prepare_files(dir: &Path, files: &[PathBuf], key: &str, out: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
+/// Images decoded at a time while preparing: memory stays bounded by about this many
+/// decoded photographs and resized faces, whatever the size of the folder.
+const PREPARE_CHUNK: usize = 256;
+
+/// Decodes, crops and resizes `files` in parallel chunks, streaming each chunk's pixels to
+/// the cache file as it is done; the file's content key is hashed from the bytes read.
+fn prepare_files(
+    dir: &Path,
+    files: &[PathBuf],
+    listing: &str,
+    out: &Path,
+    opts: &PrepareOptions,
+) -> Result<PrepareReport> {
     let spec = opts.spec;
     let bar = if opts.progress {
         let b = ProgressBar::new(files.len() as u64);
@@ -122,34 +175,64 @@ fn prepare_files(dir: &Path, files: &[PathBuf], key: &str, out: &Path, opts: &Pr
     } else {
         ProgressBar::hidden()
     };
-    let results: Vec<Result<Vec<u8>>> = files
-        .par_iter()
-        .map(|f| {
-            let r = load_face(f, spec).map(|img| img.into_raw());
-            bar.inc(1);
-            r
-        })
-        .collect();
-    bar.finish_and_clear();
+    let rel = |f: &PathBuf| f.strip_prefix(dir).unwrap_or(f).to_string_lossy().to_string();
+    // The header goes first but is only known at the end: reserve room for the largest it can
+    // be (every file kept) and pad the real one with spaces to that length.
+    let mut header = CacheHeader {
+        size: spec.size,
+        count: files.len(),
+        crop: spec.crop,
+        source: dir.display().to_string(),
+        key: "0".repeat(20),
+        listing: Some(listing.to_string()),
+        names: files.iter().map(rel).collect(),
+    };
+    let reserved = serde_json::to_vec(&header)?.len();
+    let tmp = crate::fsutil::temp_path_for(out);
+    let fail = |e: std::io::Error| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("cannot write cache {}", out.display()))
+    };
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
+    let data_start = (MAGIC.len() + 4 + reserved).next_multiple_of(ALIGN);
+    f.write_all(&vec![0u8; data_start]).map_err(fail)?;
 
-    let mut names = Vec::new();
-    let mut pixels = Vec::new();
-    let mut skipped = Vec::new();
-    for (f, r) in files.iter().zip(results) {
-        match r {
-            Ok(px) => {
-                names.push(f.strip_prefix(dir).unwrap_or(f).to_string_lossy().to_string());
-                pixels.push(px);
-            }
-            Err(e) => {
-                if opts.strict {
+    let (mut names, mut skipped, mut digests) = (Vec::new(), Vec::new(), Vec::with_capacity(files.len()));
+    for chunk in files.chunks(PREPARE_CHUNK) {
+        let results: Vec<([u8; 32], Result<Vec<u8>>)> = chunk
+            .par_iter()
+            .map(|f| {
+                let r = match std::fs::read(f) {
+                    Ok(bytes) => {
+                        let face = decode(&bytes, f).and_then(|img| crop_resize(&img, spec, f)).map(|i| i.into_raw());
+                        (file_digest(&rel(f), &bytes), face)
+                    }
+                    Err(e) => ([0u8; 32], Err(anyhow::Error::new(e).context(format!("cannot read {}", f.display())))),
+                };
+                bar.inc(1);
+                r
+            })
+            .collect();
+        for (file, (digest, r)) in chunk.iter().zip(results) {
+            digests.push(digest);
+            match r {
+                Ok(px) => {
+                    f.write_all(&px).map_err(fail)?;
+                    names.push(rel(file));
+                }
+                Err(e) if opts.strict => {
+                    drop(f);
+                    let _ = std::fs::remove_file(&tmp);
                     return Err(e.context("--strict: stopping at the first unusable image"));
                 }
-                skipped.push((f.clone(), format!("{e:#}")));
+                Err(e) => skipped.push((file.clone(), format!("{e:#}"))),
             }
         }
     }
+    bar.finish_and_clear();
     if names.is_empty() {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
         bail!(
             "data folder {} has no usable image: all {} files failed (first: {})",
             dir.display(),
@@ -157,38 +240,22 @@ fn prepare_files(dir: &Path, files: &[PathBuf], key: &str, out: &Path, opts: &Pr
             skipped.first().map(|s| s.1.as_str()).unwrap_or("?")
         );
     }
-    let header = CacheHeader {
-        size: spec.size,
-        count: names.len(),
-        crop: spec.crop,
-        source: dir.display().to_string(),
-        key: key.to_string(),
-        names,
-    };
-    write_cache(out, &header, &pixels)?;
-    Ok(PrepareReport { written: header.count, skipped, path: out.to_path_buf() })
-}
-
-fn write_cache(out: &Path, header: &CacheHeader, pixels: &[Vec<u8>]) -> Result<()> {
-    let json = serde_json::to_vec(header)?;
-    let tmp = crate::fsutil::temp_path_for(out);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    (header.count, header.names, header.key) = (names.len(), names, key_of_digests(&digests, spec));
+    let mut json = serde_json::to_vec(&header)?;
+    debug_assert!(json.len() <= reserved);
+    json.resize(reserved, b' ');
+    let finish = |f: std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = f.into_inner().map_err(|e| e.into_error())?;
+        f.seek(SeekFrom::Start(0))?;
         f.write_all(MAGIC)?;
         f.write_all(&(json.len() as u32).to_le_bytes())?;
         f.write_all(&json)?;
-        let used = MAGIC.len() + 4 + json.len();
-        f.write_all(&vec![0u8; used.next_multiple_of(ALIGN) - used])?;
-        for p in pixels {
-            f.write_all(p)?;
-        }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()
+        f.sync_all()
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write cache {}", out.display()));
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write cache {}", out.display()))
+    finish(f).map_err(fail)?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write cache {}", out.display()))?;
+    Ok(PrepareReport { written: header.count, skipped, path: out.to_path_buf() })
 }
 
 /// A prepared cache, memory-mapped.
@@ -279,21 +346,51 @@ pub(crate) mod tests {
         let cache = tempfile::tempdir().unwrap();
         synthetic_folder(dir.path(), 2);
         let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
-        let a = prepare_cached(dir.path(), cache.path(), &opts).unwrap();
+        let a = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
         let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
-        let b = prepare_cached(dir.path(), cache.path(), &opts).unwrap();
+        let b = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
         assert_eq!(a, b);
         assert_eq!(mtime, std::fs::metadata(&b).unwrap().modified().unwrap());
         let c = prepare_cached(
             dir.path(),
             cache.path(),
             &PrepareOptions { spec: CropResize { size: 32, crop: None }, ..opts.clone() },
+            false,
         )
         .unwrap();
         assert_ne!(a, c);
         synthetic_folder(dir.path(), 3);
-        let d = prepare_cached(dir.path(), cache.path(), &opts).unwrap();
+        let d = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
         assert_ne!(a, d);
+    }
+
+    /// An unchanged listing finds its cache without reading an image; a file changed behind
+    /// an unchanged name, size and modification time is only noticed with `verify`, which
+    /// then prepares the cache again.
+    #[test]
+    fn the_listing_finds_the_cache_and_verify_checks_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        synthetic_folder(dir.path(), 3);
+        let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
+        let a = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
+        let first = Dataset::open(&a).unwrap().header;
+        let files = scan_images(dir.path()).unwrap();
+        assert_eq!(first.key, content_key(dir.path(), &files, opts.spec).unwrap(), "the key is hashed while preparing");
+        assert_eq!(first.listing.as_deref(), Some(listing_key(dir.path(), &files, opts.spec).unwrap().as_str()));
+        // Same size, same modification time, other pixels.
+        let f = dir.path().join("001.png");
+        let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        let other = std::fs::read(dir.path().join("002.png")).unwrap();
+        assert_eq!(other.len() as u64, std::fs::metadata(&f).unwrap().len());
+        std::fs::write(&f, &other).unwrap();
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+        let b = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
+        assert_eq!((&a, Dataset::open(&b).unwrap().image(1)[0]), (&b, 20), "trusted: the old pixels");
+        let c = prepare_cached(dir.path(), cache.path(), &opts, true).unwrap();
+        let ds = Dataset::open(&c).unwrap();
+        assert_eq!(ds.image(1)[0], 40, "verified: prepared again from the new bytes");
+        assert_ne!(ds.header.key, first.key);
     }
 
     #[test]

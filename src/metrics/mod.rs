@@ -23,7 +23,7 @@ pub mod swd;
 pub mod torchscript;
 
 use crate::config::RunConfig;
-use crate::data::cache::{content_key, default_cache_dir, Dataset};
+use crate::data::cache::{default_cache_dir, listing_key, Dataset};
 use crate::data::preprocess::{from_unit_range, load_face, CropResize};
 use crate::data::scan::scan_images;
 use crate::models::Generator;
@@ -499,7 +499,7 @@ impl Evaluator {
                         false => files.truncate(l),
                     }
                 }
-                let key = content_key(dir, &files, spec)?;
+                let key = listing_key(dir, &files, spec)?;
                 (files, None, key)
             }
             Source::Cache(p) => {

@@ -603,7 +603,8 @@ fn roll_back(run: &Path, session: Session, bad: u64, rollbacks: u32, device: &De
 }
 
 /// Opens the training data: a prepared cache, or a folder prepared on the fly into
-/// the cache directory (reused while the folder's content is unchanged).
+/// the cache directory (reused while the folder's listing, its files' names, sizes and
+/// modification times, is unchanged; with `data.verify` while their bytes are).
 pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
     let path = PathBuf::from(&cfg.data.path);
     if cfg.data.path.is_empty() {
@@ -615,7 +616,7 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
     } else if path.is_dir() {
         let spec = CropResize { size: size as u32, crop: cfg.data.crop };
         let opts = PrepareOptions { spec, strict: cfg.data.strict, progress };
-        prepare_cached(&path, &default_cache_dir(), &opts)?
+        prepare_cached(&path, &default_cache_dir(), &opts, cfg.data.verify)?
     } else {
         bail!(
             "data {} does not exist (give an image folder or a .{CACHE_EXTENSION} cache made by `facegan prepare`)",
