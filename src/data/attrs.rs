@@ -51,8 +51,10 @@ impl AttrFile {
             ));
         }
         let k = names.len();
-        let mut rows = HashMap::with_capacity(count);
-        let mut values = Vec::with_capacity(count * k);
+        // The first line is only a claim: reserve no more rows than the text can hold.
+        let cap = count.min(text.len() / (k + 1));
+        let mut rows = HashMap::with_capacity(cap);
+        let mut values = Vec::with_capacity(cap * k);
         for (no, line) in lines {
             let mut fields = line.split_whitespace();
             let Some(name) = fields.next() else { continue };

@@ -279,7 +279,17 @@ impl Dataset {
         let hjson = map.get(12..12 + hlen).ok_or_else(|| bad("header cut short"))?;
         let header: CacheHeader = serde_json::from_slice(hjson).map_err(|e| bad(&format!("bad header: {e}")))?;
         let offset = (12 + hlen).next_multiple_of(ALIGN);
-        let need = offset + header.count * (header.size as usize).pow(2) * 3;
+        let need = (header.size as usize)
+            .checked_pow(2)
+            .and_then(|plane| plane.checked_mul(3))
+            .and_then(|image| image.checked_mul(header.count))
+            .and_then(|pixels| pixels.checked_add(offset))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "the header's {} images of {}x{} cannot fit in a file",
+                    header.count, header.size, header.size
+                ))
+            })?;
         if map.len() < need {
             return Err(bad(&format!("file is truncated: {} bytes, expected {need}", map.len())));
         }

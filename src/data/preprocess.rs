@@ -23,14 +23,29 @@ impl CropResize {
     }
 }
 
+/// The largest side of an image facegan decodes (a photograph of 16384x16384 pixels takes
+/// 805 MB decoded); a header claiming more is refused before any pixel is allocated.
+pub const MAX_SIDE: u32 = 16384;
+
 /// Decodes and checks an image's bytes; `path` is only used in messages.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     let format = image::guess_format(bytes).with_context(|| format!("{}: not a JPEG or PNG image", path.display()))?;
     if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         bail!("{}: truncated JPEG (no end-of-image marker)", path.display());
     }
-    let img = image::load_from_memory_with_format(bytes, format)
-        .with_context(|| format!("{}: cannot decode {:?} data", path.display(), format))?;
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut header = reader();
+    header.no_limits(); // reads the header alone; the limits apply to the decoding below
+    let (w, h) =
+        header.into_dimensions().with_context(|| format!("{}: cannot read the {:?} header", path.display(), format))?;
+    if w.max(h) > MAX_SIDE {
+        bail!("{}: the header claims {w}x{h} pixels; images up to {MAX_SIDE} pixels a side are read", path.display());
+    }
+    let mut r = reader();
+    let mut limits = image::Limits::default();
+    (limits.max_image_width, limits.max_image_height) = (Some(MAX_SIDE), Some(MAX_SIDE));
+    r.limits(limits);
+    let img = r.decode().with_context(|| format!("{}: cannot decode {:?} data", path.display(), format))?;
     Ok(img)
 }
 

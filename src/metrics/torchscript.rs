@@ -71,16 +71,18 @@ pub fn read_module(path: &Path, device: &Device) -> Result<Module> {
         .with_context(|| format!("{}: no <name>/data.pkl in the archive", path.display()))?;
     let dir = pkl_name.trim_end_matches(".pkl").to_string();
     let mut bytes = Vec::new();
-    zip.by_name(&pkl_name)?.read_to_end(&mut bytes)?;
+    let unpickle = |e: anyhow::Error| e.context(format!("{}: cannot unpickle {pkl_name}", path.display()));
+    zip.by_name(&pkl_name)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?))
+        .map_err(unpickle)?;
     let mut stack = Stack::empty();
-    stack
-        .read_loop(&mut std::io::Cursor::new(&bytes))
-        .with_context(|| format!("{}: cannot unpickle {pkl_name}", path.display()))?;
-    let root = stack.finalize()?;
+    stack.read_loop(&mut std::io::Cursor::new(&bytes)).map_err(|e| unpickle(e.into()))?;
+    let root = stack.finalize().map_err(|e| unpickle(e.into()))?;
 
     let mut out = Module::default();
     let mut pending = Vec::new();
-    walk(root, "", &mut out, &mut pending)?;
+    walk(root, "", &mut out, &mut pending).map_err(unpickle)?;
     for (name, info) in pending {
         let t = load_tensor(&mut zip, &dir, &info).with_context(|| format!("{}: tensor {name}", path.display()))?;
         out.tensors.insert(name, t.to_device(device)?);

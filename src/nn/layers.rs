@@ -52,6 +52,7 @@ fn init_weight(
         Init::Normal(std) => p.normal(name, shape, 0.0, std, rng),
         Init::XavierUniform(gain) => {
             let a = gain * (6.0 / (fan_in + fan_out) as f64).sqrt();
+            crate::nn::params::check_budget(shape.iter().product())?;
             let t = rng.uniform_tensor(shape, -a, a, &p.device.clone())?;
             p.param(name, t)
         }

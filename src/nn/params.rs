@@ -9,6 +9,38 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
+thread_local! {
+    /// Elements the networks built on this thread may still create ([`with_parameter_budget`]).
+    static BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `build` with at most `elements` parameter and buffer elements to create on this
+/// thread: a network larger than that fails with an error before its tensors are allocated.
+/// Loading a file builds the network its configuration describes, and the configuration
+/// may be damaged or crafted; the file's own tensors say how large it can honestly be.
+pub fn with_parameter_budget<T>(elements: usize, build: impl FnOnce() -> Result<T>) -> Result<T> {
+    let before = BUDGET.with(|b| b.replace(Some(elements)));
+    let out = build();
+    BUDGET.with(|b| b.set(before));
+    out
+}
+
+/// Fails when a tensor of `elements` would not fit in the budget (if one is set).
+pub fn check_budget(elements: usize) -> candle_core::Result<()> {
+    match BUDGET.with(|b| b.get()) {
+        Some(left) if elements > left => Err(candle_core::Error::Msg(format!(
+            "the network needs more than {left} more parameter elements, more than the file holds"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn charge(elements: usize) -> candle_core::Result<()> {
+    check_budget(elements)?;
+    BUDGET.with(|b| b.set(b.get().map(|left| left - elements)));
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Params {
     pub device: Device,
@@ -29,6 +61,7 @@ impl Params {
 
     fn insert(map: &mut BTreeMap<String, Var>, name: &str, t: Tensor, dtype: DType) -> candle_core::Result<Var> {
         assert!(!map.contains_key(name), "parameter {name} defined twice");
+        charge(t.elem_count())?;
         let v = Var::from_tensor(&t.to_dtype(dtype)?)?;
         map.insert(name.to_string(), v.clone());
         Ok(v)
@@ -51,11 +84,13 @@ impl Params {
         std: f64,
         rng: &mut Rng,
     ) -> candle_core::Result<Var> {
+        check_budget(shape.iter().product())?;
         let t = rng.normal_tensor(shape, mean, std, &self.device)?;
         self.param(name, t)
     }
 
     pub fn zeros(&mut self, name: &str, shape: &[usize]) -> candle_core::Result<Var> {
+        check_budget(shape.iter().product())?;
         let t = Tensor::zeros(shape, DType::F32, &self.device)?;
         self.param(name, t)
     }

@@ -24,7 +24,11 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<(Box<dyn Generator
     if ck.kind() == crate::metrics::attr::KIND_CLASSIFIER {
         bail!("{} is an attribute classifier, not a generator", path.display());
     }
-    let g = build_generator(&ck.config.model, device, &mut Rng::new(0))?;
+    // The file's tensors bound the network its (possibly damaged) configuration may build.
+    let held: usize = ck.tensors.values().map(|t| t.elem_count()).sum();
+    let g =
+        crate::nn::params::with_parameter_budget(held, || build_generator(&ck.config.model, device, &mut Rng::new(0)))
+            .with_context(|| format!("{}: its configuration does not match its tensors", path.display()))?;
     g.params().load_tensors("G_ema", &ck.tensors, &path.display().to_string())?;
     Ok((g, ck.config))
 }
