@@ -163,6 +163,9 @@ fn conditional_runs_resume_bitwise_and_learn_their_prior() {
             assert!(l.d_loss.is_finite() && l.g_loss.is_finite(), "{name}: {l:?}");
             if name == "sgan" {
                 assert!(l.extra["d_class_real"] > 0.0, "{l:?}");
+                // The class loss of every D step is taken on a whole batch of images with known
+                // labels (10 of the 20 training images), not on the ~4 of a random batch.
+                assert_eq!(l.extra["d_class_n"], 8.0, "{l:?}");
             }
             if name == "infogan" {
                 assert!(l.extra["info_cat"] > 0.0 && l.extra["info_cont"] > 0.0, "{l:?}");

@@ -23,7 +23,7 @@ use crate::nn::{BnMode, Mode};
 use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target, PATH_LENGTH_DECAY};
 use crate::rng::Rng;
 use crate::sample::{fixed_latents, grid, FIXED_LATENTS_TAG};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
@@ -294,7 +294,23 @@ impl Session {
     /// need: the fakes of each D step get the labels of its real batch (G's step those of the
     /// first), so real, fake and the penalties' mixtures are judged under the same labels.
     pub fn train_step_labelled(&mut self, reals: &[Tensor], real_labels: Option<&[Tensor]>) -> Result<StepStats> {
+        self.train_step_supervised(reals, real_labels, None)
+    }
+
+    /// [`Self::train_step_labelled`] with, for the semi-supervised GAN, a batch of images
+    /// whose labels are known for each D step (Salimans et al. 2016's labelled minibatch):
+    /// D's classification loss is taken on it rather than on the few labelled images that
+    /// land in the random batch.
+    pub fn train_step_supervised(
+        &mut self,
+        reals: &[Tensor],
+        real_labels: Option<&[Tensor]>,
+        supervised: Option<&[(Tensor, Tensor)]>,
+    ) -> Result<StepStats> {
         let nc = self.cfg.train.n_critic as usize;
+        if supervised.is_some_and(|s| s.len() != nc) {
+            bail!("a step with n_critic = {nc} needs {nc} labelled batches");
+        }
         if reals.len() != nc {
             bail!("a step with n_critic = {nc} needs {nc} real batches, got {}", reals.len());
         }
@@ -335,10 +351,21 @@ impl Session {
             let (real_logits, fake_logits) = (&real_out.logits, &fake_out.logits);
             let adv = self.loss.d_loss_smoothed(real_logits, fake_logits, real_label)?;
             let mut d_total = adv.clone();
-            // SGAN: D also classifies the labelled real images into the attributes' classes.
-            if let (true, Some(cr), Some(y)) = (sgan, real_out.aux.get(CLASS_LOGITS), labels.as_ref()) {
-                let (l, n, right) = sgan_loss(cr, y)?;
+            // SGAN: D also classifies labelled real images into the attributes' classes: those
+            // of the step's labelled batch, else the labelled ones of the random batch.
+            let class_out = match supervised.map(|s| &s[i]) {
+                Some((x, y)) if sgan => {
+                    let x_in = self.with_noise(x, sigma)?;
+                    let plan = self.aug.plan(&x_in, &mut self.rng)?;
+                    let out = self.d.forward_full(&plan.apply(&x_in)?, Some(y), mode)?;
+                    out.aux.get(CLASS_LOGITS).cloned().map(|c| (c, y.clone()))
+                }
+                _ => real_out.aux.get(CLASS_LOGITS).cloned().zip(labels.clone()),
+            };
+            if let (true, Some((cr, y))) = (sgan, class_out) {
+                let (l, n, right) = sgan_loss(&cr, &y)?;
                 add("d_class_real", l.to_scalar::<f32>()? as f64);
+                add("d_class_n", n as f64);
                 if n > 0 {
                     add("class_acc_real", right as f64 / n as f64);
                 }
@@ -662,6 +689,19 @@ pub fn training_labels(cfg: &RunConfig, data: &Dataset, progress: bool) -> Resul
     Ok(Some(labels))
 }
 
+/// The semi-supervised GAN's second loader: batches of the training images whose labels are
+/// known (at most a batch of them), in an order of their own.
+fn supervised_loader(cfg: &RunConfig, labels: &Labels, data: &Path) -> Result<Loader> {
+    let mut known = labels.clone();
+    known.labelled.retain(|&i| labels.of(i).first().is_some_and(|&v| v >= 0.0));
+    let batch = cfg.train.batch_size.min(known.labelled.len()).max(1);
+    if known.labelled.is_empty() {
+        bail!("semi-supervised GAN: no training image has a known label; raise train.labelled_fraction");
+    }
+    Loader::new(Dataset::open(data)?, batch, cfg.train.seed ^ 0x5u64.rotate_left(60), cfg.train.flip)?
+        .with_labels(known)
+}
+
 /// Trains (or resumes) a run, writing checkpoints, samples and stats under the run folder.
 pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let run = &opts.run_dir;
@@ -739,12 +779,16 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     let labels = training_labels(&cfg, &data, opts.progress)?;
     let evaluation = super::eval::TrainEval::new(&cfg, &data, run, &opts.device, opts.progress)?;
     let mut loader = Loader::new(data, cfg.train.batch_size, cfg.train.seed, cfg.train.flip)?;
+    let mut supervised: Option<Loader> = None;
     if let Some(labels) = labels {
         if session.step == 0 && Condition::parse(&cfg.model.condition)?.conditions_g() {
             // The generator's label prior: the attributes' frequencies in the training data.
             let freq = labels.frequencies();
             set_label_prior(session.g.params(), &freq)?;
             set_label_prior(session.g_ema.params(), &freq)?;
+        }
+        if Condition::parse(&cfg.model.condition)? == Condition::SemiSupervised {
+            supervised = Some(supervised_loader(&cfg, &labels, loader.data.path.as_path())?);
         }
         loader = loader.with_labels(labels)?;
     } else if cfg.data.held_out > 0 {
@@ -783,7 +827,18 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             .into_iter()
             .unzip();
         let labels: Option<Vec<Tensor>> = labels.into_iter().collect();
-        let step_stats = session.train_step_labelled(&reals, labels.as_deref())?;
+        let sup: Option<Vec<(Tensor, Tensor)>> = match supervised.as_mut() {
+            Some(l) => Some(
+                (0..nc)
+                    .map(|i| {
+                        let (x, y) = l.batch(session.step * nc + i, &mut session.rng, &opts.device)?;
+                        Ok((x, y.ok_or_else(|| anyhow!("the labelled loader gave no labels"))?))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            None => None,
+        };
+        let step_stats = session.train_step_supervised(&reals, labels.as_deref(), sup.as_deref())?;
         diverged_in_a_row = if step_stats.contains_key("skipped_updates") { diverged_in_a_row + 1 } else { 0 };
         for (k, v) in step_stats {
             acc.add(&k, v);
