@@ -34,12 +34,21 @@ fn flat(ck: &checkpoint::Checkpoint, prefix: &str) -> Vec<(String, Vec<f32>)> {
     names.into_iter().map(|k| (k.clone(), ck.tensors[k].flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect()
 }
 
+/// A stats line's step, D and G losses, R1 and instance noise.
+type LoggedStep = (u64, f64, f64, Option<f64>, Option<f64>);
+
 #[test]
 fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     facegan::enable_second_order_gradients();
     let t = tempfile::tempdir().unwrap();
     let data = prepared(t.path(), 24, 32);
-    let cfg = tiny_config(&data);
+    let mut cfg = tiny_config(&data);
+    // Two D steps a step (the data order is counted in D steps), a lazy R1 whose interval
+    // straddles the resume, and instance noise still decaying when it comes.
+    cfg.train.n_critic = 2;
+    cfg.train.penalties = vec![PenaltyConfig::parse("r1:1:3").unwrap()];
+    cfg.model.d_norm = "layer".into();
+    (cfg.train.instance_noise, cfg.train.instance_noise_steps) = (0.2, 5);
     let a = train(opts(&cfg, &t.path().join("a"), false, None)).unwrap();
     assert_eq!((a.step, a.interrupted), (6, false));
     let b1 = train(opts(&cfg, &t.path().join("b"), false, Some(4))).unwrap();
@@ -48,16 +57,26 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     assert_eq!(b2.step, 6);
     let ca = checkpoint::read(&a.checkpoint, &Device::Cpu).unwrap();
     let cb = checkpoint::read(&b2.checkpoint, &Device::Cpu).unwrap();
-    for prefix in ["G.", "D.", "G_ema.params", "opt_G.", "opt_D."] {
-        let (fa, fb) = (flat(&ca, prefix), flat(&cb, prefix));
-        assert!(!fa.is_empty());
-        for ((na, va), (nb, vb)) in fa.iter().zip(&fb) {
-            assert_eq!(na, nb);
-            let max = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(max <= 1e-6, "{na} differs by {max} after resume");
-        }
+    // Bitwise: every tensor, buffers and optimizer moments included.
+    let (fa, fb) = (flat(&ca, ""), flat(&cb, ""));
+    assert_eq!(fa.iter().map(|(n, _)| n).collect::<Vec<_>>(), fb.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    for prefix in ["G.", "D.", "G_ema.params", "G_ema.buffers", "opt_G.", "opt_D."] {
+        assert!(fa.iter().any(|(n, _)| n.starts_with(prefix)), "no {prefix} tensors");
+    }
+    for ((name, va), (_, vb)) in fa.iter().zip(&fb) {
+        assert!(va == vb, "{name} differs after resume");
     }
     assert_eq!(ca.meta["rng"], cb.meta["rng"]);
+    let stats = |run: &str| -> Vec<LoggedStep> {
+        let lines = facegan::train::stats::read(&t.path().join(run).join("stats.jsonl")).unwrap();
+        lines
+            .iter()
+            .map(|l| {
+                (l.step, l.d_loss, l.g_loss, l.extra.get("penalty_r1").copied(), l.extra.get("instance_noise").copied())
+            })
+            .collect()
+    };
+    assert_eq!(stats("a"), stats("b"), "the logged losses, penalties and noise of the resumed run");
     // stats.jsonl of the resumed run holds each logged step once.
     let steps: Vec<u64> =
         facegan::train::stats::read(&t.path().join("b/stats.jsonl")).unwrap().iter().map(|l| l.step).collect();
@@ -588,6 +607,35 @@ fn style_family_truncation_figures_and_refusals_from_the_command_line() {
 /// SIGTERM (as a scheduler or `kill` sends it) writes a checkpoint and stops like Ctrl-C; a
 /// second trainer on a run folder in use is refused with the holder's pid, and the lock is
 /// gone once the first stops; checkpoints are also written by wall time.
+/// A trainer on `run_dir` under way (its first stats lines written).
+fn started_trainer(data: &str, run_dir: &Path) -> std::process::Child {
+    let mut args = vec!["train", "--data", data, "--out", run_dir.to_str().unwrap(), "--steps", "1000000"];
+    args.extend_from_slice(&["--log-every", "1"]);
+    args.extend_from_slice(TINY);
+    let child = bin().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stats = run_dir.join("stats.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&stats).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 120, "the trainer did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// Sends `signal` to a trainer and checks that it stopped cleanly: exit 0, "interrupted", a
+/// checkpoint at the step it stopped, the lock released.
+fn stops_cleanly_on(child: std::process::Child, signal: libc::c_int, run_dir: &Path) {
+    // SAFETY: sends a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && text.contains("interrupted") && text.contains("stopped at step"), "{text}");
+    assert!(!run_dir.join(facegan::train::lock::LOCK_FILE).exists(), "the lock is released");
+    let newest = checkpoint::latest(run_dir).unwrap();
+    let ck = checkpoint::read(&newest, &Device::Cpu).unwrap();
+    assert!(ck.step() >= 1, "a checkpoint at the step it stopped");
+}
+
 #[test]
 fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
     let t = tempfile::tempdir().unwrap();
@@ -595,29 +643,15 @@ fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
     synthetic_faces(&data, 16);
     let run_dir = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
-    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "1000000", "--log-every", "1"];
-    args.extend_from_slice(TINY);
-    let child = bin().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Wait for the run to be under way (its first stats line).
-    let stats = run_dir.join("stats.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&stats).map(|s| s.lines().count()).unwrap_or(0) < 2 {
-        assert!(t0.elapsed().as_secs() < 120, "the trainer did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let child = started_trainer(d, &run_dir);
     let mut again = vec!["train", "--data", d, "--out", r, "--steps", "5"];
     again.extend_from_slice(TINY);
     let (ok, out) = run(&again);
     assert!(!ok && out.contains("in use by another trainer") && out.contains(&child.id().to_string()), "{out}");
-    // SAFETY: sends SIGTERM to the child we spawned.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let output = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && text.contains("interrupted") && text.contains("stopped at step"), "{text}");
-    assert!(!run_dir.join(facegan::train::lock::LOCK_FILE).exists(), "the lock is released");
-    let newest = checkpoint::latest(&run_dir).unwrap();
-    let ck = checkpoint::read(&newest, &Device::Cpu).unwrap();
-    assert!(ck.step() >= 1, "a checkpoint at the step it stopped");
+    stops_cleanly_on(child, libc::SIGTERM, &run_dir);
+    // Ctrl-C (SIGINT) the same way.
+    let int_dir = t.path().join("ctrl-c");
+    stops_cleanly_on(started_trainer(d, &int_dir), libc::SIGINT, &int_dir);
     // Wall time: with a tiny interval every step checkpoints, though checkpoint_every is large.
     let timed = t.path().join("timed");
     let mut args = vec!["train", "--data", d, "--out", timed.to_str().unwrap(), "--steps", "3"];

@@ -118,6 +118,14 @@ fn grads_finite(params: &crate::nn::Params, grads: &candle_core::backprop::GradS
     Ok(true)
 }
 
+/// A regulariser's weight at one update of its network (`update` counts that network's
+/// updates): `weight × every` on the updates its interval falls on, so that the expected
+/// gradient is the eager one's (StyleGAN2's lazy regularisation); None on the others, and when
+/// the weight is 0.
+pub fn lazy_weight(weight: f64, every: u64, update: u64) -> Option<f64> {
+    (weight != 0.0 && update.is_multiple_of(every.max(1))).then_some(weight * every.max(1) as f64)
+}
+
 fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
     let p = candle_nn::ops::sigmoid(&logits.detach())?;
     Ok(p.mean_all()?.to_scalar::<f32>()? as f64)
@@ -389,16 +397,16 @@ impl Session {
             // D reg: gradient penalties, lazy ones every `every` D steps, scaled by `every`.
             let d_step = self.step * nc as u64 + i as u64;
             for &(kind, weight, every) in &self.penalties {
-                if kind.target() != Target::D || !d_step.is_multiple_of(every) || weight == 0.0 {
+                let Some(w) = lazy_weight(weight, every, d_step).filter(|_| kind.target() == Target::D) else {
                     continue;
-                }
+                };
                 // Through the augmentation: R1 is the gradient at the un-augmented reals.
                 let d = &self.d;
                 let plan = if kind == PenaltyKind::R2 { &plan_f } else { &plan_r };
                 let critic = |x: &Tensor| d.forward(&plan.apply(x)?, labels.as_ref(), mode);
                 let p = penalty(kind, &critic, &real_in, &fake_in, &mut self.rng)?;
                 add(&format!("penalty_{}", kind.name()), p.to_scalar::<f32>()? as f64);
-                d_total = (d_total + (p * (weight * every as f64))?)?;
+                d_total = (d_total + (p * w)?)?;
             }
             let grads = d_total.backward()?;
             // A non-finite loss or gradient never reaches the weights: the update is skipped.
@@ -464,9 +472,9 @@ impl Session {
         }
         let mut path = None;
         for &(kind, weight, every) in &self.penalties {
-            if kind.target() != Target::G || !self.step.is_multiple_of(every) || weight == 0.0 {
+            let Some(w) = lazy_weight(weight, every, self.step).filter(|_| kind.target() == Target::G) else {
                 continue;
-            }
+            };
             let value = match kind {
                 PenaltyKind::PullAway => pull_away(out.aux.get("embedding").context("D gave no embedding")?)?,
                 PenaltyKind::PathLength => {
@@ -485,7 +493,7 @@ impl Session {
                 other => bail!("{} is not a generator regulariser", other.name()),
             };
             stats.insert(format!("penalty_{}", kind.name()), value.to_scalar::<f32>()? as f64);
-            g_total = (g_total + (value * (weight * every as f64))?)?;
+            g_total = (g_total + (value * w)?)?;
         }
         let mut grads = g_total.backward()?;
         if let Some(surrogate) = path.as_ref().map(|pl| pl.mapping_surrogate(&grads)).transpose()?.flatten() {
