@@ -119,6 +119,10 @@ pub struct TrainConfig {
     /// Semi-supervised GAN: the share of training images whose labels D's classifier sees
     /// (chosen by the seed); the others train D only as real images.
     pub labelled_fraction: f64,
+    /// G's loss by feature matching (Salimans et al. 2016): the squared distance between the
+    /// batch means of D's last hidden features on real images and on fakes, in place of the
+    /// adversarial G loss (D's loss is unchanged). DCGAN's D only.
+    pub feature_matching: bool,
     /// Augmentation of D's inputs (real and fake, in D's and G's passes, differentiable):
     /// "none", "diffaugment", "ada" (p adapts to D's overfitting) or "fixed" (ADA's
     /// pipeline at p = augment_p); see `facegan::train::augment`.
@@ -167,6 +171,7 @@ impl Default for TrainConfig {
             aux_weight: 1.0,
             info_weight: 1.0,
             labelled_fraction: 1.0,
+            feature_matching: false,
             augment: "none".into(),
             augment_pipe: String::new(),
             augment_p: 0.0,
@@ -402,6 +407,12 @@ impl RunConfig {
             );
         }
         crate::train::augment::Augment::validate(t)?;
+        if t.feature_matching && m.arch != "dcgan" {
+            bail!(
+                "train.feature_matching needs D's hidden features, which only the dcgan family reports (model.arch is {})",
+                m.arch
+            );
+        }
         if !(t.labelled_fraction > 0.0 && t.labelled_fraction <= 1.0) {
             bail!("train.labelled_fraction {} must be in (0, 1]", t.labelled_fraction);
         }

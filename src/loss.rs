@@ -222,6 +222,14 @@ fn relativistic(kind: Relativistic, up: &Tensor, down: &Tensor) -> candle_core::
     }
 }
 
+/// Feature matching (Salimans et al. 2016, eq. 4 up to a constant): the mean over features of
+/// the squared difference between the batch means of D's features on real images `real`
+/// (N, F) and on fakes `fake` (M, F). The paper's ‖·‖² is this times F; the mean keeps the
+/// scale independent of D's width.
+pub fn feature_matching(real: &Tensor, fake: &Tensor) -> candle_core::Result<Tensor> {
+    (real.mean(0)? - fake.mean(0)?)?.sqr()?.mean_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +356,22 @@ mod tests {
         let want =
             avg(&REAL, |x| -(0.9 * sig(x).ln() + 0.1 * (1.0 - sig(x)).ln())) + avg(&FAKE, |x| -(1.0 - sig(x)).ln());
         assert!((got - want).abs() < 1e-10);
+    }
+
+    #[test]
+    fn feature_matching_is_the_distance_of_the_feature_means_and_pulls_fakes_toward_reals() {
+        let real = Tensor::new(&[[1.0f64, 2.0, -1.0], [3.0, 0.0, 1.0]], &Device::Cpu).unwrap();
+        let fake = Var::new(&[[0.0f64, 1.0, 1.0], [0.0, 3.0, 2.0], [3.0, -1.0, 0.0]], &Device::Cpu).unwrap();
+        let loss = feature_matching(&real, fake.as_tensor()).unwrap();
+        // Means: real (2, 1, 0), fake (1, 1, 1): ((1)² + 0 + (−1)²) / 3.
+        assert!((scalar(&loss) - 2.0 / 3.0).abs() < 1e-12);
+        // d/d fake[i][j] = −2 (real_mean_j − fake_mean_j) / (3 features · 3 fakes).
+        let g = loss.backward().unwrap().get(fake.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
+        for row in g {
+            for (got, want) in row.iter().zip([-2.0 / 9.0, 0.0, 2.0 / 9.0]) {
+                assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+            }
+        }
     }
 
     #[test]

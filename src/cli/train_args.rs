@@ -140,6 +140,10 @@ pub struct TrainArgs {
     /// Semi-supervised GAN: use the labels of this share of the training images.
     #[arg(long)]
     labelled_fraction: Option<f64>,
+    /// G's loss by feature matching (Salimans et al. 2016) instead of the adversarial one
+    /// (true/false; DCGAN's D).
+    #[arg(long)]
+    feature_matching: Option<bool>,
     /// Keep the last N images (by name; labelled ones for conditional models) out of
     /// training, to measure on them: `--eval-every` and `facegan eval --held-out N` compare
     /// with them.
@@ -294,6 +298,7 @@ impl TrainArgs {
         set(&mut t.aux_weight, self.aux_weight);
         set(&mut t.info_weight, self.info_weight);
         set(&mut t.labelled_fraction, self.labelled_fraction);
+        set(&mut t.feature_matching, self.feature_matching);
         set(&mut t.augment, self.augment.clone());
         set(&mut t.augment_pipe, self.augment_pipe.clone());
         set(&mut t.augment_p, self.augment_p);

@@ -179,6 +179,7 @@ impl Discriminator for DcganDiscriminator {
         for (conv, norm) in self.convs[1..].iter().zip(&self.norms) {
             h = norm.forward_act(&conv.forward(&h, mode)?, mode, Some(0.2))?;
         }
+        let features = h.flatten_from(1)?;
         if self.mbstd_group > 0 {
             h = minibatch_stddev(&h, self.mbstd_group)?;
         }
@@ -195,6 +196,7 @@ impl Discriminator for DcganDiscriminator {
         if let Some(q) = &self.q {
             d.aux.insert(Q_CODES, q.forward(&h.flatten_from(1)?, mode)?);
         }
+        d.aux.insert(super::FEATURES, features);
         Ok(d)
     }
 

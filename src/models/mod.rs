@@ -93,6 +93,10 @@ pub trait Generator {
     }
 }
 
+/// The auxiliary output holding D's last hidden features, (N, F) (DCGAN's D), read by
+/// feature matching.
+pub const FEATURES: &str = "features";
+
 /// What a discriminator returns: one score per image, and named auxiliary outputs that
 /// losses and regularisers may read (e.g. EBGAN's embedding for the pulling-away term).
 pub struct DiscOutput {

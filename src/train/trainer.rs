@@ -15,10 +15,10 @@ use crate::data::cache::{default_cache_dir, prepare_cached, Dataset, PrepareOpti
 use crate::data::preprocess::CropResize;
 use crate::data::Loader;
 use crate::fsutil::ensure_dir;
-use crate::loss::AdversarialLoss;
+use crate::loss::{feature_matching, AdversarialLoss};
 use crate::models::conditional::{class_accuracy, class_loss, set_label_prior, sgan_loss, Condition, CLASS_LOGITS};
 use crate::models::info::{info_loss, InfoCodes, Q_CODES};
-use crate::models::{build_discriminator, build_generator, Discriminator, Generator};
+use crate::models::{build_discriminator, build_generator, DiscOutput, Discriminator, Generator, FEATURES};
 use crate::nn::{BnMode, Mode};
 use crate::penalty::{path_length, penalty, pull_away, PenaltyKind, Target, PATH_LENGTH_DECAY};
 use crate::rng::Rng;
@@ -124,6 +124,11 @@ fn grads_finite(params: &crate::nn::Params, grads: &candle_core::backprop::GradS
 /// the weight is 0.
 pub fn lazy_weight(weight: f64, every: u64, update: u64) -> Option<f64> {
     (weight != 0.0 && update.is_multiple_of(every.max(1))).then_some(weight * every.max(1) as f64)
+}
+
+/// D's last hidden features (feature matching).
+fn features(out: &DiscOutput) -> Result<Tensor> {
+    out.aux.get(FEATURES).cloned().context("feature matching: D gave no features")
 }
 
 fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
@@ -448,14 +453,22 @@ impl Session {
         let mode = self.d_mode(Mode::FROZEN);
         let plan_f = self.aug.plan(&fake_in, &mut self.rng)?;
         let out = self.d.forward_full(&plan_f.apply(&fake_in)?, labels.as_ref(), mode)?;
-        let real_logits = match self.loss.g_needs_real() {
-            true => {
-                let plan_r = self.aug.plan(&real_in, &mut self.rng)?;
-                Some(self.d.forward(&plan_r.apply(&real_in)?, labels.as_ref(), mode)?.detach())
-            }
-            false => None,
+        let g_loss = if self.cfg.train.feature_matching {
+            // Feature matching: G matches the mean of D's features on the real batch.
+            let plan_r = self.aug.plan(&real_in, &mut self.rng)?;
+            let real_out = self.d.forward_full(&plan_r.apply(&real_in)?, labels.as_ref(), mode)?;
+            let (real_f, fake_f) = (features(&real_out)?.detach(), features(&out)?);
+            feature_matching(&real_f, &fake_f)?
+        } else {
+            let real_logits = match self.loss.g_needs_real() {
+                true => {
+                    let plan_r = self.aug.plan(&real_in, &mut self.rng)?;
+                    Some(self.d.forward(&plan_r.apply(&real_in)?, labels.as_ref(), mode)?.detach())
+                }
+                false => None,
+            };
+            self.loss.g_loss(real_logits.as_ref(), &out.logits)?
         };
-        let g_loss = self.loss.g_loss(real_logits.as_ref(), &out.logits)?;
         // G reg: regularisers of the generator, on their interval, scaled by it.
         let mut g_total = g_loss.clone();
         if let (false, Some(c), Some(y)) = (sgan, out.aux.get(CLASS_LOGITS), labels.as_ref()) {
