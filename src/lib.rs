@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod fsutil;
+pub mod interrupt;
 pub mod loss;
 pub mod metrics;
 pub mod models;

@@ -663,6 +663,53 @@ fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
     assert_eq!(steps, [1, 2, 3], "{out}");
 }
 
+/// A signal during an evaluation (`--eval-every`) cuts it short: the trainer checkpoints and
+/// stops without waiting for minutes of Inception passes, and writes no metrics line for it.
+#[test]
+fn a_signal_during_an_evaluation_checkpoints_without_waiting_for_it() {
+    if inception_weights().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let run_dir = t.path().join("run");
+    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", run_dir.to_str().unwrap()];
+    // 5,000 faces through Inception take minutes here; the evaluation comes at step 2.
+    args.extend_from_slice(&["--steps", "1000", "--log-every", "1", "--eval-every", "2", "--eval-num", "5000"]);
+    args.extend_from_slice(&["--eval-metrics", "fid"]);
+    args.extend_from_slice(TINY);
+    let mut child = bin().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stats = run_dir.join("stats.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&stats).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 120, "the trainer did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Step 2 is logged before its evaluation; a few seconds later the Inception passes run.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: sends SIGTERM to the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let t1 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t1.elapsed().as_secs() > 120 {
+            let _ = child.kill();
+            panic!("the trainer went on evaluating after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && text.contains("evaluation cut short") && text.contains("stopped at step 2"),
+        "{text}"
+    );
+    let ck = checkpoint::read(&checkpoint::latest(&run_dir).unwrap(), &Device::Cpu).unwrap();
+    assert_eq!(ck.step(), 2);
+    let metrics = facegan::train::eval::read(&run_dir.join(facegan::train::eval::METRICS_FILE)).unwrap_or_default();
+    assert!(metrics.is_empty(), "{metrics:?}");
+}
+
 fn buffers(p: &facegan::nn::Params, prefix: &str) -> Vec<(String, Vec<f32>)> {
     let mut t = std::collections::HashMap::new();
     p.to_tensors(prefix, &mut t);

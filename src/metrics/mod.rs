@@ -398,6 +398,7 @@ pub fn generate_images(
     let mut set =
         ImageSet { size: cfg.model.image_size, pixels: Vec::with_capacity(num * cfg.model.image_size.pow(2) * 3) };
     for start in (0..num).step_by(batch_size.max(1)) {
+        crate::interrupt::check()?;
         let n = batch_size.max(1).min(num - start);
         let x = crate::models::style::eval_images(g, &z.narrow(start, n)?, truncation, &cfg.model.arch)?;
         let part = ImageSet::from_tensor(&x)?;
@@ -452,6 +453,7 @@ pub fn extract_features(net: &Inception, images: &ImageSet, batch_size: usize, p
     let mut out = Vec::with_capacity(n * FEATURE_DIM);
     let bs = batch_size.max(1);
     for start in (0..n).step_by(bs) {
+        crate::interrupt::check()?;
         let idx: Vec<&[u8]> = (start..(start + bs).min(n)).map(|i| images.image(i)).collect();
         let f = net.features_u8(&idx, images.size)?;
         out.extend(f.flatten_all()?.to_vec1::<f32>()?);

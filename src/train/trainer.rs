@@ -29,7 +29,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Tag of the RNG stream used to recompute the EMA generator's batch-norm statistics.
@@ -37,15 +36,13 @@ const STANDING_STATS_TAG: u64 = 0x57A7;
 /// Batches of 64 latents used for those statistics.
 const STANDING_STATS_BATCHES: usize = 4;
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
 /// Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the loop to write a checkpoint and stop
 /// (installed once per process).
 fn install_ctrl_c() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            if STOP.swap(true, Ordering::SeqCst) {
+            if crate::interrupt::request() {
                 std::process::exit(130); // second signal: leave at once
             }
             eprintln!("\ninterrupted: writing a checkpoint before stopping (Ctrl-C again to quit at once)");
@@ -816,7 +813,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         loader = loader.hold_out(cfg.data.held_out)?;
     }
     install_ctrl_c();
-    STOP.store(false, Ordering::SeqCst);
+    crate::interrupt::clear();
 
     let total = cfg.train.steps;
     let tty = opts.progress && std::io::stderr().is_terminal();
@@ -912,26 +909,35 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             tb.image(step, "samples", &g)?;
             tb.flush()?;
         }
-        if let Some(ev) = evaluation.as_ref().filter(|_| step % cfg.log.eval_every == 0 || step == total) {
+        let eval_due = step % cfg.log.eval_every == 0 || step == total;
+        if let Some(ev) = evaluation.as_ref().filter(|_| eval_due && !crate::interrupt::requested()) {
             session.refresh_ema_stats()?;
-            let line = ev.run(session.g_ema.as_ref(), &cfg, step)?;
-            let metrics = [
-                ("metrics/fid", line.fid),
-                ("metrics/kid", line.kid),
-                ("metrics/precision", line.precision),
-                ("metrics/recall", line.recall),
-                ("metrics/swd", line.swd),
-            ];
-            let present: Vec<(&str, f64)> = metrics.iter().filter_map(|(k, v)| v.map(|v| (*k, v))).collect();
-            tb.scalars(step, &present)?;
-            tb.flush()?;
-            if tty {
-                bar.println(format!("step {step}: {}", line.summary()));
-            } else if opts.progress {
-                eprintln!("step {step}/{total} {} ({:.0} s)", line.summary(), line.seconds);
+            match ev.run(session.g_ema.as_ref(), &cfg, step) {
+                Ok(line) => {
+                    let metrics = [
+                        ("metrics/fid", line.fid),
+                        ("metrics/kid", line.kid),
+                        ("metrics/precision", line.precision),
+                        ("metrics/recall", line.recall),
+                        ("metrics/swd", line.swd),
+                    ];
+                    let present: Vec<(&str, f64)> = metrics.iter().filter_map(|(k, v)| v.map(|v| (*k, v))).collect();
+                    tb.scalars(step, &present)?;
+                    tb.flush()?;
+                    if tty {
+                        bar.println(format!("step {step}: {}", line.summary()));
+                    } else if opts.progress {
+                        eprintln!("step {step}/{total} {} ({:.0} s)", line.summary(), line.seconds);
+                    }
+                }
+                // A signal during the evaluation: no metrics line; the checkpoint comes next.
+                Err(e) if e.is::<crate::interrupt::Interrupted>() => {
+                    eprintln!("step {step}: evaluation cut short by the interruption");
+                }
+                Err(e) => return Err(e),
             }
         }
-        let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after == Some(step);
+        let stop_now = crate::interrupt::requested() || opts.stop_after == Some(step);
         let minutes = cfg.log.checkpoint_minutes;
         let by_time = minutes > 0.0 && last_ck_time.elapsed().as_secs_f64() >= minutes * 60.0;
         if step % cfg.log.checkpoint_every == 0 || step == total || stop_now || by_time {
