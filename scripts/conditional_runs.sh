@@ -7,6 +7,7 @@
 # 3. Their FID (1000 fakes against 2000 reals) and attribute accuracy (500 faces per value).
 # 4. SGAN (sgan-64 at 32x32, 32,000 images, 2000 faces held out) with 1%, 10% and 100% of the
 #    labels, and the same D trained as a plain classifier on the same labels.
+# 5. SGAN with feature matching at 1% and 10%.
 # Each step is skipped when its output exists, so the script can be re-run to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,4 +38,11 @@ for f in 0.01 0.1 1; do
   [ -f "$OUT/twin-$f.json" ] || $F classifier train --categorical --attrs Male,Smiling,Young \
     --labelled-fraction $f --size 32 --width 64 --steps 500 --batch-size 64 --held-out 2000 --data "$D" \
     --out "$OUT/twin-$f.safetensors" --json "$OUT/twin-$f.json" --quiet
+done
+# 5. SGAN with feature matching for G (Salimans et al.), at 1% and 10% of the labels.
+for f in 0.01 0.1; do
+  [ -d "$OUT/sganfm-$f/checkpoints" ] || $F train --preset sgan-64 --image-size 32 --batch-size 64 --steps 500 \
+    --seed 0 --data "$D" --held-out 2000 --labelled-fraction $f --feature-matching true --out "$OUT/sganfm-$f" \
+    --log-every 50 --quiet
+  $F classifier eval --model "$OUT/sganfm-$f" --data "$D" --held-out 2000 --json "$OUT/sganfm-$f.json"
 done

@@ -909,8 +909,9 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             tb.image(step, "samples", &g)?;
             tb.flush()?;
         }
-        let eval_due = step % cfg.log.eval_every == 0 || step == total;
-        if let Some(ev) = evaluation.as_ref().filter(|_| eval_due && !crate::interrupt::requested()) {
+        // (log.eval_every is 0 when no evaluation is set up: only read it when there is one.)
+        let eval_due = || step % cfg.log.eval_every == 0 || step == total;
+        if let Some(ev) = evaluation.as_ref().filter(|_| eval_due() && !crate::interrupt::requested()) {
             session.refresh_ema_stats()?;
             match ev.run(session.g_ema.as_ref(), &cfg, step) {
                 Ok(line) => {
