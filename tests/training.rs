@@ -607,10 +607,11 @@ fn style_family_truncation_figures_and_refusals_from_the_command_line() {
 /// SIGTERM (as a scheduler or `kill` sends it) writes a checkpoint and stops like Ctrl-C; a
 /// second trainer on a run folder in use is refused with the holder's pid, and the lock is
 /// gone once the first stops; checkpoints are also written by wall time.
-/// A trainer on `run_dir` under way (its first stats lines written).
-fn started_trainer(data: &str, run_dir: &Path) -> std::process::Child {
+/// A tiny trainer on `run_dir` (with `extra` flags) under way: its first two stats lines written.
+fn started_trainer(data: &str, run_dir: &Path, extra: &[&str]) -> std::process::Child {
     let mut args = vec!["train", "--data", data, "--out", run_dir.to_str().unwrap(), "--steps", "1000000"];
     args.extend_from_slice(&["--log-every", "1"]);
+    args.extend_from_slice(extra);
     args.extend_from_slice(TINY);
     let child = bin().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let stats = run_dir.join("stats.jsonl");
@@ -643,7 +644,7 @@ fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
     synthetic_faces(&data, 16);
     let run_dir = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
-    let child = started_trainer(d, &run_dir);
+    let child = started_trainer(d, &run_dir, &[]);
     let mut again = vec!["train", "--data", d, "--out", r, "--steps", "5"];
     again.extend_from_slice(TINY);
     let (ok, out) = run(&again);
@@ -651,7 +652,7 @@ fn sigterm_checkpoints_a_second_trainer_is_refused_and_wall_time_checkpoints() {
     stops_cleanly_on(child, libc::SIGTERM, &run_dir);
     // Ctrl-C (SIGINT) the same way.
     let int_dir = t.path().join("ctrl-c");
-    stops_cleanly_on(started_trainer(d, &int_dir), libc::SIGINT, &int_dir);
+    stops_cleanly_on(started_trainer(d, &int_dir, &[]), libc::SIGINT, &int_dir);
     // Wall time: with a tiny interval every step checkpoints, though checkpoint_every is large.
     let timed = t.path().join("timed");
     let mut args = vec!["train", "--data", d, "--out", timed.to_str().unwrap(), "--steps", "3"];
@@ -674,18 +675,9 @@ fn a_signal_during_an_evaluation_checkpoints_without_waiting_for_it() {
     let data = t.path().join("faces");
     synthetic_faces(&data, 16);
     let run_dir = t.path().join("run");
-    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", run_dir.to_str().unwrap()];
     // 5,000 faces through Inception take minutes here; the evaluation comes at step 2.
-    args.extend_from_slice(&["--steps", "1000", "--log-every", "1", "--eval-every", "2", "--eval-num", "5000"]);
-    args.extend_from_slice(&["--eval-metrics", "fid"]);
-    args.extend_from_slice(TINY);
-    let mut child = bin().args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let stats = run_dir.join("stats.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&stats).map(|s| s.lines().count()).unwrap_or(0) < 2 {
-        assert!(t0.elapsed().as_secs() < 120, "the trainer did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let eval = ["--eval-every", "2", "--eval-num", "5000", "--eval-metrics", "fid"];
+    let mut child = started_trainer(data.to_str().unwrap(), &run_dir, &eval);
     // Step 2 is logged before its evaluation; a few seconds later the Inception passes run.
     std::thread::sleep(std::time::Duration::from_secs(3));
     // SAFETY: sends SIGTERM to the child we spawned.
