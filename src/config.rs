@@ -121,7 +121,7 @@ pub struct TrainConfig {
     pub labelled_fraction: f64,
     /// G's loss by feature matching (Salimans et al. 2016): the squared distance between the
     /// batch means of D's last hidden features on real images and on fakes, in place of the
-    /// adversarial G loss (D's loss is unchanged). DCGAN's D only.
+    /// adversarial G loss (D's loss is unchanged). Needs a D with a `features` output (DCGAN's).
     pub feature_matching: bool,
     /// Augmentation of D's inputs (real and fake, in D's and G's passes, differentiable):
     /// "none", "diffaugment", "ada" (p adapts to D's overfitting) or "fixed" (ADA's
@@ -399,6 +399,13 @@ impl RunConfig {
                 }
             }
         }
+        if t.feature_matching && !family.d_aux.contains(&crate::models::FEATURES) {
+            bail!(
+                "train.feature_matching reads D's {}, which the {} family's discriminator does not provide",
+                crate::models::FEATURES,
+                m.arch
+            );
+        }
         if matches!(loss, crate::loss::AdversarialLoss::Energy { .. }) != family.energy_d {
             bail!(
                 "loss {} and the {} family do not fit: the ebgan loss needs an energy-based discriminator (the ebgan family), and that discriminator needs the ebgan loss",
@@ -407,12 +414,6 @@ impl RunConfig {
             );
         }
         crate::train::augment::Augment::validate(t)?;
-        if t.feature_matching && m.arch != "dcgan" {
-            bail!(
-                "train.feature_matching needs D's hidden features, which only the dcgan family reports (model.arch is {})",
-                m.arch
-            );
-        }
         if !(t.labelled_fraction > 0.0 && t.labelled_fraction <= 1.0) {
             bail!("train.labelled_fraction {} must be in (0, 1]", t.labelled_fraction);
         }

@@ -38,7 +38,7 @@ pub const FAMILY: Family = Family {
         ModelOption::InfoCat,
         ModelOption::InfoCont,
     ],
-    d_aux: &[],
+    d_aux: &[super::FEATURES],
     energy_d: false,
     w_space: false,
     conditions: &[Condition::Concat, Condition::AuxClassifier, Condition::SemiSupervised],
