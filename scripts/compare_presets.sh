@@ -12,7 +12,11 @@
 # each preset gets IMAGES / (BATCH x its n_critic) steps, the fair budget across presets with
 # different n_critic), BATCH (32), WIDTH (ngf = ndf, 32; `preset` keeps each preset's own),
 # PRESETS (space separated, default all the 64x64 loss presets), PICTURE (the output PNG,
-# default OUT/compare.png), BIN (a facegan binary to use instead of building one).
+# default OUT/compare.png), BIN (a facegan binary to use instead of building one),
+# HELD_OUT (keep the last N images out of training and measure against them instead of the
+# first N), METRICS (what `facegan eval` measures, default swd; e.g. fid,kid,pr,swd for the
+# family comparison of docs/architectures.md), NUM (faces generated per evaluation, 1000).
+# Each run's CPU time (user + system seconds, summed over resumes) goes to OUT/PRESET/cpu_s.
 #
 # Every run checkpoints each 100 steps and the script resumes unfinished runs, so a killed
 # script loses at most 100 steps per preset: run it again with the same arguments.
@@ -25,6 +29,20 @@ batch=${BATCH:-32}
 width=${WIDTH:-32}
 presets=${PRESETS:-dcgan-64 minimax-64 lsgan-64 hinge-64 fgan-kl-64 fgan-js-64 ragan-64 ralsgan-64 rahinge-64 dragan-64 r1-64 wgan-64 wgan-gp-64}
 picture=${PICTURE:-$out/compare.png}
+metrics=${METRICS:-swd}
+num=${NUM:-1000}
+held=()
+[ -n "${HELD_OUT:-}" ] && held=(--held-out "$HELD_OUT")
+
+# Runs a command, adding its user + system CPU seconds to the file $1.
+timed() {
+    local acc=$1 t
+    shift
+    t=$(mktemp)
+    /usr/bin/time -f '%U %S' -o "$t" "$@"
+    awk -v f="$acc" 'BEGIN { s = 0; if ((getline l < f) > 0) s = l } { s += $1 + $2 } END { print s > f }' "$t"
+    rm -f "$t"
+}
 
 if [ -n "${BIN:-}" ]; then
     bin=$BIN
@@ -50,22 +68,27 @@ for p in $presets; do
     fi
     if ls "$run"/checkpoints/step-*.safetensors >/dev/null 2>&1; then
         echo "== $p: resuming"
-        "$bin" train --resume "$run" --quiet
+        timed "$run/cpu_s" "$bin" train --resume "$run" --quiet
     else
         echo "== $p: training $steps steps (batch $batch, ngf = ndf = $width)"
         rm -rf "$run"
-        "$bin" train --data "$data" --preset "$p" --out "$run" --steps "$steps" --batch-size "$batch" \
-            "${widths[@]}" --seed 1 --log-every 10 --sample-every 100 --checkpoint-every 100 --quiet
+        mkdir -p "$run"
+        timed "$run/cpu_s" "$bin" train --data "$data" --preset "$p" --out "$run" --steps "$steps" \
+            --batch-size "$batch" "${widths[@]}" "${held[@]}" --seed 1 --log-every 10 --sample-every 100 \
+            --checkpoint-every 100 --quiet
     fi
 done
 
 "$bin" compare --out "$picture" "${runs[@]}"
 
-# Sliced Wasserstein distance of each (no network needed): 1,000 faces vs the first 1,000
-# images of the data, kept as OUT/PRESET/swd.json.
+# The metrics of each: NUM faces vs the first NUM images of the data (or the HELD_OUT last
+# ones), kept as OUT/PRESET/eval.json; by default only the sliced Wasserstein distance, which
+# needs no network.
+reference=(--num-real "$num")
+[ -n "${HELD_OUT:-}" ] && reference=(--held-out "$HELD_OUT")
 for run in "${runs[@]}"; do
-    [ -f "$run/swd.json" ] || "$bin" eval "$run" --real "$data" --metrics swd --num 1000 --num-real 1000 \
-        --quiet --json "$run/swd.json" >/dev/null
-    printf '%-12s SWD mean (x1e3) %s\n' "$(basename "$run")" \
-        "$(sed -n 's/^ *"mean": \([0-9.]*\),*$/\1/p' "$run/swd.json" | tail -1)"
+    [ -f "$run/eval.json" ] || "$bin" eval "$run" --real "$data" --metrics "$metrics" --num "$num" \
+        "${reference[@]}" --quiet --json "$run/eval.json" >/dev/null
+    printf '%-20s CPU s %8s  SWD mean (x1e3) %s\n' "$(basename "$run")" "$(cat "$run/cpu_s" 2>/dev/null)" \
+        "$(sed -n 's/^ *"mean": \([0-9.]*\),*$/\1/p' "$run/eval.json" | tail -1)"
 done

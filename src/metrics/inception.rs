@@ -14,6 +14,7 @@
 //! size with TensorFlow-1 style bilinear sampling ([`resize_bilinear_tf`]).
 
 use super::torchscript::{read_module, Module};
+use crate::ops::Window;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use sha2::{Digest, Sha256};
@@ -77,7 +78,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 struct ConvBn {
     /// (C_out, C_in, KH, KW), already multiplied by the batch-norm scale.
     w: Tensor,
-    /// (1, C_out, 1, 1): beta - mean * scale.
+    /// (C_out,): beta - mean * scale.
     b: Tensor,
     stride: usize,
     pad: (usize, usize),
@@ -98,7 +99,7 @@ impl ConvBn {
         let (beta, mean, var) = (f64v(get("beta")?)?, f64v(get("mean")?)?, f64v(get("var")?)?);
         let scale = (var + BN_EPS)?.sqrt()?.recip()?;
         let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
-        let b = (beta - (mean * &scale)?)?.reshape((1, cout, 1, 1))?;
+        let b = (beta - (mean * &scale)?)?;
         let stride = m.int(&format!("{name}.stride"))? as usize;
         let pad = match m.ints(&format!("{name}.padding"))?.as_slice() {
             [p] => (*p as usize, *p as usize),
@@ -124,7 +125,8 @@ impl ConvBn {
             let x = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
             crate::ops::conv2d(&x, &self.w, self.stride, 0)?
         };
-        Ok(y.broadcast_add(&self.b)?.relu()?)
+        // + b, then ReLU (a LeakyReLU of slope 0), in one pass.
+        Ok(crate::ops::bias_act(&y, &self.b, Some((0.0, 1.0)))?)
     }
 }
 
@@ -138,24 +140,18 @@ fn seq(convs: &[ConvBn], x: &Tensor) -> Result<Tensor> {
 
 /// Max pooling 3x3, stride 2, no padding.
 fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    Ok(x.max_pool2d_with_stride(3, 2)?)
+    Ok(crate::ops::pool3x3(x, Window::Max, 2, 0)?)
 }
 
-/// Max pooling 3x3, stride 1, padding 1. The inputs are ReLU outputs (>= 0), so zero
-/// padding gives the same maximum as PyTorch's -inf padding.
+/// Max pooling 3x3, stride 1, padding 1 (padding never wins, as PyTorch's -inf padding).
 fn max_pool_3x3_s1_p1(x: &Tensor) -> Result<Tensor> {
-    Ok(x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 1)?)
+    Ok(crate::ops::pool3x3(x, Window::Max, 1, 1)?)
 }
 
 /// Average pooling 3x3, stride 1, padding 1, dividing by the number of pixels inside
 /// the image (count_include_pad=False).
 fn avg_pool_3x3_s1_p1(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let sum = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.avg_pool2d_with_stride(3, 1)?;
-    let inside = |i: usize, n: usize| 3 - (i == 0) as usize - (i + 1 == n) as usize;
-    let factor: Vec<f32> = (0..h * w).map(|k| 9.0 / (inside(k / w, h) * inside(k % w, w)) as f32).collect();
-    let factor = Tensor::from_vec(factor, (1, 1, h, w), x.device())?.to_dtype(x.dtype())?;
-    Ok(sum.broadcast_mul(&factor)?)
+    Ok(crate::ops::pool3x3(x, Window::Mean, 1, 1)?)
 }
 
 fn cat(parts: &[Tensor]) -> Result<Tensor> {

@@ -26,7 +26,7 @@ pub use activation::{bias_act, leaky_relu, leaky_relu_gain, tanh};
 pub use channel::channel_affine;
 pub use modulate::{dot_nc, scale_nc};
 pub use norm::{batch_norm, layer_norm};
-pub use pool::max_pool2x;
+pub use pool::{max_pool2x, pool3x3, Window};
 pub use resample::{blur121, sum_pool2x_scaled, upsample2x_scaled};
 pub use softmax::softmax_last;
 
