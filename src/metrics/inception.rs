@@ -118,13 +118,8 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.pad.0 == self.pad.1 {
-            crate::ops::conv2d(x, &self.w, self.stride, self.pad.0)?
-        } else {
-            // The 1x7 / 7x1 (and 1x3 / 3x1) convolutions pad one axis only.
-            let x = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
-            crate::ops::conv2d(&x, &self.w, self.stride, 0)?
-        };
+        // The 1x7 / 7x1 (and 1x3 / 3x1) convolutions pad one axis only.
+        let y = crate::ops::conv2d_hw(x, &self.w, self.stride, self.pad)?;
         // + b, then ReLU (a LeakyReLU of slope 0), in one pass.
         Ok(crate::ops::bias_act(&y, &self.b, Some((0.0, 1.0)))?)
     }

@@ -103,7 +103,8 @@ trait TypedKernel {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Conv2d {
     pub stride: usize,
-    pub padding: usize,
+    /// Rows, columns.
+    pub padding: (usize, usize),
 }
 
 impl TypedKernel for Conv2d {
@@ -128,8 +129,8 @@ impl CustomOp2 for Conv2d {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (s, p) = (self.stride, self.padding);
         let (g, ..) = Geometry::conv2d(x.dims(), w.dims(), s, p)?;
-        let grad_x = needed(x).then(|| super::conv_transpose2d_padded(grad, w, s, p, g.output_padding()));
-        let grad_w = needed(w).then(|| super::conv2d_weight_grad(x, grad, g.kernel, s, p));
+        let grad_x = needed(x).then(|| super::conv_transpose2d_hw(grad, w, s, p, g.output_padding()));
+        let grad_w = needed(w).then(|| super::conv2d_weight_grad_hw(x, grad, g.kernel, s, p));
         Ok((grad_x.transpose()?, grad_w.transpose()?))
     }
 }
@@ -139,7 +140,8 @@ impl CustomOp2 for Conv2d {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConvTranspose2d {
     pub stride: usize,
-    pub padding: usize,
+    /// Rows, columns.
+    pub padding: (usize, usize),
     pub output_padding: (usize, usize),
 }
 
@@ -166,8 +168,8 @@ impl CustomOp2 for ConvTranspose2d {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (s, p) = (self.stride, self.padding);
         let (_, _, kh, kw) = w.dims4()?;
-        let grad_x = needed(x).then(|| super::conv2d(grad, w, s, p));
-        let grad_w = needed(w).then(|| super::conv2d_weight_grad(grad, x, (kh, kw), s, p));
+        let grad_x = needed(x).then(|| super::conv2d_hw(grad, w, s, p));
+        let grad_w = needed(w).then(|| super::conv2d_weight_grad_hw(grad, x, (kh, kw), s, p));
         Ok((grad_x.transpose()?, grad_w.transpose()?))
     }
 }
@@ -179,7 +181,8 @@ impl CustomOp2 for ConvTranspose2d {
 pub(crate) struct WeightGrad {
     pub kernel: (usize, usize),
     pub stride: usize,
-    pub padding: usize,
+    /// Rows, columns.
+    pub padding: (usize, usize),
 }
 
 impl TypedKernel for WeightGrad {
@@ -219,8 +222,8 @@ impl CustomOp2 for WeightGrad {
         let (g, ..) = Geometry::weight_grad(big.dims(), small.dims(), self.kernel, s, p)?;
         // The result is linear in each argument: as a function of `small` it is the adjoint of
         // `conv2d(big, ·)`, as a function of `big` the adjoint of `conv_transpose2d(small, ·)`.
-        let grad_big = needed(big).then(|| super::conv_transpose2d_padded(small, grad, s, p, g.output_padding()));
-        let grad_small = needed(small).then(|| super::conv2d(big, grad, s, p));
+        let grad_big = needed(big).then(|| super::conv_transpose2d_hw(small, grad, s, p, g.output_padding()));
+        let grad_small = needed(small).then(|| super::conv2d_hw(big, grad, s, p));
         Ok((grad_big.transpose()?, grad_small.transpose()?))
     }
 }

@@ -72,7 +72,7 @@ mod sealed {
 const MIN_GEMM_COLUMNS: usize = 256;
 
 /// Spatial relation between a big grid and a small grid: small position `(i, j)` combined with
-/// kernel tap `(a, b)` touches big position `(i·stride + a − padding, j·stride + b − padding)`;
+/// kernel tap `(a, b)` touches big position `(i·stride + a − padding.0, j·stride + b − padding.1)`;
 /// taps that fall outside the big grid read zeros (or are dropped when writing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -83,7 +83,8 @@ pub(crate) struct Geometry {
     /// Kernel height and width.
     pub kernel: (usize, usize),
     pub stride: usize,
-    pub padding: usize,
+    /// Zero padding of the big grid's rows (top and bottom) and columns (left and right).
+    pub padding: (usize, usize),
 }
 
 /// Splits a rank-4 NCHW shape into its four dimensions.
@@ -101,7 +102,7 @@ impl Geometry {
         x: &[usize],
         w: &[usize],
         stride: usize,
-        padding: usize,
+        padding: (usize, usize),
     ) -> Result<(Self, usize, usize, usize)> {
         const OP: &str = "conv2d";
         let (n, c_in, h, wd) = dims4(OP, "input", x)?;
@@ -115,11 +116,12 @@ impl Geometry {
         if h == 0 || wd == 0 {
             bail!("{OP}: empty input size {h}x{wd}");
         }
-        if h + 2 * padding < kh || wd + 2 * padding < kw || kh == 0 || kw == 0 {
-            bail!("{OP}: kernel {kh}x{kw} does not fit input {h}x{wd} with padding {padding}");
+        if h + 2 * padding.0 < kh || wd + 2 * padding.1 < kw || kh == 0 || kw == 0 {
+            bail!("{OP}: kernel {kh}x{kw} does not fit input {h}x{wd} with padding {padding:?}");
         }
-        let out = |size: usize, k: usize| (size + 2 * padding - k) / stride + 1;
-        let g = Self { big: (h, wd), small: (out(h, kh), out(wd, kw)), kernel: (kh, kw), stride, padding };
+        let out = |size: usize, k: usize, p: usize| (size + 2 * p - k) / stride + 1;
+        let small = (out(h, kh, padding.0), out(wd, kw, padding.1));
+        let g = Self { big: (h, wd), small, kernel: (kh, kw), stride, padding };
         Ok((g, n, c_in, c_out))
     }
 
@@ -130,7 +132,7 @@ impl Geometry {
         x: &[usize],
         w: &[usize],
         stride: usize,
-        padding: usize,
+        padding: (usize, usize),
         output_padding: (usize, usize),
     ) -> Result<(Self, usize, usize, usize)> {
         const OP: &str = "conv_transpose2d";
@@ -148,9 +150,10 @@ impl Geometry {
         if h == 0 || wd == 0 {
             bail!("{OP}: empty input size {h}x{wd}");
         }
-        let out = |size: usize, k: usize, extra: usize| ((size - 1) * stride + k + extra).checked_sub(2 * padding);
-        let (Some(bh), Some(bw)) = (out(h, kh, output_padding.0), out(wd, kw, output_padding.1)) else {
-            bail!("{OP}: padding {padding} is too large for input {h}x{wd} and kernel {kh}x{kw}");
+        let out = |size: usize, k: usize, extra: usize, p: usize| ((size - 1) * stride + k + extra).checked_sub(2 * p);
+        let (Some(bh), Some(bw)) = (out(h, kh, output_padding.0, padding.0), out(wd, kw, output_padding.1, padding.1))
+        else {
+            bail!("{OP}: padding {padding:?} is too large for input {h}x{wd} and kernel {kh}x{kw}");
         };
         if bh == 0 || bw == 0 {
             bail!("{OP}: empty output size {bh}x{bw}");
@@ -167,7 +170,7 @@ impl Geometry {
         small: &[usize],
         kernel: (usize, usize),
         stride: usize,
-        padding: usize,
+        padding: (usize, usize),
     ) -> Result<(Self, usize, usize, usize)> {
         const OP: &str = "conv2d_weight_grad";
         let (n, c_big, _, _) = dims4(OP, "big input", big)?;
@@ -180,7 +183,7 @@ impl Geometry {
         if g.small != (sh, sw) {
             bail!(
                 "{OP}: small input {small:?} does not match the conv2d output {:?} of {big:?} \
-                 with kernel {kernel:?}, stride {stride}, padding {padding}",
+                 with kernel {kernel:?}, stride {stride}, padding {padding:?}",
                 g.small
             );
         }
@@ -202,26 +205,29 @@ impl Geometry {
     /// The output padding that makes a transposed convolution from the small grid produce
     /// exactly the big grid (each component is below the stride for a valid geometry).
     pub(crate) fn output_padding(&self) -> (usize, usize) {
-        let extra = |big: usize, small: usize, k: usize| big + 2 * self.padding - k - (small - 1) * self.stride;
-        (extra(self.big.0, self.small.0, self.kernel.0), extra(self.big.1, self.small.1, self.kernel.1))
+        let extra = |big: usize, small: usize, k: usize, p: usize| big + 2 * p - k - (small - 1) * self.stride;
+        (
+            extra(self.big.0, self.small.0, self.kernel.0, self.padding.0),
+            extra(self.big.1, self.small.1, self.kernel.1, self.padding.1),
+        )
     }
 
     /// True when im2col is the identity (1×1 kernel, stride 1, no padding).
     fn is_pointwise(&self) -> bool {
-        self.taps() == 1 && self.stride == 1 && self.padding == 0
+        self.taps() == 1 && self.stride == 1 && self.padding == (0, 0)
     }
 
     /// True when the kernel exactly covers the unpadded big grid, so that the small grid is a
     /// single position and the operation is a fully connected layer (e.g. the first layer of a
     /// DCGAN generator and the last one of its discriminator).
     fn is_dense(&self) -> bool {
-        self.small == (1, 1) && self.padding == 0 && self.kernel == self.big
+        self.small == (1, 1) && self.padding == (0, 0) && self.kernel == self.big
     }
 
-    /// Small-grid indices `j` along one axis (of sizes `small` / `big`) for which
-    /// `j·stride + tap − padding` lies inside `0..big`.
-    fn valid_range(&self, small: usize, big: usize, tap: usize) -> Range<usize> {
-        let (s, p) = (self.stride, self.padding);
+    /// Small-grid indices `j` along one axis (of sizes `small` / `big`, padding `p`) for which
+    /// `j·stride + tap − p` lies inside `0..big`.
+    fn valid_range(&self, small: usize, big: usize, p: usize, tap: usize) -> Range<usize> {
+        let s = self.stride;
         let lo = p.saturating_sub(tap).div_ceil(s);
         let hi = if big + p > tap { small.min((big + p - tap - 1) / s + 1) } else { 0 };
         lo.min(hi)..hi
@@ -320,8 +326,8 @@ impl TapIndex {
     /// The row-copy path.
     fn rows(g: &Geometry) -> Self {
         let ((bh, bw), (sh, sw), (kh, kw)) = (g.big, g.small, g.kernel);
-        let valid_i = (0..kh).map(|a| g.valid_range(sh, bh, a)).collect();
-        let valid_j = (0..kw).map(|b| g.valid_range(sw, bw, b)).collect();
+        let valid_i = (0..kh).map(|a| g.valid_range(sh, bh, g.padding.0, a)).collect();
+        let valid_j = (0..kw).map(|b| g.valid_range(sw, bw, g.padding.1, b)).collect();
         Self { geometry: *g, valid_i, valid_j, reads: Vec::new(), phases: None }
     }
 
@@ -329,13 +335,13 @@ impl TapIndex {
     fn table(g: &Geometry) -> Self {
         let mut index = Self::rows(g);
         assert!(g.big_len().max(g.taps() * g.small_len()) < u32::MAX as usize, "convolution too large");
-        let (bw, sw, kw, s, p) = (g.big.1, g.small.1, g.kernel.1, g.stride, g.padding);
+        let (bw, sw, kw, s, (ph, pw)) = (g.big.1, g.small.1, g.kernel.1, g.stride, g.padding);
         let mut reads = vec![u32::MAX; g.taps() * g.small_len()];
         for (a, vi) in index.valid_i.iter().enumerate() {
             for (b, vj) in index.valid_j.iter().enumerate() {
                 for i in vi.clone() {
                     for j in vj.clone() {
-                        let d = (i * s + a - p) * bw + j * s + b - p;
+                        let d = (i * s + a - ph) * bw + j * s + b - pw;
                         reads[(a * kw + b) * g.small_len() + i * sw + j] = d as u32;
                     }
                 }
@@ -384,7 +390,7 @@ fn im2col_plane<T: Element>(plane: &[T], index: &TapIndex, rows: &mut [T], ld: u
         return p.im2col(plane, phases, rows, ld, off);
     }
     let g = &index.geometry;
-    let (bw, (sh, sw), kw, s, p) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
+    let (bw, (sh, sw), kw, s, (ph, pw)) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
     let (sl, zero) = (sh * sw, T::zero());
     if !index.reads.is_empty() {
         for (t, reads) in index.reads.chunks_exact(sl).enumerate() {
@@ -400,10 +406,10 @@ fn im2col_plane<T: Element>(plane: &[T], index: &TapIndex, rows: &mut [T], ld: u
                     d.fill(zero);
                     continue;
                 }
-                let src = &plane[(i * s + a - p) * bw..][..bw];
+                let src = &plane[(i * s + a - ph) * bw..][..bw];
                 d[..valid_j.start].fill(zero);
                 d[valid_j.end..].fill(zero);
-                let x0 = valid_j.start * s + b - p;
+                let x0 = valid_j.start * s + b - pw;
                 gather_strided(&mut d[valid_j.clone()], &src[x0..], s);
             }
         }
@@ -417,15 +423,15 @@ fn col2im_plane<T: Element>(rows: &[T], ld: usize, off: usize, index: &TapIndex,
         return p.col2im(rows, ld, off, phases, plane);
     }
     let g = &index.geometry;
-    let (bw, (sh, sw), kw, s, p) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
+    let (bw, (sh, sw), kw, s, (ph, pw)) = (g.big.1, g.small, g.kernel.1, g.stride, g.padding);
     let rows = &rows[off..];
     plane.fill(T::zero());
     for (a, valid_i) in index.valid_i.iter().enumerate() {
         for (b, valid_j) in index.valid_j.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
             let src = &rows[(a * kw + b) * ld..][..sh * sw];
             for i in valid_i.clone() {
-                let dst = &mut plane[(i * s + a - p) * bw..][..bw];
-                let x0 = valid_j.start * s + b - p;
+                let dst = &mut plane[(i * s + a - ph) * bw..][..bw];
+                let x0 = valid_j.start * s + b - pw;
                 scatter_add_strided(&mut dst[x0..], &src[i * sw..][valid_j.clone()], s);
             }
         }
@@ -906,7 +912,7 @@ mod tests {
     use super::*;
 
     fn geometry(big: usize, small: usize, k: usize, stride: usize, padding: usize) -> Geometry {
-        Geometry { big: (big, big), small: (small, small), kernel: (k, k), stride, padding }
+        Geometry { big: (big, big), small: (small, small), kernel: (k, k), stride, padding: (padding, padding) }
     }
 
     #[test]
@@ -927,7 +933,7 @@ mod tests {
                                     x >= 0 && x < big as isize
                                 })
                                 .collect();
-                            let r = g.valid_range(small, big, tap);
+                            let r = g.valid_range(small, big, padding, tap);
                             assert_eq!(r.clone().collect::<Vec<_>>(), expected, "{g:?} tap {tap}");
                         }
                     }
@@ -943,7 +949,7 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
         };
-        for (big, k, stride, padding) in [
+        let square = [
             (9, 3, 1, 1),
             (8, 4, 2, 1),
             (11, 5, 2, 2),
@@ -954,12 +960,17 @@ mod tests {
             (6, 2, 4, 1),
             (16, 4, 2, 1),
             (32, 4, 2, 1),
-        ] {
-            let small = (big + 2 * padding - k) / stride + 1;
+        ]
+        .map(|(big, k, stride, p)| (big, (k, k), stride, (p, p)));
+        // Inception's one-axis kernels and paddings, and an odd mix.
+        let one_axis =
+            [(17, (1, 7), 1, (0, 3)), (17, (7, 1), 1, (3, 0)), (8, (3, 1), 2, (1, 0)), (9, (2, 5), 2, (0, 2))];
+        for (big, kernel, stride, padding) in square.into_iter().chain(one_axis) {
+            let out = |n: usize, k: usize, p: usize| (n + 2 * p - k) / stride + 1;
             let g = Geometry {
                 big: (big, big + 1),
-                small: (small, (big + 1 + 2 * padding - k) / stride + 1),
-                kernel: (k, k),
+                small: (out(big, kernel.0, padding.0), out(big + 1, kernel.1, padding.1)),
+                kernel,
                 stride,
                 padding,
             };

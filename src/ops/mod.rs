@@ -81,11 +81,20 @@ pub(crate) fn use_cpu_kernels(a: &Tensor, b: &Tensor) -> bool {
 /// The output is (N, C_out, (H + 2·padding − K) / stride + 1, (W + 2·padding − K) / stride + 1).
 /// Non-square kernels are supported too.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    conv2d_hw(x, w, stride, (padding, padding))
+}
+
+/// [`conv2d`] with separate zero paddings for the rows and the columns, e.g. (0, 3) for a 1x7
+/// kernel that keeps the size (Inception-v3), without a padded copy of the input.
+pub fn conv2d_hw(x: &Tensor, w: &Tensor, stride: usize, padding: (usize, usize)) -> Result<Tensor> {
     if use_cpu_kernels(x, w) {
-        x.apply_op2(w, cpu::Conv2d { stride, padding })
-    } else {
-        x.conv2d(w, padding, stride, 1, 1)
+        return x.apply_op2(w, cpu::Conv2d { stride, padding });
     }
+    let (ph, pw) = padding;
+    if ph == pw {
+        return x.conv2d(w, ph, stride, 1, 1);
+    }
+    x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(w, 0, stride, 1, 1)
 }
 
 /// 2-D transposed convolution, NCHW input `x` (N, C_in, H, W), weight `w` (C_in, C_out, K, K)
@@ -112,6 +121,18 @@ pub fn conv_transpose2d_padded(
     padding: usize,
     output_padding: (usize, usize),
 ) -> Result<Tensor> {
+    conv_transpose2d_hw(x, w, stride, (padding, padding), output_padding)
+}
+
+/// [`conv_transpose2d_padded`] with separate paddings for the rows and the columns too (the
+/// input gradient of [`conv2d_hw`]).
+pub fn conv_transpose2d_hw(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: (usize, usize),
+    output_padding: (usize, usize),
+) -> Result<Tensor> {
     let (oph, opw) = output_padding;
     if oph >= stride.max(1) || opw >= stride.max(1) {
         bail!("conv_transpose2d: output padding {output_padding:?} must be smaller than stride {stride}");
@@ -119,11 +140,18 @@ pub fn conv_transpose2d_padded(
     if use_cpu_kernels(x, w) {
         return x.apply_op2(w, cpu::ConvTranspose2d { stride, padding, output_padding });
     }
-    // Candle has a single output padding: use the larger one and crop the other axis. This is
-    // exact because an output pixel does not depend on the output size.
-    let y = x.conv_transpose2d(w, padding, oph.max(opw), stride, 1)?;
-    let (_, _, h, wd) = y.dims4()?;
-    y.narrow(2, 0, h + oph - oph.max(opw))?.narrow(3, 0, wd + opw - oph.max(opw))
+    // Candle has one padding and one output padding: transpose with the smaller padding and the
+    // larger output padding, and crop each axis. This is exact because an output pixel does not
+    // depend on the output size.
+    let p = padding.0.min(padding.1);
+    let (_, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let out = |n: usize, k: usize, p: usize, op: usize| ((n - 1) * stride + k + op).checked_sub(2 * p);
+    let (Some(oh), Some(ow)) = (out(h, kh, padding.0, oph), out(wd, kw, padding.1, opw)) else {
+        bail!("conv_transpose2d: padding {padding:?} is too large for input {h}x{wd} and kernel {kh}x{kw}");
+    };
+    let y = x.conv_transpose2d(w, p, oph.max(opw), stride, 1)?;
+    y.narrow(2, padding.0 - p, oh)?.narrow(3, padding.1 - p, ow)
 }
 
 /// The gradient of a convolution with respect to its weight, as a differentiable op.
@@ -142,10 +170,22 @@ pub fn conv2d_weight_grad(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_weight_grad_hw(big, small, kernel, stride, (padding, padding))
+}
+
+/// [`conv2d_weight_grad`] with separate paddings for the rows and the columns.
+pub fn conv2d_weight_grad_hw(
+    big: &Tensor,
+    small: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    padding: (usize, usize),
+) -> Result<Tensor> {
     if use_cpu_kernels(big, small) {
         return big.apply_op2(small, cpu::WeightGrad { kernel, stride, padding });
     }
     // Candle's formulation: a convolution over the batch dimension, dilated by the stride.
-    let out = big.transpose(0, 1)?.conv2d(&small.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
+    let big = big.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
+    let out = big.transpose(0, 1)?.conv2d(&small.transpose(0, 1)?, 0, 1, stride, 1)?.transpose(0, 1)?;
     out.narrow(2, 0, kernel.0)?.narrow(3, 0, kernel.1)
 }

@@ -59,8 +59,8 @@ pub(super) struct Phases {
 impl Phases {
     pub(super) fn new(g: &Geometry) -> Self {
         Self {
-            rows: Axis::new(g.big.0, g.small.0, g.kernel.0, g.stride, g.padding),
-            cols: Axis::new(g.big.1, g.small.1, g.kernel.1, g.stride, g.padding),
+            rows: Axis::new(g.big.0, g.small.0, g.kernel.0, g.stride, g.padding.0),
+            cols: Axis::new(g.big.1, g.small.1, g.kernel.1, g.stride, g.padding.1),
             kernel: g.kernel,
         }
     }

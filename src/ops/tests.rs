@@ -529,3 +529,40 @@ fn gradient_penalty_matches_candle_ops() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn per_axis_padding_equals_a_padded_copy() -> Result<()> {
+    let mut rng = Rng(21);
+    // Inception's one-axis kernels, a strided mix, and f32 and f64.
+    for (kernel, stride, padding) in
+        [((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0)), ((3, 2), 2, (1, 2)), ((1, 3), 2, (0, 1))]
+    {
+        for dtype in [DType::F64, DType::F32] {
+            let x = Var::from_tensor(&rng.tensor((2, 3, 9, 8), dtype))?;
+            let w = Var::from_tensor(&rng.tensor((4, 3, kernel.0, kernel.1), dtype))?;
+            let ours = conv2d_hw(&x, &w, stride, padding)?;
+            let padded = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
+            let reference = conv2d(&padded, &w, stride, 0)?;
+            let what = format!("{kernel:?} stride {stride} padding {padding:?} {dtype:?}");
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_close(&ours, &reference, tol, &what);
+            let r = rng.tensor(ours.dims(), dtype);
+            let (g_ours, g_ref) = (weighted_sum(&ours, &r)?.backward()?, weighted_sum(&reference, &r)?.backward()?);
+            for (v, name) in [(&x, "x"), (&w, "w")] {
+                assert_close(g_ours.get(v).unwrap(), g_ref.get(v).unwrap(), tol, &format!("grad {name} {what}"));
+            }
+        }
+    }
+    assert!(conv2d_hw(&rng.tensor((1, 1, 3, 3), DType::F32), &rng.tensor((1, 1, 1, 7), DType::F32), 1, (0, 1)).is_err());
+    Ok(())
+}
+
+#[test]
+fn gradient_penalty_through_a_per_axis_padded_conv2d() -> Result<()> {
+    let mut rng = Rng(22);
+    let x = rng.tensor((2, 3, 5, 6), DType::F64);
+    let w1 = rng.tensor((4, 3, 1, 3), DType::F64);
+    let v = rng.tensor((2, 4, 3, 3), DType::F64);
+    let critic = |x: &Tensor, w: &[Tensor]| weighted_sum(&leaky_relu(&conv2d_hw(x, &w[0], 2, (0, 1))?)?, &v);
+    check_gradient_penalty(&critic, &x, &[w1], &mut rng, "per-axis padded conv2d critic")
+}
