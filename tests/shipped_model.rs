@@ -162,3 +162,14 @@ fn every_zoo_model_generates_faces() {
     let (ok, out) = run(&["generate", "--model", "no-such-model", "--out", a.to_str().unwrap()]);
     assert!(!ok && out.contains("no model no-such-model") && out.contains(&default.name), "{out}");
 }
+
+#[test]
+fn inspect_counts_the_parameters_of_each_network() {
+    // pytorch/examples' DCGAN generator (nz 100, ngf 64): 3,576,704 parameters; its batch-norm
+    // statistics (1,920 values) are buffers, not parameters.
+    let o = bin().args(["inspect", "models/dcgan64-celeba.safetensors"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("21 tensors, 3578624 values"), "{out}");
+    assert!(out.lines().any(|l| l == "parameters: G_ema 3576704"), "{out}");
+}

@@ -577,14 +577,26 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         return Ok(());
     }
     let ck = checkpoint::read(path, &candle_core::Device::Cpu)?;
-    let params: usize = ck.tensors.values().map(|t| t.elem_count()).sum();
+    let values: usize = ck.tensors.values().map(|t| t.elem_count()).sum();
+    // Trainable parameters per network (tensors named NET.params.*; buffers such as batch-norm
+    // statistics and the optimiser's moments are not parameters).
+    let mut per_net = std::collections::BTreeMap::<&str, usize>::new();
+    for (name, t) in &ck.tensors {
+        if let Some((net, "params")) =
+            name.split_once('.').map(|(net, rest)| (net, rest.split('.').next().unwrap_or("")))
+        {
+            *per_net.entry(net).or_default() += t.elem_count();
+        }
+    }
+    let per_net: Vec<String> = per_net.iter().map(|(net, n)| format!("{net} {n}")).collect();
     print_out(&format!(
-        "checkpoint {}: kind {}, step {}, {} tensors, {} values\n{}",
+        "checkpoint {}: kind {}, step {}, {} tensors, {} values\nparameters: {}\n{}",
         path.display(),
         ck.kind(),
         ck.step(),
         ck.tensors.len(),
-        params,
+        values,
+        per_net.join(", "),
         ck.config.to_toml()
     ))
 }
