@@ -259,7 +259,7 @@ impl Pool3 {
                 if self.window == Window::Mean {
                     let f = inv_rows[i];
                     for (d, &c) in dst.iter_mut().zip(&inv_cols) {
-                        *d = *d * (c * f);
+                        *d *= c * f;
                     }
                 }
             }
