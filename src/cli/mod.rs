@@ -582,9 +582,8 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     // statistics and the optimiser's moments are not parameters).
     let mut per_net = std::collections::BTreeMap::<&str, usize>::new();
     for (name, t) in &ck.tensors {
-        if let Some((net, "params")) =
-            name.split_once('.').map(|(net, rest)| (net, rest.split('.').next().unwrap_or("")))
-        {
+        let mut parts = name.split('.');
+        if let (Some(net), Some("params")) = (parts.next(), parts.next()) {
             *per_net.entry(net).or_default() += t.elem_count();
         }
     }
