@@ -210,7 +210,7 @@ pub fn path_length(
     let img = g.synthesis(ws_leaf.as_tensor(), latent.noise.as_deref(), mode)?;
     let (_, _, h, w) = img.dims4()?;
     let y = rng.normal_tensor(img.shape(), 0.0, 1.0 / ((h * w) as f64).sqrt(), img.device())?.to_dtype(img.dtype())?;
-    let grads = img.mul(&y)?.sum_all()?.backward()?;
+    let grads = crate::ops::input_gradients_only(|| img.mul(&y)?.sum_all()?.backward())?;
     let gw = grads
         .get(ws_leaf.as_tensor())
         .ok_or_else(|| candle_core::Error::Msg("the images do not depend on the ws".into()))?;
@@ -228,7 +228,8 @@ pub fn input_gradient_norm_sq(
     x: &Tensor,
 ) -> candle_core::Result<Tensor> {
     let xv = Var::from_tensor(&x.detach())?;
-    let grads = d(xv.as_tensor())?.sum_all()?.backward()?;
+    let out = d(xv.as_tensor())?.sum_all()?;
+    let grads = crate::ops::input_gradients_only(|| out.backward())?;
     let g = grads
         .get(xv.as_tensor())
         .ok_or_else(|| candle_core::Error::Msg("the discriminator's output does not depend on its input".into()))?;

@@ -24,6 +24,40 @@ pub(crate) fn needed(t: &Tensor) -> bool {
     t.track_op()
 }
 
+thread_local! {
+    /// Set by [`super::input_gradients_only`] while its backward pass runs.
+    static INPUT_GRADIENTS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The gradient of a convolution with respect to its weight `w`, from `grad_w`, the
+/// weight-gradient convolution: none when `w` is not tracked ([`needed`]), and zeros inside
+/// [`super::input_gradients_only`]. Zeros, not none: candle requires a gradient for every
+/// tracked node it reaches (a weight computed from a parameter, such as the equalised
+/// learning rate's scaled one, would panic its backward pass), and a zero tensor of a
+/// weight's size is cheap beside the GEMM it replaces.
+pub(crate) fn weight_gradient(w: &Tensor, grad_w: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if !needed(w) {
+        return Ok(None);
+    }
+    if INPUT_GRADIENTS_ONLY.with(|f| f.get()) {
+        return w.zeros_like().map(Some);
+    }
+    grad_w().map(Some)
+}
+
+/// Runs `f` with convolution weight gradients off on this thread (candle runs a backward pass
+/// on the calling thread), restoring the previous setting even if `f` panics.
+pub(crate) fn with_input_gradients_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INPUT_GRADIENTS_ONLY.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(INPUT_GRADIENTS_ONLY.with(|flag| flag.replace(true)));
+    f()
+}
+
 /// The elements of a tensor in row-major order, borrowed when its layout is contiguous.
 fn contiguous<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [T]>> {
     let data = T::cpu_storage_as_slice(storage)?;
@@ -130,8 +164,8 @@ impl CustomOp2 for Conv2d {
         let (s, p) = (self.stride, self.padding);
         let (g, ..) = Geometry::conv2d(x.dims(), w.dims(), s, p)?;
         let grad_x = needed(x).then(|| super::conv_transpose2d_hw(grad, w, s, p, g.output_padding()));
-        let grad_w = needed(w).then(|| super::conv2d_weight_grad_hw(x, grad, g.kernel, s, p));
-        Ok((grad_x.transpose()?, grad_w.transpose()?))
+        let grad_w = weight_gradient(w, || super::conv2d_weight_grad_hw(x, grad, g.kernel, s, p))?;
+        Ok((grad_x.transpose()?, grad_w))
     }
 }
 
@@ -169,8 +203,8 @@ impl CustomOp2 for ConvTranspose2d {
         let (s, p) = (self.stride, self.padding);
         let (_, _, kh, kw) = w.dims4()?;
         let grad_x = needed(x).then(|| super::conv2d_hw(grad, w, s, p));
-        let grad_w = needed(w).then(|| super::conv2d_weight_grad_hw(grad, x, (kh, kw), s, p));
-        Ok((grad_x.transpose()?, grad_w.transpose()?))
+        let grad_w = weight_gradient(w, || super::conv2d_weight_grad_hw(grad, x, (kh, kw), s, p))?;
+        Ok((grad_x.transpose()?, grad_w))
     }
 }
 

@@ -30,6 +30,24 @@ pub use pool::{max_pool2x, pool3x3, Window};
 pub use resample::{blur121, sum_pool2x_scaled, upsample2x_scaled};
 pub use softmax::softmax_last;
 
+/// Runs `f`, typically the first backward pass of a gradient penalty, without the gradients
+/// of [`conv2d`] and [`conv_transpose2d`] (and their `_hw` forms) with respect to their
+/// weights, the second argument (they come out as zeros): candle's backward computes the gradient of every tracked
+/// tensor, and a penalty's inner backward reads only its input's (R1's images, the path
+/// length's ws), so each convolution's weight-gradient GEMM would be computed and dropped.
+/// The graph of the input gradient still depends on the weights, so the outer backward
+/// through it is unchanged.
+///
+/// Only for a backward pass whose wanted gradients do not reach a convolution through its
+/// weight argument: right for every family's layers, whose convolution weights are
+/// parameters (scaled or normalised) and never computed from the data or the latents (the
+/// grouped reference form of a modulated convolution, whose weights are per-sample styles,
+/// would be wrong inside it). The finite-difference checks of R1 and the path length through
+/// each family would fail if a layer broke this.
+pub fn input_gradients_only<R>(f: impl FnOnce() -> R) -> R {
+    cpu::with_input_gradients_only(f)
+}
+
 /// Largest absolute element difference of two tensors (unit tests).
 #[cfg(test)]
 pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {

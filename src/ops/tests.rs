@@ -566,3 +566,44 @@ fn gradient_penalty_through_a_per_axis_padded_conv2d() -> Result<()> {
     let critic = |x: &Tensor, w: &[Tensor]| weighted_sum(&leaky_relu(&conv2d_hw(x, &w[0], 2, (0, 1))?)?, &v);
     check_gradient_penalty(&critic, &x, &[w1], &mut rng, "per-axis padded conv2d critic")
 }
+
+/// Inside `input_gradients_only` a backward pass computes the input's gradient but not the
+/// convolution weights' (zeros, also through the scaled weight `0.5 w1`); the penalty built on it has the same gradient with respect to the
+/// weights as without it, and the setting ends with the call.
+#[test]
+fn input_gradients_only_drops_weight_gradients_and_keeps_penalties_exact() -> Result<()> {
+    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    let mut rng = Rng(16);
+    let x = rng.tensor((3, 2, 9, 9), DType::F64);
+    let w1 = Var::from_tensor(&rng.tensor((4, 2, 4, 4), DType::F64))?;
+    let w2 = Var::from_tensor(&rng.tensor((4, 3, 3, 3), DType::F64))?;
+    let v = rng.tensor((3, 4, 4, 4), DType::F64);
+    let critic = |x: &Tensor| -> Result<Tensor> {
+        let h = leaky_relu(&conv2d(x, &(w1.as_tensor() * 0.5)?, 2, 1)?)?;
+        let h = leaky_relu(&conv_transpose2d(&h, &w2, 1, 1, 0)?)?;
+        weighted_sum(&conv2d(&h, &w2.as_tensor().transpose(2, 3)?, 1, 1)?, &v)
+    };
+    let penalty = |only_inputs: bool| -> Result<(Tensor, candle_core::backprop::GradStore)> {
+        let xv = Var::from_tensor(&x)?;
+        let out = critic(&xv)?;
+        let first = if only_inputs { super::input_gradients_only(|| out.backward())? } else { out.backward()? };
+        let gx = first.get(&xv).expect("no gradient for x").clone();
+        for w in [&w1, &w2] {
+            let largest = first.get(w).expect("weight gradient").abs()?.max_all()?.to_scalar::<f64>()?;
+            assert_eq!(largest == 0.0, only_inputs, "weight gradient {largest} (input gradients only: {only_inputs})");
+        }
+        Ok((gx.clone(), gx.sqr()?.sum_all()?.backward()?))
+    };
+    let (gx_all, outer_all) = penalty(false)?;
+    let (gx_only, outer_only) = penalty(true)?;
+    assert_close(&gx_only, &gx_all, 1e-12, "input gradient");
+    for w in [&w1, &w2] {
+        let (a, b) = (outer_only.get(w).expect("penalty gradient"), outer_all.get(w).expect("penalty gradient"));
+        assert!(a.abs()?.max_all()?.to_scalar::<f64>()? > 0.0);
+        assert_close(a, b, 1e-12, "penalty gradient with respect to a weight");
+    }
+    // The setting is off again after the call.
+    let xv = Var::from_tensor(&x)?;
+    assert!(critic(&xv)?.backward()?.get(&w2).expect("weight gradient").abs()?.max_all()?.to_scalar::<f64>()? > 0.0);
+    Ok(())
+}
