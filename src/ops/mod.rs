@@ -32,9 +32,10 @@ pub use softmax::softmax_last;
 
 /// Runs `f`, typically the first backward pass of a gradient penalty, without the gradients
 /// of [`conv2d`] and [`conv_transpose2d`] (and their `_hw` forms) with respect to their
-/// weights, the second argument (they come out as zeros): candle's backward computes the gradient of every tracked
-/// tensor, and a penalty's inner backward reads only its input's (R1's images, the path
-/// length's ws), so each convolution's weight-gradient GEMM would be computed and dropped.
+/// weights, the second argument (they come out as zeros): candle's backward computes the
+/// gradient of every tracked tensor, and a penalty's inner backward reads only its input's
+/// (R1's images, the path length's ws), so each convolution's weight-gradient GEMM would be
+/// computed and dropped.
 /// The graph of the input gradient still depends on the weights, so the outer backward
 /// through it is unchanged.
 ///
@@ -42,8 +43,10 @@ pub use softmax::softmax_last;
 /// weight argument: right for every family's layers, whose convolution weights are
 /// parameters (scaled or normalised) and never computed from the data or the latents (the
 /// grouped reference form of a modulated convolution, whose weights are per-sample styles,
-/// would be wrong inside it). The finite-difference checks of R1 and the path length through
-/// each family would fail if a layer broke this.
+/// would be wrong inside it; only its test uses it). The finite-difference checks of
+/// tests/second_order.rs run through it (the zoo's layers under an input-gradient penalty,
+/// R1 through StyleGAN2's discriminator, the path length through its generator), so a layer
+/// among those that broke the assumption would fail them; a new layer needs such a check.
 pub fn input_gradients_only<R>(f: impl FnOnce() -> R) -> R {
     cpu::with_input_gradients_only(f)
 }

@@ -568,8 +568,9 @@ fn gradient_penalty_through_a_per_axis_padded_conv2d() -> Result<()> {
 }
 
 /// Inside `input_gradients_only` a backward pass computes the input's gradient but not the
-/// convolution weights' (zeros, also through the scaled weight `0.5 w1`); the penalty built on it has the same gradient with respect to the
-/// weights as without it, and the setting ends with the call.
+/// convolution weights' (zeros, also through the scaled weight `0.5 w1`); the penalty built
+/// on it has the same gradient with respect to the weights as without it, and the setting
+/// ends with the call.
 #[test]
 fn input_gradients_only_drops_weight_gradients_and_keeps_penalties_exact() -> Result<()> {
     std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
