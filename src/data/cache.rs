@@ -138,12 +138,57 @@ pub fn prepare_cached(dir: &Path, cache_dir: &Path, opts: &PrepareOptions, verif
             path.display(),
             ds.header.key
         );
+    } else if let Some(found) = cache_of_same_images(dir, &files, cache_dir, opts.spec) {
+        // Renamed, not copied: the stale name goes, so touched folders do not pile up caches.
+        if std::fs::rename(&found, &path).is_ok() {
+            eprintln!(
+                "{}: only the modification times of {} changed since it was made; reusing it as {}",
+                found.display(),
+                dir.display(),
+                path.display()
+            );
+            return Ok(path);
+        }
     }
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache folder {}", cache_dir.display()))?;
     let report = prepare_files(dir, &files, &listing, &path, opts)?;
     report_skipped(&report);
     Ok(path)
+}
+
+/// A cache in `cache_dir` of the same folder, made when its files had other modification
+/// times (copied, restored or touched since): its content key, which reads every file but
+/// decodes none, equals the folder's. Only caches of the same folder at the same crop and
+/// size are candidates, so a new folder costs no extra read; an unreadable file means none.
+fn cache_of_same_images(dir: &Path, files: &[PathBuf], cache_dir: &Path, spec: CropResize) -> Option<PathBuf> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let folder = canonical(dir);
+    let suffix = format!("-{}.{CACHE_EXTENSION}", spec.size);
+    let mut key: Option<String> = None;
+    for entry in std::fs::read_dir(cache_dir).ok()?.flatten() {
+        let path = entry.path();
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)) {
+            continue;
+        }
+        let Ok(ds) = Dataset::open(&path) else { continue };
+        let h = &ds.header;
+        if h.size != spec.size
+            || h.crop != spec.crop
+            || h.count > files.len()
+            || canonical(Path::new(&h.source)) != folder
+        {
+            continue;
+        }
+        let key = match &key {
+            Some(k) => k,
+            None => key.insert(content_key(dir, files, spec).ok()?),
+        };
+        if *key == h.key {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Prints the skipped files and the totals.
@@ -401,6 +446,41 @@ pub(crate) mod tests {
         let ds = Dataset::open(&c).unwrap();
         assert_eq!(ds.image(1)[0], 40, "verified: prepared again from the new bytes");
         assert_ne!(ds.header.key, first.key);
+    }
+
+    /// A folder copied or touched (same names and bytes, new modification times) gets its
+    /// old cache back under the new listing instead of a second one; other bytes behind the
+    /// same names are prepared again.
+    #[test]
+    fn touched_files_reuse_their_cache_and_changed_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        synthetic_folder(dir.path(), 3);
+        let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
+        let a = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
+        let made = std::fs::metadata(&a).unwrap().modified().unwrap();
+        let touch = |name: &str, secs: u64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            std::fs::File::options().write(true).open(dir.path().join(name)).unwrap().set_modified(t).unwrap();
+        };
+        for name in ["000.png", "001.png", "002.png"] {
+            touch(name, 1_000_000);
+        }
+        let b = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
+        assert_ne!(a, b, "a new listing names the cache");
+        assert!(!a.exists(), "the old name is gone");
+        assert_eq!(std::fs::metadata(&b).unwrap().modified().unwrap(), made, "the same file, not prepared again");
+        let caches = || std::fs::read_dir(cache.path()).unwrap().count();
+        assert_eq!(caches(), 1);
+
+        // Other pixels behind the same name and size, touched: the content key differs.
+        let other = std::fs::read(dir.path().join("002.png")).unwrap();
+        std::fs::write(dir.path().join("001.png"), &other).unwrap();
+        touch("001.png", 2_000_000);
+        let c = prepare_cached(dir.path(), cache.path(), &opts, false).unwrap();
+        assert_ne!(b, c);
+        assert_eq!(Dataset::open(&c).unwrap().image(1)[0], 40, "prepared from the new bytes");
+        assert_eq!(caches(), 2, "the cache of the old images is left alone");
     }
 
     #[test]
