@@ -33,6 +33,8 @@ Measurements (see src/bench.rs; N = --batch-size):
                        padding 1 (_bwd: gradients wrt x and w from a gradient of ones)
   layer_XN_fwd_bwd     each of dcgan-64's ten convolutions (g1-g5: G's transposed ones,
                        d1-d5: D's), forward and gradients wrt input and weight
+  layer_rN_fwd_bwd     the same for the ResNet families' 3x3 stride-1 convolutions, one per
+                       side N (r64a and r64b: both 64x64 shapes)
 
 Networks: pytorch/examples' DCGAN G and D (nz=100, ngf=ndf=64, no biases, N(0, 0.02) weights,
 batch-norm scale N(1, 0.02)), D without its final Sigmoid (the losses take logits, as in
@@ -83,6 +85,12 @@ BENCH_NAMES = [
     "layer_d3_fwd_bwd",
     "layer_d4_fwd_bwd",
     "layer_d5_fwd_bwd",
+    "layer_r64a_fwd_bwd",
+    "layer_r64b_fwd_bwd",
+    "layer_r32_fwd_bwd",
+    "layer_r16_fwd_bwd",
+    "layer_r8_fwd_bwd",
+    "layer_r4_fwd_bwd",
     "inception",
 ]
 
@@ -99,6 +107,17 @@ DCGAN64_LAYERS = [
     ("layer_d3", False, 128, 256, 16, 2, 1),
     ("layer_d4", False, 256, 512, 8, 2, 1),
     ("layer_d5", False, 512, 1, 4, 1, 0),
+]
+
+# The ResNet families' 3x3 convolutions as in src/bench.rs (RESNET64_LAYERS): name, input
+# channels, output channels, side; stride 1, padding 1.
+RESNET64_LAYERS = [
+    ("layer_r64a", 64, 32, 64),
+    ("layer_r64b", 32, 32, 64),
+    ("layer_r32", 64, 64, 32),
+    ("layer_r16", 128, 128, 16),
+    ("layer_r8", 256, 256, 8),
+    ("layer_r4", 512, 512, 4),
 ]
 
 NZ, NGF, NDF, NC, SIZE = 100, 64, 64, 3, 64
@@ -707,6 +726,19 @@ def main(argv):
             assert gx is not None and gw is not None
 
         run(f"{name}_fwd_bwd", False, layer_fwd_bwd)
+
+    for name, c_in, c_out, side in RESNET64_LAYERS:
+        if not selected(f"{name}_fwd_bwd"):
+            continue
+        rx = torch.randn(n, c_in, side, side).requires_grad_(True)
+        rw = (torch.randn(c_out, c_in, 3, 3) * 0.05).requires_grad_(True)
+
+        def resnet_layer_fwd_bwd(rx=rx, rw=rw):
+            y = F.conv2d(rx, rw, stride=1, padding=1)
+            gx, gw = torch.autograd.grad(y, (rx, rw), torch.ones_like(y))
+            assert gx is not None and gw is not None
+
+        run(f"{name}_fwd_bwd", False, resnet_layer_fwd_bwd)
 
     if selected("inception"):
         # The FID network on the same weights file as facegan, resize to 299 included.

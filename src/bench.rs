@@ -23,6 +23,7 @@
 //! | `conv_transpose2d_fwd[_bwd]`| [`ops::conv_transpose2d`] of x (N,256,16,16) by w (256,128,4,4), stride 2, padding 1 |
 //! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
 //! | `layer_g1_fwd_bwd` … `layer_d5_fwd_bwd` | each of dcgan-64's ten convolutions (G's transposed ones, then D's; shapes in `DCGAN64_LAYERS`) on a random input, forward and backward to input and weight |
+//! | `layer_r64a_fwd_bwd` … `layer_r4_fwd_bwd` | the same for a 3x3 convolution of the ResNet families at each resolution (`RESNET64_LAYERS`) |
 //! | `inception`                 | FID Inception-v3 pool3 features of N random 64×64 images, resize to 299 included (skipped with a note when the weights are missing, unless asked for by name) |
 //!
 //! N is the batch size (64 by default). The peak resident set (VmHWM) is read right after
@@ -76,6 +77,12 @@ pub const BENCH_NAMES: &[&str] = &[
     "layer_d3_fwd_bwd",
     "layer_d4_fwd_bwd",
     "layer_d5_fwd_bwd",
+    "layer_r64a_fwd_bwd",
+    "layer_r64b_fwd_bwd",
+    "layer_r32_fwd_bwd",
+    "layer_r16_fwd_bwd",
+    "layer_r8_fwd_bwd",
+    "layer_r4_fwd_bwd",
     "inception",
 ];
 
@@ -118,6 +125,22 @@ const DCGAN64_LAYERS: [Layer; 10] = [
     layer("layer_d4", false, 256, 512, 8, 2, 1),
     layer("layer_d5", false, 512, 1, 4, 1, 0),
 ];
+
+/// The 3x3, stride 1, padding 1 convolutions of the ResNet families (sngan-64, sagan-64; ngf =
+/// ndf = 32), one per resolution (both of the 64x64 ones: G's last block widens 64 → 32).
+/// They are the bulk of those steps' GEMM time.
+const RESNET64_LAYERS: [Layer; 6] = [
+    resnet_layer("layer_r64a", 64, 32, 64),
+    resnet_layer("layer_r64b", 32, 32, 64),
+    resnet_layer("layer_r32", 64, 64, 32),
+    resnet_layer("layer_r16", 128, 128, 16),
+    resnet_layer("layer_r8", 256, 256, 8),
+    resnet_layer("layer_r4", 512, 512, 4),
+];
+
+const fn resnet_layer(name: &'static str, c_in: usize, c_out: usize, side: usize) -> Layer {
+    Layer { name, transposed: false, c_in, c_out, side, kernel: 3, stride: 1, padding: 1 }
+}
 
 /// The prefix of candle's reference measurements of the layer operations.
 pub const CANDLE_PREFIX: &str = "candle_";
@@ -409,7 +432,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
         }
     }
 
-    for l in &DCGAN64_LAYERS {
+    for l in DCGAN64_LAYERS.iter().chain(&RESNET64_LAYERS) {
         let name = format!("{}_fwd_bwd", l.name);
         if !b.selected(&name) {
             continue;
@@ -515,6 +538,23 @@ mod tests {
             })
             .collect();
         assert_eq!(layers, ours);
+        let resnet: Vec<String> = block("RESNET64_LAYERS = [")
+            .lines()
+            .filter(|l| l.trim_start().starts_with('('))
+            .map(|l| l.trim().trim_end_matches(',').replace(' ', ""))
+            .collect();
+        let ours: Vec<String> = RESNET64_LAYERS
+            .iter()
+            .map(|l| {
+                assert_eq!(
+                    (l.kernel, l.stride, l.padding, l.transposed),
+                    (3, 1, 1, false),
+                    "the Python table assumes these"
+                );
+                format!("(\"{}\",{},{},{})", l.name, l.c_in, l.c_out, l.side)
+            })
+            .collect();
+        assert_eq!(resnet, ours);
     }
 
     #[test]

@@ -78,8 +78,13 @@ const CONV_CASES: &[ConvCase] = &[
     conv(1, 1, 1, (1, 1), 1, 1, 0),    // trivial
     conv(3, 2, 3, (2, 2), 5, 1, 2),    // kernel larger than the input
     conv(2, 16, 8, (16, 16), 4, 2, 1), // wide enough for several parallel tasks
-    conv(1, 2, 3, (36, 40), 4, 2, 1),  // strided im2col through the stride phases (20 wide)
-    conv(2, 2, 2, (32, 33), 4, 2, 1),  // 16-wide small grid: the fixed-width phase rows
+    // Stride 1, at least 32 channels in and at most 32 out: a flipped-kernel conv_transpose2d.
+    conv(2, 32, 5, (7, 6), 3, 1, 1),  // ResNet's 3x3, non-square
+    conv(1, 33, 2, (5, 6), 3, 1, 0),  // unpadded: the transposed form pads by 2
+    conv(2, 32, 3, (3, 3), 5, 1, 2),  // kernel larger than the input
+    conv(1, 40, 6, (6, 5), 4, 1, 1),  // even kernel
+    conv(1, 2, 3, (36, 40), 4, 2, 1), // strided im2col through the stride phases (20 wide)
+    conv(2, 2, 2, (32, 33), 4, 2, 1), // 16-wide small grid: the fixed-width phase rows
 ];
 
 /// A conv_transpose2d test case: batch, channels in/out, input size, kernel, stride, padding,
@@ -110,6 +115,10 @@ const CONVT_CASES: &[ConvTCase] = &[
     convt(4, 2, 2, (3, 3), (3, 1, 2, 0)),  // padding crops most of the output
     convt(7, 3, 4, (2, 3), (3, 2, 0, 1)),  // grouped, odd batch
     convt(2, 16, 8, (8, 8), (4, 2, 1, 0)), // wide enough for several parallel tasks
+    // Stride 1 with at least 8 output channels: a conv2d of the flipped kernel.
+    convt(2, 5, 8, (6, 7), (3, 1, 1, 0)), // 'same' 3x3, non-square
+    convt(3, 4, 9, (4, 5), (3, 1, 0, 0)), // unpadded: the output grows by 2
+    convt(2, 6, 8, (5, 5), (4, 1, 2, 0)), // even kernel
 ];
 
 impl ConvCase {
