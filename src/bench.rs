@@ -524,12 +524,15 @@ mod tests {
         };
         let quoted: Vec<String> = block("BENCH_NAMES = [").split('"').skip(1).step_by(2).map(str::to_string).collect();
         assert_eq!(quoted, BENCH_NAMES);
-        let layers: Vec<String> = block("DCGAN64_LAYERS = [")
-            .lines()
-            .filter(|l| l.trim_start().starts_with('('))
-            .map(|l| l.trim().trim_end_matches(',').replace(' ', ""))
-            .collect();
-        let ours: Vec<String> = DCGAN64_LAYERS
+        // A table's tuples, one per line, without spaces.
+        let tuples = |start: &str| -> Vec<String> {
+            block(start)
+                .lines()
+                .filter(|l| l.trim_start().starts_with('('))
+                .map(|l| l.trim().trim_end_matches(',').replace(' ', ""))
+                .collect()
+        };
+        let dcgan: Vec<String> = DCGAN64_LAYERS
             .iter()
             .map(|l| {
                 assert_eq!(l.kernel, 4, "the Python table assumes 4x4 kernels");
@@ -537,24 +540,16 @@ mod tests {
                 format!("(\"{}\",{t},{},{},{},{},{})", l.name, l.c_in, l.c_out, l.side, l.stride, l.padding)
             })
             .collect();
-        assert_eq!(layers, ours);
-        let resnet: Vec<String> = block("RESNET64_LAYERS = [")
-            .lines()
-            .filter(|l| l.trim_start().starts_with('('))
-            .map(|l| l.trim().trim_end_matches(',').replace(' ', ""))
-            .collect();
-        let ours: Vec<String> = RESNET64_LAYERS
+        assert_eq!(tuples("DCGAN64_LAYERS = ["), dcgan);
+        let resnet: Vec<String> = RESNET64_LAYERS
             .iter()
             .map(|l| {
-                assert_eq!(
-                    (l.kernel, l.stride, l.padding, l.transposed),
-                    (3, 1, 1, false),
-                    "the Python table assumes these"
-                );
+                let assumed = (l.kernel, l.stride, l.padding, l.transposed);
+                assert_eq!(assumed, (3, 1, 1, false), "the Python table assumes these");
                 format!("(\"{}\",{},{},{})", l.name, l.c_in, l.c_out, l.side)
             })
             .collect();
-        assert_eq!(resnet, ours);
+        assert_eq!(tuples("RESNET64_LAYERS = ["), resnet);
     }
 
     #[test]
