@@ -35,6 +35,8 @@ Measurements (see src/bench.rs; N = --batch-size):
                        d1-d5: D's), forward and gradients wrt input and weight
   layer_rN_fwd_bwd     the same for the ResNet families' 3x3 stride-1 convolutions, one per
                        side N (r64a and r64b: both 64x64 shapes)
+  attention_fwd_bwd    sagan-64's self-attention block in G (64 channels at 32x32, gamma 0.5,
+                       no spectral norm), forward and gradients wrt input and weights
 
 Networks: pytorch/examples' DCGAN G and D (nz=100, ngf=ndf=64, no biases, N(0, 0.02) weights,
 batch-norm scale N(1, 0.02)), D without its final Sigmoid (the losses take logits, as in
@@ -91,6 +93,7 @@ BENCH_NAMES = [
     "layer_r16_fwd_bwd",
     "layer_r8_fwd_bwd",
     "layer_r4_fwd_bwd",
+    "attention_fwd_bwd",
     "inception",
 ]
 
@@ -187,6 +190,32 @@ def build_networks(torch):
     return nets
 
 
+def attention_class(torch, conv):
+    """SAGAN's self-attention block (src/nn/attention.rs): 1x1 query/key/value/out convolutions
+    made by `conv(cin, cout, k, spectral, gain, bias)`, keys and values max-pooled 2x2."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Attention(nn.Module):
+        def __init__(self, c, spectral):
+            super().__init__()
+            self.q = conv(c, c // 8, 1, spectral, 1.0, bias=False)
+            self.k = conv(c, c // 8, 1, spectral, 1.0, bias=False)
+            self.v = conv(c, c // 2, 1, spectral, 1.0, bias=False)
+            self.o = conv(c // 2, c, 1, spectral, 1.0, bias=False)
+            self.gamma = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            q = self.q(x).flatten(2).transpose(1, 2)
+            k = F.max_pool2d(self.k(x), 2).flatten(2)
+            v = F.max_pool2d(self.v(x), 2).flatten(2)
+            attn = torch.softmax(q @ k, dim=-1)
+            o = (v @ attn.transpose(1, 2)).view(n, c // 2, h, w)
+            return x + self.gamma * self.o(o)
+
+    return Attention
+
+
 def build_resnet(torch, size=64, nz=128, ngf=32, ndf=32, g_sn=False, attention=0):
     """facegan's resnet family (src/models/resnet.rs): SN in D always (the sngan/sagan presets),
     in G with g_sn; self-attention after the block whose output has side `attention`, with
@@ -207,23 +236,7 @@ def build_resnet(torch, size=64, nz=128, ngf=32, ndf=32, g_sn=False, attention=0
         nn.init.zeros_(lin.bias)
         return sn(lin) if spectral else lin
 
-    class Attention(nn.Module):
-        def __init__(self, c, spectral):
-            super().__init__()
-            self.q = conv(c, c // 8, 1, spectral, 1.0, bias=False)
-            self.k = conv(c, c // 8, 1, spectral, 1.0, bias=False)
-            self.v = conv(c, c // 2, 1, spectral, 1.0, bias=False)
-            self.o = conv(c // 2, c, 1, spectral, 1.0, bias=False)
-            self.gamma = nn.Parameter(torch.zeros(1))
-
-        def forward(self, x):
-            n, c, h, w = x.shape
-            q = self.q(x).flatten(2).transpose(1, 2)
-            k = F.max_pool2d(self.k(x), 2).flatten(2)
-            v = F.max_pool2d(self.v(x), 2).flatten(2)
-            attn = torch.softmax(q @ k, dim=-1)
-            o = (v @ attn.transpose(1, 2)).view(n, c // 2, h, w)
-            return x + self.gamma * self.o(o)
+    Attention = attention_class(torch, conv)
 
     class Up(nn.Module):
         def __init__(self, cin, cout):
@@ -739,6 +752,25 @@ def main(argv):
             assert gx is not None and gw is not None
 
         run(f"{name}_fwd_bwd", False, resnet_layer_fwd_bwd)
+
+    if selected("attention_fwd_bwd"):
+
+        def plain_conv(cin, cout, k, spectral, gain, bias=True):
+            c = torch.nn.Conv2d(cin, cout, k, 1, k // 2, bias=bias)
+            torch.nn.init.xavier_uniform_(c.weight, gain)
+            return c
+
+        attn = attention_class(torch, plain_conv)(64, False)
+        with torch.no_grad():
+            attn.gamma.fill_(0.5)
+        ax = torch.randn(n, 64, 32, 32).requires_grad_(True)
+        attn_inputs = [ax, *attn.parameters()]
+
+        def attention_fwd_bwd():
+            grads = torch.autograd.grad(attn(ax).sum(), attn_inputs)
+            assert all(g is not None for g in grads)
+
+        run("attention_fwd_bwd", False, attention_fwd_bwd)
 
     if selected("inception"):
         # The FID network on the same weights file as facegan, resize to 299 included.

@@ -24,6 +24,7 @@
 //! | `candle_…`                  | the same four with candle's `Tensor::conv2d` / `conv_transpose2d` |
 //! | `layer_g1_fwd_bwd` … `layer_d5_fwd_bwd` | each of dcgan-64's ten convolutions (G's transposed ones, then D's; shapes in `DCGAN64_LAYERS`) on a random input, forward and backward to input and weight |
 //! | `layer_r64a_fwd_bwd` … `layer_r4_fwd_bwd` | the same for a 3x3 convolution of the ResNet families at each resolution (`RESNET64_LAYERS`) |
+//! | `attention_fwd_bwd`         | sagan-64's self-attention block in G (64 channels at 32x32, keys and values max-pooled, γ = 0.5, no spectral norm), forward and backward to its input and weights |
 //! | `inception`                 | FID Inception-v3 pool3 features of N random 64×64 images, resize to 299 included (skipped with a note when the weights are missing, unless asked for by name) |
 //!
 //! N is the batch size (64 by default). The peak resident set (VmHWM) is read right after
@@ -83,6 +84,7 @@ pub const BENCH_NAMES: &[&str] = &[
     "layer_r16_fwd_bwd",
     "layer_r8_fwd_bwd",
     "layer_r4_fwd_bwd",
+    "attention_fwd_bwd",
     "inception",
 ];
 
@@ -449,6 +451,21 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport> {
             };
             let grads = y.backward()?;
             ensure!(grads.get(&x).is_some() && grads.get(&w).is_some(), "{}: a gradient is missing", l.name);
+            Ok(())
+        })?;
+    }
+
+    if b.selected("attention_fwd_bwd") {
+        let mut p = crate::nn::Params::new(&dev);
+        let attn = crate::nn::attention::SelfAttention::new(&mut p, &mut rng, "attn", 64, false)?;
+        attn.gamma.set(&Tensor::new(&[0.5f32], &dev)?)?;
+        let x = Var::from_tensor(&rng.normal_tensor((n, 64, 32, 32), 0.0, 1.0, &dev)?)?;
+        b.run("attention_fwd_bwd", None, || {
+            let grads = attn.forward(&x, Mode::TRAIN)?.backward()?;
+            ensure!(grads.get(&x).is_some(), "attention: no input gradient");
+            for (name, v) in p.trainable() {
+                ensure!(grads.get(v.as_tensor()).is_some(), "attention: no gradient for {name}");
+            }
             Ok(())
         })?;
     }
