@@ -517,7 +517,8 @@ mod tests {
         for e in &r.entries {
             assert!(positive(e.ms), "{e:?}");
             assert!(e.cpu_ms.is_none_or(|v| v.is_finite() && v >= 0.0), "{e:?}");
-            let network = !e.name.contains("conv") && !e.name.starts_with("matmul") && !e.name.starts_with("layer_");
+            let layer = ["layer_", "attention", "matmul"].iter().any(|p| e.name.starts_with(p));
+            let network = !e.name.contains("conv") && !layer;
             assert_eq!(e.images_per_s.is_some(), network, "{e:?}");
             assert!(e.images_per_s.is_none_or(positive), "{e:?}");
         }
