@@ -231,18 +231,7 @@ impl Geometry {
     /// kernel wider than each padding, not pointwise or dense (already single GEMMs), at
     /// most 32 output channels and at least 32 input channels.
     fn stride_one_as_transposed(&self, c_in: usize, c_out: usize) -> Option<Geometry> {
-        let (kh, kw) = self.kernel;
-        let fits = self.padding.0 < kh && self.padding.1 < kw;
-        if self.stride != 1 || !fits || self.is_pointwise() || self.is_dense() || c_out > 32 || c_in < 32 {
-            return None;
-        }
-        Some(Geometry {
-            big: self.small,
-            small: self.big,
-            kernel: self.kernel,
-            stride: 1,
-            padding: (kh - 1 - self.padding.0, kw - 1 - self.padding.1),
-        })
+        self.stride_one_swapped().filter(|_| c_out <= 32 && c_in >= 32)
     }
 
     /// With stride 1, the weight gradient of a convolution that narrows (`c_big` → fewer
@@ -256,9 +245,17 @@ impl Geometry {
     /// stride 1, a kernel wider than each padding, not pointwise or dense, fewer small-grid
     /// (output) channels than big-grid (input) ones.
     fn stride_one_adjoint_weight_grad(&self, c_big: usize, c_small: usize) -> Option<Geometry> {
+        self.stride_one_swapped().filter(|_| c_small < c_big)
+    }
+
+    /// The stride-1 geometry with the grids' roles swapped (the small grid read as the big one,
+    /// padded by `kernel − 1 − padding` so that each reaches the other), for a stride-1
+    /// geometry whose kernel is wider than each padding and that is neither pointwise nor
+    /// dense (those are single GEMMs already).
+    fn stride_one_swapped(&self) -> Option<Geometry> {
         let (kh, kw) = self.kernel;
         let fits = self.padding.0 < kh && self.padding.1 < kw;
-        if self.stride != 1 || !fits || self.is_pointwise() || self.is_dense() || c_small >= c_big {
+        if self.stride != 1 || !fits || self.is_pointwise() || self.is_dense() {
             return None;
         }
         Some(Geometry {
