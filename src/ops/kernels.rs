@@ -19,6 +19,11 @@
 //! When the kernel covers the whole unpadded input (a 1×1 small grid) the operations are plain
 //! fully connected layers and each is a single GEMM over the batch, without im2col.
 //!
+//! With stride 1 the big and small grids can swap roles ([`Geometry::stride_one_swapped`]): a
+//! `conv2d` with few output channels runs as the `conv_transpose2d` of the flipped kernel, and
+//! the weight gradient of a convolution that narrows im2cols its narrower operand, because a
+//! GEMM only a few rows high over a large column matrix is bound by streaming that matrix.
+//!
 //! Batch items are processed in groups whose columns are concatenated (so that layers with a
 //! tiny spatial size still get a reasonably wide GEMM). Groups run in parallel on the current
 //! rayon pool with single-threaded GEMMs when there are enough of them; otherwise they run one
@@ -657,7 +662,6 @@ impl Plan {
     }
 }
 
-/// The transpose of a `rows × cols` row-major matrix, output row blocks in parallel.
 /// `w` (a, b, taps) → (b, a, taps) with the taps reversed (both spatial axes flipped): a
 /// convolution's kernel (c_out, c_in, ·) becomes that of the equal stride-1 transposed
 /// convolution (c_in, c_out, ·).
@@ -674,6 +678,7 @@ fn flip_kernel<T: Element>(w: &[T], a: usize, b: usize, taps: usize) -> Vec<T> {
     out
 }
 
+/// The transpose of a `rows × cols` row-major matrix, output row blocks in parallel.
 fn transpose<T: Element>(matrix: &[T], rows: usize, cols: usize) -> Vec<T> {
     const TILE: usize = 32;
     let mut out = vec![T::zero(); rows * cols];
@@ -814,6 +819,9 @@ pub(crate) fn conv2d<T: Element>(
     let k = c_in * g.taps();
     assert_eq!(x.len(), batch * c_in * bl, "conv2d input size");
     assert_eq!(w.len(), c_out * k, "conv2d weight size");
+    if let Some(t) = g.stride_one_as_transposed(c_in, c_out) {
+        return conv_transpose2d(x, &flip_kernel(w, c_out, c_in, g.taps()), (batch, c_in, c_out), &t);
+    }
     let mut out = super::filled_par(batch * c_out * sl, T::zero());
     if out.is_empty() || k == 0 {
         return out;
@@ -823,10 +831,6 @@ pub(crate) fn conv2d<T: Element>(
         let (x, w) = (Mat::row_major(x, k), Mat::col_major(w, k));
         matmul((batch, c_out, k), &mut out, c_out, false, x, w, true);
         return out;
-    }
-    if let Some(t) = g.stride_one_as_transposed(c_in, c_out) {
-        drop(out);
-        return conv_transpose2d(x, &flip_kernel(w, c_out, c_in, g.taps()), (batch, c_in, c_out), &t);
     }
     let plan = Plan::new(batch, sl);
     let index = TapIndex::for_im2col(g);

@@ -115,7 +115,7 @@ const CONVT_CASES: &[ConvTCase] = &[
     convt(4, 2, 2, (3, 3), (3, 1, 2, 0)),  // padding crops most of the output
     convt(7, 3, 4, (2, 3), (3, 2, 0, 1)),  // grouped, odd batch
     convt(2, 16, 8, (8, 8), (4, 2, 1, 0)), // wide enough for several parallel tasks
-    // Stride 1 with at least 8 output channels: a conv2d of the flipped kernel.
+    // Stride 1, fewer inputs than outputs: the weight gradient takes the adjoint form.
     convt(2, 5, 8, (6, 7), (3, 1, 1, 0)), // 'same' 3x3, non-square
     convt(3, 4, 9, (4, 5), (3, 1, 0, 0)), // unpadded: the output grows by 2
     convt(2, 6, 8, (5, 5), (4, 1, 2, 0)), // even kernel
