@@ -202,6 +202,110 @@ fn penalties_see_the_labels_and_a_step_without_labels_is_refused() {
     assert!(e.contains("Odd, Low") && e.contains("no labels"), "{e}");
 }
 
+/// The prepared cache stores the attribute file's labels: a cache prepared beside one has
+/// them, a cache prepared before it gets them on first use (same pixels), a changed file
+/// replaces them, and a cache moved without its folder's attribute file still trains on
+/// them. Damaged stored labels are an error naming the cache.
+#[test]
+fn labels_are_stored_in_the_cache_and_travel_with_it() {
+    use facegan::data::cache::{prepare, Dataset, PrepareOptions};
+    use facegan::data::{attrs::Labels, preprocess::CropResize};
+    use facegan::train::trainer::open_labels;
+    let t = tempfile::tempdir().unwrap();
+    let faces = labelled_faces(t.path(), 12);
+    let attr_path = t.path().join(ATTR_FILE_NAME);
+    let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
+    let cfg_for = |data: &Path| tiny(data, "dcgan", "concat");
+    let want = |attr_text: &str, images: &[String]| {
+        let f = AttrFile::parse(attr_text, &attr_path).unwrap();
+        Labels::from_file(&f, &["Odd".into(), "Low".into()], images, false).unwrap()
+    };
+    let attr_text = std::fs::read_to_string(&attr_path).unwrap();
+
+    // Prepared beside the attribute file: stored at once.
+    let cache = t.path().join("a.fgc");
+    prepare(&faces, &cache, &opts).unwrap();
+    let ds = Dataset::open(&cache).unwrap();
+    let stored = ds.header.labels.clone().expect("labels stored while preparing");
+    assert_eq!(
+        (stored.names.as_slice(), stored.file.as_str()),
+        (&["Odd".to_string(), "Low".into()][..], attr_path.to_str().unwrap())
+    );
+    let from_cache = open_labels(&cfg_for(&cache), &ds).unwrap().unwrap();
+    let expected = want(&attr_text, &ds.header.names);
+    assert_eq!((&from_cache.values, &from_cache.labelled), (&expected.values, &expected.labelled));
+    assert_eq!(from_cache.labelled.len(), 11, "the image without a row stays unlabelled");
+    assert_eq!(from_cache.of(3), [1.0, 0.0]);
+
+    // Moved alone, its folder's attribute file gone: the stored labels serve.
+    let moved = t.path().join("elsewhere");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::copy(&cache, moved.join("a.fgc")).unwrap();
+    std::fs::rename(&attr_path, t.path().join("put-away.txt")).unwrap();
+    let ds_moved = Dataset::open(&moved.join("a.fgc")).unwrap();
+    let alone = open_labels(&cfg_for(&moved.join("a.fgc")), &ds_moved).unwrap().unwrap();
+    assert_eq!((&alone.values, &alone.labelled), (&expected.values, &expected.labelled));
+    // ... but a named attribute file that does not exist is still an error.
+    let mut named = cfg_for(&moved.join("a.fgc"));
+    named.data.attr_file = Some(t.path().join("nope.txt").display().to_string());
+    let e = format!("{:#}", open_labels(&named, &ds_moved).unwrap_err());
+    assert!(e.contains("nope.txt") && e.contains("does not exist"), "{e}");
+
+    // Prepared before the attribute file existed: no labels; the first conditional use
+    // stores them, and the pixels are the same bytes.
+    let early = t.path().join("b.fgc");
+    prepare(&faces, &early, &opts).unwrap();
+    let before = Dataset::open(&early).unwrap();
+    assert!(before.header.labels.is_none());
+    let pixels: Vec<Vec<u8>> = (0..before.len()).map(|i| before.image(i).to_vec()).collect();
+    std::fs::rename(t.path().join("put-away.txt"), &attr_path).unwrap();
+    let first = open_labels(&cfg_for(&early), &before).unwrap().unwrap();
+    assert_eq!(first.values, expected.values);
+    let after = Dataset::open(&early).unwrap();
+    assert_eq!(after.header.labels.as_ref().map(|l| l.key.clone()), Some(stored.key.clone()));
+    assert!((0..after.len()).all(|i| after.image(i) == pixels[i].as_slice()), "pixels unchanged");
+
+    // The attribute file changes: the cache's labels are replaced by the new ones.
+    let changed = attr_text.replacen("0003.png  1 -1", "0003.png -1 -1", 1);
+    assert_ne!(changed, attr_text);
+    std::fs::write(&attr_path, &changed).unwrap();
+    let again = open_labels(&cfg_for(&early), &after).unwrap().unwrap();
+    assert_eq!(again.of(3), [0.0, 0.0]);
+    let replaced = Dataset::open(&early).unwrap();
+    assert_ne!(replaced.header.labels.as_ref().unwrap().key, stored.key);
+    assert_eq!(replaced.stored_attrs().unwrap().unwrap().row("0003.png", &[0, 1]), Some(vec![false, false]));
+
+    // A damaged stored byte names the cache.
+    let mut bytes = std::fs::read(moved.join("a.fgc")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] = 7;
+    std::fs::write(moved.join("bad.fgc"), &bytes).unwrap();
+    let e = format!("{:#}", Dataset::open(&moved.join("bad.fgc")).unwrap().stored_attrs().err().unwrap());
+    assert!(e.contains("bad.fgc") && e.contains("0011.png") && e.contains("damaged"), "{e}");
+    // A cut-off label block is a truncated cache.
+    std::fs::write(moved.join("cut.fgc"), &bytes[..last]).unwrap();
+    let e = format!("{:#}", Dataset::open(&moved.join("cut.fgc")).err().unwrap());
+    assert!(e.contains("cut.fgc") && e.contains("truncated"), "{e}");
+}
+
+/// A damaged attribute file beside a folder does not stop unconditional preparation: the
+/// cache stores no labels, and asking for them reports the file's problem.
+#[test]
+fn a_damaged_attribute_file_only_matters_when_labels_are_asked_for() {
+    use facegan::data::cache::{prepare, Dataset, PrepareOptions};
+    use facegan::data::preprocess::CropResize;
+    let t = tempfile::tempdir().unwrap();
+    let faces = labelled_faces(t.path(), 6);
+    std::fs::write(t.path().join(ATTR_FILE_NAME), "5\r\nOdd Low\r\n0000.png 1 x\r\n").unwrap();
+    let cache = t.path().join("a.fgc");
+    let opts = PrepareOptions { spec: CropResize { size: 16, crop: None }, strict: false, progress: false };
+    prepare(&faces, &cache, &opts).unwrap();
+    let ds = Dataset::open(&cache).unwrap();
+    assert!(ds.header.labels.is_none());
+    let e = format!("{:#}", facegan::train::trainer::open_labels(&tiny(&cache, "dcgan", "concat"), &ds).unwrap_err());
+    assert!(e.contains(ATTR_FILE_NAME) && e.contains("line 3") && e.contains("'x'"), "{e}");
+}
+
 fn file_bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

@@ -205,6 +205,22 @@ fn caches() {
         std::hint::black_box(sum);
         Ok(())
     });
+    // A cache that stores attribute labels: they read back or are refused, naming the file.
+    let labelled = t.path().join("labelled");
+    synthetic_faces(&labelled.join("faces"), 4);
+    let rows: String = (0..4).map(|i| format!("{i:04}.png  1 -1\r\n")).collect();
+    std::fs::write(labelled.join("list_attr_celeba.txt"), format!("4\r\nA B\r\n{rows}")).unwrap();
+    let spec = facegan::data::preprocess::CropResize { size: 8, crop: None };
+    let opts = facegan::data::cache::PrepareOptions { spec, strict: false, progress: false };
+    facegan::data::cache::prepare(&labelled.join("faces"), &labelled.join("c.fgc"), &opts).unwrap();
+    let valid_labelled = std::fs::read(labelled.join("c.fgc")).unwrap();
+    fuzz("labelled cache", 4, &valid_labelled, "mutant.fgc", |b| {
+        std::fs::write(&file, b)?;
+        let ds = facegan::data::Dataset::open(&file)?;
+        anyhow::ensure!(ds.header.labels.is_some(), "{}: no labels", file.display());
+        std::hint::black_box(ds.stored_attrs()?.map(|a| a.len()));
+        Ok(())
+    });
     // A header whose image count overflows count x size² x 3.
     let hlen = u32::from_le_bytes(valid[8..12].try_into().unwrap()) as usize;
     let json = String::from_utf8(valid[12..12 + hlen].to_vec()).unwrap();

@@ -34,7 +34,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Decode, centre-crop and resize an image folder into a packed cache for training.
+    /// Decode, centre-crop and resize an image folder into a packed cache for training
+    /// (with the labels of list_attr_celeba.txt when it is in or beside the folder).
     Prepare(PrepareArgs),
     /// Train a GAN (or resume a run).
     Train(Box<TrainArgs>),

@@ -3,10 +3,12 @@
 //! The format: a line with the number of rows, a line of attribute names, then one row per
 //! image, `000001.jpg  -1  1  1 ...`, values 1 or -1, space padded, CRLF or LF line ends.
 //! Rows are matched to a prepared cache's images by file name (the cache stores every
-//! image's name relative to its source folder), so the labels follow the images through
-//! caching, shuffling and flips without being stored twice.
+//! image's name relative to its source folder). The cache then keeps every attribute of
+//! every image beside its pixels (`cache::store_labels`), so a cache moved without its
+//! folder still has its labels; [`AttrFile::from_stored`] reads them back.
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,19 @@ pub struct AttrFile {
     rows: HashMap<String, usize>,
     /// `rows × names` values, true for 1.
     values: Vec<bool>,
+    /// A hash of the file's bytes ([`key_of`]): which file a cache's stored labels came from.
+    pub key: String,
+}
+
+/// Bytes of a stored label: the attribute is absent (-1 in the file), present (1), or the
+/// image has no row.
+const STORED_ABSENT: u8 = 0;
+const STORED_PRESENT: u8 = 1;
+const STORED_NO_ROW: u8 = 2;
+
+/// A hash of an attribute file's bytes.
+pub fn key_of(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
 impl AttrFile {
@@ -76,7 +91,60 @@ impl AttrFile {
         if rows.len() != count {
             bail!("{}: the first line says {count} rows but the file has {}", path.display(), rows.len());
         }
-        Ok(Self { path: path.to_path_buf(), names, rows, values })
+        Ok(Self { path: path.to_path_buf(), names, rows, values, key: key_of(text.as_bytes()) })
+    }
+
+    /// Every attribute of each of `images` (file names), a byte each in image order: what a
+    /// cache stores ([`Self::from_stored`] reads it back).
+    pub fn stored_bytes(&self, images: &[String]) -> Vec<u8> {
+        let all: Vec<usize> = (0..self.names.len()).collect();
+        let mut out = Vec::with_capacity(images.len() * all.len());
+        for name in images {
+            match self.row(name, &all) {
+                Some(row) => out.extend(row.into_iter().map(|v| if v { STORED_PRESENT } else { STORED_ABSENT })),
+                None => out.extend(std::iter::repeat_n(STORED_NO_ROW, all.len())),
+            }
+        }
+        out
+    }
+
+    /// The attribute file a cache stored for its `images`: `bytes` as [`Self::stored_bytes`]
+    /// wrote them, `names` the attributes, `path` and `key` those of the file they came from.
+    /// A byte other than the three a cache writes is an error naming `cache`.
+    pub fn from_stored(
+        cache: &Path,
+        path: &Path,
+        key: &str,
+        names: &[String],
+        images: &[String],
+        bytes: &[u8],
+    ) -> Result<Self> {
+        let k = names.len();
+        if k == 0 || bytes.len() != images.len() * k {
+            bail!(
+                "{}: the stored labels hold {} bytes for {} images of {k} attributes",
+                cache.display(),
+                bytes.len(),
+                images.len()
+            );
+        }
+        let (mut rows, mut values) = (HashMap::new(), Vec::with_capacity(bytes.len()));
+        for (name, row) in images.iter().zip(bytes.chunks(k)) {
+            if row.iter().all(|&b| b == STORED_NO_ROW) {
+                continue;
+            }
+            if row.iter().any(|&b| b != STORED_ABSENT && b != STORED_PRESENT) {
+                bail!(
+                    "{}: the stored labels of {name} are damaged (bytes {row:?}: each 0 or 1, or all 2 for an image without a row)",
+                    cache.display()
+                );
+            }
+            let r = values.len() / k;
+            values.extend(row.iter().map(|&b| b == STORED_PRESENT));
+            let base = Path::new(name).file_name().and_then(|n| n.to_str()).unwrap_or(name);
+            rows.insert(base.to_string(), r);
+        }
+        Ok(Self { path: path.to_path_buf(), names: names.to_vec(), rows, values, key: key.to_string() })
     }
 
     pub fn len(&self) -> usize {

@@ -2,8 +2,10 @@
 //! HWC RGB bytes one after another, memory-mapped by training.
 //!
 //! Layout: `FGCACHE1` (8 bytes), header length (u32 LE), header JSON, zero padding to
-//! a 4096-byte boundary, then `count * size * size * 3` bytes.
+//! a 4096-byte boundary, then `count * size * size * 3` bytes, then, when the header has
+//! `labels`, `count * labels.names.len()` bytes of attributes (see [`store_labels`]).
 
+use super::attrs::{find_attr_file, AttrFile};
 use super::preprocess::{crop_resize, decode, CropResize};
 use super::scan::scan_images;
 use anyhow::{bail, Context, Result};
@@ -32,6 +34,21 @@ pub struct CacheHeader {
     pub listing: Option<String>,
     /// File names relative to the source folder, in image order.
     pub names: Vec<String>,
+    /// Attribute labels stored after the pixels (caches made before them, or of a folder
+    /// without an attribute file: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<StoredLabels>,
+}
+
+/// What a cache's stored labels are: every attribute of an attribute file, a byte per image
+/// and attribute (0 absent, 1 present, 2 the image has no row), in image order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredLabels {
+    /// Attribute names, in the file's order.
+    pub names: Vec<String>,
+    /// The attribute file they were read from, and the hash of its bytes (`attrs::key_of`).
+    pub file: String,
+    pub key: String,
 }
 
 #[derive(Clone, Debug)]
@@ -114,7 +131,21 @@ pub fn listing_key(dir: &Path, files: &[PathBuf], spec: CropResize) -> Result<St
 pub fn prepare(dir: &Path, out: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     let files = scan_images(dir)?;
     let listing = listing_key(dir, &files, opts.spec)?;
-    prepare_files(dir, &files, &listing, out, opts)
+    prepare_files(dir, &files, &listing, out, opts, attrs_beside(dir).as_ref())
+}
+
+/// The attribute file in or beside the image folder `dir`, whose labels a new cache stores.
+/// One that does not read is only a warning here: preparing needs no labels, and training
+/// with `--attrs` reports it as an error.
+fn attrs_beside(dir: &Path) -> Option<AttrFile> {
+    let path = find_attr_file(None, dir).ok()?;
+    match AttrFile::read(&path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("warning: {e:#}; the cache stores no labels");
+            None
+        }
+    }
 }
 
 /// Returns a cache for `dir` at `opts.spec`, under `cache_dir`, preparing it only if there
@@ -152,7 +183,7 @@ pub fn prepare_cached(dir: &Path, cache_dir: &Path, opts: &PrepareOptions, verif
     }
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache folder {}", cache_dir.display()))?;
-    let report = prepare_files(dir, &files, &listing, &path, opts)?;
+    let report = prepare_files(dir, &files, &listing, &path, opts, attrs_beside(dir).as_ref())?;
     report_skipped(&report);
     Ok(path)
 }
@@ -204,13 +235,15 @@ pub fn report_skipped(report: &PrepareReport) {
 const PREPARE_CHUNK: usize = 256;
 
 /// Decodes, crops and resizes `files` in parallel chunks, streaming each chunk's pixels to
-/// the cache file as it is done; the file's content key is hashed from the bytes read.
+/// the cache file as it is done; the file's content key is hashed from the bytes read. The
+/// labels of `attrs`, if given, follow the pixels.
 fn prepare_files(
     dir: &Path,
     files: &[PathBuf],
     listing: &str,
     out: &Path,
     opts: &PrepareOptions,
+    attrs: Option<&AttrFile>,
 ) -> Result<PrepareReport> {
     let spec = opts.spec;
     let bar = if opts.progress {
@@ -231,6 +264,7 @@ fn prepare_files(
         key: "0".repeat(20),
         listing: Some(listing.to_string()),
         names: files.iter().map(rel).collect(),
+        labels: attrs.map(stored_labels_of),
     };
     let reserved = serde_json::to_vec(&header)?.len();
     let tmp = crate::fsutil::temp_path_for(out);
@@ -285,6 +319,9 @@ fn prepare_files(
             skipped.first().map(|s| s.1.as_str()).unwrap_or("?")
         );
     }
+    if let Some(a) = attrs {
+        f.write_all(&a.stored_bytes(&names)).map_err(fail)?;
+    }
     (header.count, header.names, header.key) = (names.len(), names, key_of_digests(&digests, spec));
     let mut json = serde_json::to_vec(&header)?;
     debug_assert!(json.len() <= reserved);
@@ -301,6 +338,43 @@ fn prepare_files(
     finish(f).map_err(fail)?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write cache {}", out.display()))?;
     Ok(PrepareReport { written: header.count, skipped, path: out.to_path_buf() })
+}
+
+fn stored_labels_of(file: &AttrFile) -> StoredLabels {
+    let path = std::fs::canonicalize(&file.path).unwrap_or_else(|_| file.path.clone());
+    StoredLabels { names: file.names.clone(), file: path.display().to_string(), key: file.key.clone() }
+}
+
+/// Stores every attribute of `file` for the images of the cache at `path`, replacing any
+/// labels it had: a new file (temporary, then renamed over the old one, so a reader that
+/// has the old one open keeps it) with the same header, pixels and the labels after them.
+pub fn store_labels(path: &Path, file: &AttrFile) -> Result<()> {
+    let ds = Dataset::open(path)?;
+    let mut header = ds.header.clone();
+    header.labels = Some(stored_labels_of(file));
+    let labels = file.stored_bytes(&header.names);
+    let pixels = &ds.map[ds.offset..ds.label_offset()];
+    let json = serde_json::to_vec(&header)?;
+    let tmp = crate::fsutil::temp_path_for(path);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(MAGIC)?;
+        f.write_all(&(json.len() as u32).to_le_bytes())?;
+        f.write_all(&json)?;
+        f.write_all(&vec![0u8; (12 + json.len()).next_multiple_of(ALIGN) - 12 - json.len()])?;
+        f.write_all(pixels)?;
+        f.write_all(&labels)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!(
+            "cannot store the labels of {} in {}",
+            file.path.display(),
+            path.display()
+        ))
+    })
 }
 
 /// A prepared cache, memory-mapped.
@@ -329,6 +403,9 @@ impl Dataset {
             .and_then(|plane| plane.checked_mul(3))
             .and_then(|image| image.checked_mul(header.count))
             .and_then(|pixels| pixels.checked_add(offset))
+            .and_then(|end| {
+                end.checked_add(header.count.checked_mul(header.labels.as_ref().map_or(0, |l| l.names.len()))?)
+            })
             .ok_or_else(|| {
                 bad(&format!(
                     "the header's {} images of {}x{} cannot fit in a file",
@@ -351,6 +428,20 @@ impl Dataset {
 
     pub fn size(&self) -> usize {
         self.header.size as usize
+    }
+
+    /// Where the stored labels start: after the last image.
+    fn label_offset(&self) -> usize {
+        self.offset + self.len() * self.size() * self.size() * 3
+    }
+
+    /// The labels stored in the cache, as the attribute file they came from (its rows those
+    /// of the cache's images), or None when it stores none.
+    pub fn stored_attrs(&self) -> Result<Option<AttrFile>> {
+        let Some(l) = &self.header.labels else { return Ok(None) };
+        let start = self.label_offset();
+        let bytes = &self.map[start..start + self.len() * l.names.len()];
+        AttrFile::from_stored(&self.path, Path::new(&l.file), &l.key, &l.names, &self.header.names, bytes).map(Some)
     }
 
     /// HWC RGB bytes of image `i`.

@@ -10,8 +10,8 @@ use super::checkpoint::{self, Checkpoint};
 use super::optim::Optimizer;
 use super::stats::{self, Accumulator};
 use crate::config::RunConfig;
-use crate::data::attrs::{find_attr_file, AttrFile, Labels};
-use crate::data::cache::{default_cache_dir, prepare_cached, Dataset, PrepareOptions, CACHE_EXTENSION};
+use crate::data::attrs::{self, find_attr_file, AttrFile, Labels};
+use crate::data::cache::{default_cache_dir, prepare_cached, store_labels, Dataset, PrepareOptions, CACHE_EXTENSION};
 use crate::data::preprocess::CropResize;
 use crate::data::Loader;
 use crate::fsutil::ensure_dir;
@@ -680,14 +680,49 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
     Ok(ds)
 }
 
-/// The labels of `data`'s images for a conditional model (None for an unconditional one):
-/// the attribute file is `data.attr_file`, else `list_attr_celeba.txt` in or beside the
-/// image folder (for a prepared cache, the folder it was prepared from).
+/// The labels of `data`'s images for a conditional model (None for an unconditional one).
+/// The attribute file is `data.attr_file`, else `list_attr_celeba.txt` in or beside the
+/// image folder (for a prepared cache, the folder it was prepared from). The cache stores
+/// the file's labels the first time (and again when the file's bytes change), and they are
+/// read from it from then on; without an attribute file, the labels stored in the cache
+/// serve, so a cache moved on its own keeps them.
 pub fn open_labels(cfg: &RunConfig, data: &Dataset) -> Result<Option<Labels>> {
     if cfg.model.attrs.is_empty() {
         return Ok(None);
     }
-    let file = AttrFile::read(&find_attr_file(cfg.data.attr_file.as_deref(), Path::new(&cfg.data.path))?)?;
+    let file = match find_attr_file(cfg.data.attr_file.as_deref(), Path::new(&cfg.data.path)) {
+        Ok(path) => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read the attribute file {}", path.display()))?;
+            let stored = data.header.labels.as_ref().is_some_and(|l| l.key == attrs::key_of(&bytes));
+            match stored {
+                true => data.stored_attrs()?.context("the cache's labels went missing")?,
+                false => {
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| anyhow!("{}: the attribute file is not UTF-8 text", path.display()))?;
+                    let file = AttrFile::parse(&text, &path)?;
+                    match store_labels(&data.path, &file) {
+                        Ok(()) => eprintln!("stored the labels of {} in {}", path.display(), data.path.display()),
+                        Err(e) => eprintln!("warning: {e:#}; reading them from {} each time", path.display()),
+                    }
+                    file
+                }
+            }
+        }
+        Err(not_found) if cfg.data.attr_file.is_some() => return Err(not_found),
+        Err(not_found) => match data.stored_attrs()? {
+            Some(stored) => {
+                eprintln!(
+                    "{} has no attribute file beside it; using the labels stored in {} (read from {})",
+                    cfg.data.path,
+                    data.path.display(),
+                    stored.path.display()
+                );
+                stored
+            }
+            None => return Err(not_found),
+        },
+    };
     Ok(Some(Labels::from_file(&file, &cfg.model.attrs, &data.header.names, cfg.data.strict)?))
 }
 
