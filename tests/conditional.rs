@@ -245,6 +245,8 @@ fn labels_are_stored_in_the_cache_and_travel_with_it() {
     let ds_moved = Dataset::open(&moved.join("a.fgc")).unwrap();
     let alone = open_labels(&cfg_for(&moved.join("a.fgc")), &ds_moved).unwrap().unwrap();
     assert_eq!((&alone.values, &alone.labelled), (&expected.values, &expected.labelled));
+    let all = facegan::data::attrs::expand_all(&["all".into()], None, &moved.join("a.fgc")).unwrap();
+    assert_eq!(all, ["Odd", "Low"], "`--attrs all` reads the stored names");
     // ... but a named attribute file that does not exist is still an error.
     let mut named = cfg_for(&moved.join("a.fgc"));
     named.data.attr_file = Some(t.path().join("nope.txt").display().to_string());

@@ -218,11 +218,19 @@ pub fn find_attr_file(explicit: Option<&str>, data: &Path) -> Result<PathBuf> {
 }
 
 /// `wanted` with `all` replaced by every name of the data's attribute file (see
-/// [`find_attr_file`]); other lists are returned as they are.
+/// [`find_attr_file`]; for a prepared cache without one, the names of the labels it
+/// stores); other lists are returned as they are.
 pub fn expand_all(wanted: &[String], explicit: Option<&str>, data: &Path) -> Result<Vec<String>> {
-    match wanted.iter().any(|w| w == "all") {
-        true => read_names(&find_attr_file(explicit, data)?),
-        false => Ok(wanted.to_vec()),
+    if !wanted.iter().any(|w| w == "all") {
+        return Ok(wanted.to_vec());
+    }
+    match find_attr_file(explicit, data) {
+        Ok(path) => read_names(&path),
+        Err(e) if explicit.is_none() && data.is_file() => match super::Dataset::open(data)?.header.labels {
+            Some(stored) => Ok(stored.names),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
     }
 }
 
