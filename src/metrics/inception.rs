@@ -118,10 +118,9 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // The 1x7 / 7x1 (and 1x3 / 3x1) convolutions pad one axis only.
-        let y = crate::ops::conv2d_hw(x, &self.w, self.stride, self.pad)?;
-        // + b, then ReLU (a LeakyReLU of slope 0), in one pass.
-        Ok(crate::ops::bias_act(&y, &self.b, Some((0.0, 1.0)))?)
+        // The 1x7 / 7x1 (and 1x3 / 3x1) convolutions pad one axis only; + b, then ReLU, with no
+        // pass of their own on the CPU.
+        Ok(crate::ops::conv2d_bias_relu(x, &self.w, &self.b, self.stride, self.pad)?)
     }
 }
 

@@ -169,6 +169,39 @@ impl CustomOp2 for Conv2d {
     }
 }
 
+/// `max(0, conv2d(x, w) + bias)`, forward only (Inception's layers, whose batch norm is folded
+/// into `w` and `bias`): the bias and ReLU are applied to each band of output while it is in
+/// cache ([`kernels::conv2d_bias_relu`]) rather than in a pass of their own.
+#[derive(Clone, Debug)]
+pub(crate) struct Conv2dBiasRelu {
+    pub conv: Conv2d,
+    pub bias: Vec<f64>,
+}
+
+impl TypedKernel for Conv2dBiasRelu {
+    const NAME: &'static str = "facegan-conv2d-bias-relu";
+
+    fn run<T: Element>(&self, x: &[T], x_dims: &[usize], w: &[T], w_dims: &[usize]) -> Result<(Vec<T>, Shape)> {
+        let (g, n, c_in, c_out) = Geometry::conv2d(x_dims, w_dims, self.conv.stride, self.conv.padding)?;
+        if self.bias.len() != c_out {
+            bail!("{}: {c_out} output channels but {} biases", Self::NAME, self.bias.len());
+        }
+        let bias: Vec<T> = self.bias.iter().map(|&b| T::from_f64(b)).collect();
+        let out = kernels::conv2d_bias_relu(x, w, (n, c_in, c_out), &g, &bias);
+        Ok((out, (n, c_out, g.small.0, g.small.1).into()))
+    }
+}
+
+impl CustomOp2 for Conv2dBiasRelu {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.forward(s1, l1, s2, l2)
+    }
+}
+
 /// `conv_transpose2d(x, w)` with `x` (N, C_in, H, W), `w` (C_in, C_out, KH, KW) and per-axis
 /// output padding.
 #[derive(Clone, Copy, Debug)]

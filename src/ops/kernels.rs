@@ -76,6 +76,11 @@ mod sealed {
 /// Aim for at least this many GEMM columns (small-grid positions × batch items) per task.
 const MIN_GEMM_COLUMNS: usize = 256;
 
+/// A convolution whose column matrix for one item would exceed this many bytes builds and
+/// multiplies it a band of output rows at a time ([`conv2d_banded`]), so that the band's
+/// columns are still in cache when the GEMM packs them.
+const BAND_COL_BYTES: usize = 1 << 20;
+
 /// Spatial relation between a big grid and a small grid: small position `(i, j)` combined with
 /// kernel tap `(a, b)` touches big position `(i·stride + a − padding.0, j·stride + b − padding.1)`;
 /// taps that fall outside the big grid read zeros (or are dropped when writing).
@@ -809,30 +814,81 @@ where
 }
 
 /// Forward 2-D convolution: `x` (batch, c_in, big), `w` (c_out, c_in, kernel) -> (batch, c_out, small).
-pub(crate) fn conv2d<T: Element>(
+pub(crate) fn conv2d<T: Element>(x: &[T], w: &[T], dims: (usize, usize, usize), g: &Geometry) -> Vec<T> {
+    conv2d_then(x, w, dims, g, None)
+}
+
+/// [`conv2d`] followed by `max(0, y + bias[c])` (NaN stays NaN): on banded convolutions each
+/// band's output is finished while it is still in cache, elsewhere in one pass at the end.
+pub(crate) fn conv2d_bias_relu<T: Element>(
+    x: &[T],
+    w: &[T],
+    dims: (usize, usize, usize),
+    g: &Geometry,
+    bias: &[T],
+) -> Vec<T> {
+    conv2d_then(x, w, dims, g, Some(bias))
+}
+
+/// Adds `bias[c]` to row `c` of a `bias.len() × ld` row-major block (columns `off .. off +
+/// len`) and clamps below at 0.
+fn bias_relu_rows<T: Element>(out: &mut [T], ld: usize, off: usize, len: usize, bias: &[T]) {
+    for (c, &b) in bias.iter().enumerate() {
+        for v in &mut out[c * ld + off..][..len] {
+            let y = *v + b;
+            *v = if y < T::zero() { T::zero() } else { y };
+        }
+    }
+}
+
+fn conv2d_then<T: Element>(
     x: &[T],
     w: &[T],
     (batch, c_in, c_out): (usize, usize, usize),
     g: &Geometry,
+    bias: Option<&[T]>,
 ) -> Vec<T> {
+    let (mut out, finished) = conv2d_inner(x, w, (batch, c_in, c_out), g, bias);
+    if let (Some(b), false) = (bias, finished) {
+        let sl = g.small_len();
+        out.par_chunks_mut(c_out * sl).for_each(|item| bias_relu_rows(item, sl, 0, sl, b));
+    }
+    out
+}
+
+/// [`conv2d_then`]'s convolution, and whether it applied the bias and ReLU too (banded
+/// convolutions do, band by band).
+fn conv2d_inner<T: Element>(
+    x: &[T],
+    w: &[T],
+    (batch, c_in, c_out): (usize, usize, usize),
+    g: &Geometry,
+    bias: Option<&[T]>,
+) -> (Vec<T>, bool) {
     let (bl, sl) = (g.big_len(), g.small_len());
     let k = c_in * g.taps();
     assert_eq!(x.len(), batch * c_in * bl, "conv2d input size");
     assert_eq!(w.len(), c_out * k, "conv2d weight size");
-    if let Some(t) = g.stride_one_as_transposed(c_in, c_out) {
-        return conv_transpose2d(x, &flip_kernel(w, c_out, c_in, g.taps()), (batch, c_in, c_out), &t);
+    // On grids large enough for bands, the banded im2col form beats the transposed one.
+    let banded = band_rows::<T>(g, k, Plan::new(batch, sl).group);
+    if let Some(t) = g.stride_one_as_transposed(c_in, c_out).filter(|_| banded.is_none()) {
+        return (conv_transpose2d(x, &flip_kernel(w, c_out, c_in, g.taps()), (batch, c_in, c_out), &t), false);
     }
     let mut out = super::filled_par(batch * c_out * sl, T::zero());
     if out.is_empty() || k == 0 {
-        return out;
+        return (out, false);
     }
     if g.is_dense() {
         // out (batch × c_out) = x (batch × k) · Wᵀ
         let (x, w) = (Mat::row_major(x, k), Mat::col_major(w, k));
         matmul((batch, c_out, k), &mut out, c_out, false, x, w, true);
-        return out;
+        return (out, false);
     }
     let plan = Plan::new(batch, sl);
+    if let Some(rows) = banded {
+        conv2d_banded(x, w, (c_in, c_out), g, plan, rows, bias, &mut out);
+        return (out, true);
+    }
     let index = TapIndex::for_im2col(g);
     run_tasks(plan, batch, &mut out, c_out * sl, |items, out, scratch, par| {
         let x = &x[items.start * c_in * bl..items.end * c_in * bl];
@@ -848,7 +904,68 @@ pub(crate) fn conv2d<T: Element>(
             deinterleave(tmp, c_out, sl, out);
         }
     });
-    out
+    (out, false)
+}
+
+/// Output rows per band for [`conv2d_banded`], or None when one item's column matrix (`k`
+/// rows) fits in [`BAND_COL_BYTES`], items are grouped, or a band would be narrower than
+/// [`MIN_GEMM_COLUMNS`] columns.
+pub(super) fn band_rows<T>(g: &Geometry, k: usize, group: usize) -> Option<usize> {
+    let (sh, sw) = g.small;
+    let row_bytes = k * sw * std::mem::size_of::<T>();
+    if group != 1 || g.is_pointwise() || row_bytes * sh <= BAND_COL_BYTES {
+        return None;
+    }
+    let rows = (BAND_COL_BYTES / row_bytes.max(1)).max(MIN_GEMM_COLUMNS.div_ceil(sw.max(1)));
+    (rows < sh).then_some(rows)
+}
+
+/// [`conv2d`] of items one at a time, each in bands of `rows` output rows: the band of input
+/// rows it reads is copied with the zero padding above and below written out, im2col'd
+/// (padding only at the sides) and multiplied into the band's columns of the output, which
+/// then gets `bias` and ReLU if given.
+#[allow(clippy::too_many_arguments)]
+fn conv2d_banded<T: Element>(
+    x: &[T],
+    w: &[T],
+    (c_in, c_out): (usize, usize),
+    g: &Geometry,
+    plan: Plan,
+    rows: usize,
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    let ((bh, bw), (sh, sw), kh, s, ph) = (g.big, g.small, g.kernel.0, g.stride, g.padding.0);
+    let (bl, sl, k) = (g.big_len(), g.small_len(), c_in * g.taps());
+    let band =
+        |rows: usize| Geometry { big: ((rows - 1) * s + kh, bw), small: (rows, sw), padding: (0, g.padding.1), ..*g };
+    let full = TapIndex::for_im2col(&band(rows));
+    let last = (!sh.is_multiple_of(rows)).then(|| TapIndex::for_im2col(&band(sh % rows)));
+    let batch = out.len() / (c_out * sl).max(1);
+    run_tasks(plan, batch, out, c_out * sl, |items, out, scratch, par| {
+        let x = &x[items.start * c_in * bl..][..c_in * bl];
+        for r0 in (0..sh).step_by(rows) {
+            let index = if r0 + rows <= sh { &full } else { last.as_ref().expect("a last band") };
+            let (band_h, cols) = (index.geometry.big.0, index.geometry.small_len());
+            let input = sized(&mut scratch.tmp, c_in * band_h * bw);
+            for (c, dst) in input.chunks_exact_mut(band_h * bw).enumerate() {
+                for (r, dst) in dst.chunks_exact_mut(bw).enumerate() {
+                    match (r0 * s + r).checked_sub(ph).filter(|&y| y < bh) {
+                        Some(y) => dst.copy_from_slice(&x[(c * bh + y) * bw..][..bw]),
+                        None => dst.fill(T::zero()),
+                    }
+                }
+            }
+            let col = sized(&mut scratch.col, k * cols);
+            let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_in));
+            im2col(input, index, col, cols, 0, par, phases);
+            let (w, col) = (Mat::row_major(w, k), Mat::row_major(col, cols));
+            matmul((c_out, cols, k), &mut out[r0 * sw..], sl, false, w, col, par);
+            if let Some(b) = bias {
+                bias_relu_rows(out, sl, r0 * sw, cols, b);
+            }
+        }
+    });
 }
 
 /// Transposed 2-D convolution: `x` (batch, c_in, small), `w` (c_in, c_out, kernel)

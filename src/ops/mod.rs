@@ -118,6 +118,16 @@ pub fn conv2d_hw(x: &Tensor, w: &Tensor, stride: usize, padding: (usize, usize))
     x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(w, 0, stride, 1, 1)
 }
 
+/// `max(0, conv2d_hw(x, w) + b)` with `b` (C_out,): forward only (no gradient), for networks
+/// that are only evaluated (Inception); on the CPU the bias and ReLU cost no pass of their own.
+pub fn conv2d_bias_relu(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: (usize, usize)) -> Result<Tensor> {
+    if use_cpu_kernels(x, w) {
+        let bias = b.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        return x.apply_op2_no_bwd(w, &cpu::Conv2dBiasRelu { conv: cpu::Conv2d { stride, padding }, bias });
+    }
+    bias_act(&conv2d_hw(x, w, stride, padding)?, b, Some((0.0, 1.0)))
+}
+
 /// 2-D transposed convolution, NCHW input `x` (N, C_in, H, W), weight `w` (C_in, C_out, K, K)
 /// (PyTorch's layout).
 ///

@@ -617,3 +617,78 @@ fn input_gradients_only_drops_weight_gradients_and_keeps_penalties_exact() -> Re
     assert!(critic(&xv)?.backward()?.get(&w2).expect("weight gradient").abs()?.max_all()?.to_scalar::<f64>()? > 0.0);
     Ok(())
 }
+
+/// Convolutions whose column matrix is built a band of output rows at a time (large grids:
+/// Inception's stem, 64x64 ResNets) equal candle's, with bands that divide the output and
+/// ones that leave a shorter last band, strided, and padded on one axis only.
+#[test]
+fn banded_convolutions_match_candle() -> Result<()> {
+    let mut rng = Rng(33);
+    // (batch, c_in, c_out, (h, w), kernel, stride, padding)
+    let cases = [
+        (2, 16, 40, (66, 64), (3, 3), 1, (1, 1)),
+        (1, 32, 4, (130, 130), (3, 3), 2, (1, 1)),
+        (2, 64, 40, (40, 40), (7, 1), 1, (3, 0)),
+        (1, 24, 36, (48, 50), (5, 5), 1, (2, 2)),
+        (1, 32, 8, (70, 70), (3, 3), 1, (1, 1)), // banded rather than the transposed form
+    ];
+    for (n, c_in, c_out, (h, wd), kernel, stride, padding) in cases {
+        for dtype in [DType::F32, DType::F64] {
+            let (g, ..) =
+                kernels::Geometry::conv2d(&[n, c_in, h, wd], &[c_out, c_in, kernel.0, kernel.1], stride, padding)?;
+            let k = c_in * kernel.0 * kernel.1;
+            let rows = match dtype {
+                DType::F32 => kernels::band_rows::<f32>(&g, k, 1),
+                _ => kernels::band_rows::<f64>(&g, k, 1),
+            };
+            let rows = rows.unwrap_or_else(|| panic!("{g:?} is not banded"));
+            assert!(rows < g.small.0);
+            let x = rng.tensor((n, c_in, h, wd), dtype);
+            let w = rng.tensor((c_out, c_in, kernel.0, kernel.1), dtype);
+            let padded = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
+            let reference = padded.conv2d(&w, 0, stride, 1, 1)?;
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            with_thread_counts(|| {
+                let ours = conv2d_hw(&x, &w, stride, padding).unwrap();
+                assert_close(&ours, &reference, tol, &format!("{g:?} {dtype:?}, bands of {rows} rows"));
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The fused forward-only convolution + bias + ReLU equals the two ops it replaces, on banded
+/// and unbanded grids, in f32 and f64, and keeps a NaN.
+#[test]
+fn conv2d_bias_relu_equals_conv_then_bias_act() -> Result<()> {
+    let mut rng = Rng(34);
+    // (batch, c_in, c_out, (h, w), kernel, stride, padding)
+    let cases = [
+        (2, 16, 40, (66, 64), (3, 3), 1, (1, 1)), // banded
+        (1, 32, 8, (70, 70), (3, 3), 1, (1, 1)),  // banded rather than transposed
+        (2, 6, 5, (9, 8), (1, 7), 1, (0, 3)),     // one-axis padding, not banded
+        (3, 8, 4, (5, 5), (1, 1), 1, (0, 0)),     // pointwise
+        (2, 40, 6, (7, 6), (3, 3), 1, (1, 1)),    // the transposed form
+        (2, 4, 3, (4, 4), (4, 4), 1, (0, 0)),     // dense
+    ];
+    for (n, c_in, c_out, (h, wd), kernel, stride, padding) in cases {
+        for dtype in [DType::F32, DType::F64] {
+            let x = rng.tensor((n, c_in, h, wd), dtype);
+            let w = rng.tensor((c_out, c_in, kernel.0, kernel.1), dtype);
+            let b = rng.tensor(c_out, dtype);
+            let ours = conv2d_bias_relu(&x, &w, &b, stride, padding)?;
+            let reference = bias_act(&conv2d_hw(&x, &w, stride, padding)?, &b, Some((0.0, 1.0)))?;
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_close(&ours, &reference, tol, &format!("{kernel:?} {c_in}->{c_out} at {h}x{wd} {dtype:?}"));
+            let zeros =
+                ours.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?.iter().filter(|v| **v == 0.0).count();
+            assert!(zeros > 0 && zeros < ours.elem_count(), "the ReLU clamps some outputs and not others");
+        }
+    }
+    let x = Tensor::from_vec(vec![f32::NAN, 1.0, -1.0, 2.0], (1, 1, 2, 2), &Device::Cpu)?;
+    let w = Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu)?;
+    let y = conv2d_bias_relu(&x, &w, &Tensor::zeros(1, DType::F32, &Device::Cpu)?, 1, (0, 0))?;
+    let y = y.flatten_all()?.to_vec1::<f32>()?;
+    assert!(y[0].is_nan() && y[1..] == [1.0, 0.0, 2.0], "{y:?}");
+    Ok(())
+}
