@@ -34,6 +34,11 @@ const STORED_ABSENT: u8 = 0;
 const STORED_PRESENT: u8 = 1;
 const STORED_NO_ROW: u8 = 2;
 
+/// The bytes of the attribute file at `path`.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the attribute file {}", path.display()))
+}
+
 /// A hash of an attribute file's bytes.
 pub fn key_of(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().take(10).map(|b| format!("{b:02x}")).collect()
@@ -41,8 +46,13 @@ pub fn key_of(bytes: &[u8]) -> String {
 
 impl AttrFile {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the attribute file {}", path.display()))?;
+        Self::from_bytes(read_bytes(path)?, path)
+    }
+
+    /// Parses the bytes of the attribute file at `path` (read with [`read_bytes`]).
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self> {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: the attribute file is not UTF-8 text", path.display()))?;
         Self::parse(&text, path)
     }
 

@@ -869,8 +869,9 @@ fn conv2d_inner<T: Element>(
     let k = c_in * g.taps();
     assert_eq!(x.len(), batch * c_in * bl, "conv2d input size");
     assert_eq!(w.len(), c_out * k, "conv2d weight size");
+    let plan = Plan::new(batch, sl);
     // On grids large enough for bands, the banded im2col form beats the transposed one.
-    let banded = band_rows::<T>(g, k, Plan::new(batch, sl).group);
+    let banded = band_rows::<T>(g, k, plan.group);
     if let Some(t) = g.stride_one_as_transposed(c_in, c_out).filter(|_| banded.is_none()) {
         return (conv_transpose2d(x, &flip_kernel(w, c_out, c_in, g.taps()), (batch, c_in, c_out), &t), false);
     }
@@ -884,7 +885,6 @@ fn conv2d_inner<T: Element>(
         matmul((batch, c_out, k), &mut out, c_out, false, x, w, true);
         return (out, false);
     }
-    let plan = Plan::new(batch, sl);
     if let Some(rows) = banded {
         conv2d_banded(x, w, (c_in, c_out), g, plan, rows, bias, &mut out);
         return (out, true);

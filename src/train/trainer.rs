@@ -692,15 +692,13 @@ pub fn open_labels(cfg: &RunConfig, data: &Dataset) -> Result<Option<Labels>> {
     }
     let file = match find_attr_file(cfg.data.attr_file.as_deref(), Path::new(&cfg.data.path)) {
         Ok(path) => {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read the attribute file {}", path.display()))?;
+            // The hash alone tells whether the stored labels are this file's: no parse then.
+            let bytes = attrs::read_bytes(&path)?;
             let stored = data.header.labels.as_ref().is_some_and(|l| l.key == attrs::key_of(&bytes));
             match stored {
                 true => data.stored_attrs()?.context("the cache's labels went missing")?,
                 false => {
-                    let text = String::from_utf8(bytes)
-                        .map_err(|_| anyhow!("{}: the attribute file is not UTF-8 text", path.display()))?;
-                    let file = AttrFile::parse(&text, &path)?;
+                    let file = AttrFile::from_bytes(bytes, &path)?;
                     match store_labels(&data.path, &file) {
                         Ok(()) => eprintln!("stored the labels of {} in {}", path.display(), data.path.display()),
                         Err(e) => eprintln!("warning: {e:#}; reading them from {} each time", path.display()),
