@@ -41,6 +41,11 @@ fn training_evaluates_into_metrics_jsonl_and_eval_agrees() {
         assert!(l.kid.is_none() && l.precision.is_none());
     }
     assert_ne!(lines[0].fid, lines[1].fid, "the generator changed between the evaluations");
+    // Each line says how many real images D had seen and the training's CPU seconds so far
+    // (the x-axes of a learning curve); TINY trains at batch 8.
+    assert_eq!(lines.iter().map(|l| l.images_seen).collect::<Vec<_>>(), [Some(8), Some(16)]);
+    let cpu: Vec<f64> = lines.iter().map(|l| l.cpu_s.unwrap()).collect();
+    assert!(0.0 < cpu[0] && cpu[0] < cpu[1], "{cpu:?}");
     assert!(run_dir.join("metrics.png").is_file(), "the report plots the evaluations");
 
     // Resume for one more step: the log goes on from the checkpoint.
@@ -48,6 +53,7 @@ fn training_evaluates_into_metrics_jsonl_and_eval_agrees() {
     assert!(ok, "{out}");
     let lines = read(&run_dir.join(METRICS_FILE)).unwrap();
     assert_eq!(lines.iter().map(|l| l.step).collect::<Vec<_>>(), [1, 2, 3], "{lines:?}");
+    assert!(lines[2].cpu_s.unwrap() > cpu[1], "the CPU count goes on after a resume: {lines:?}");
 
     // `facegan eval` on the run folder (its newest checkpoint) with the same faces and
     // reference gives the FID the training logged at that step.

@@ -103,6 +103,13 @@ fn checkpoint_round_trip_and_generate_determinism() {
     assert_eq!(r.step, 2);
     assert_eq!(r.rng, s.rng);
     assert_eq!(r.opt_g.t, s.opt_g.t);
+    // The training's CPU time travels with the checkpoint: a resumed session counts on from
+    // it rather than from zero.
+    let saved: f64 = ck.meta["cpu_s"].parse().unwrap();
+    let (before, resumed) = (facegan::train::stats::process_cpu_seconds(), r.cpu_seconds().unwrap());
+    assert!(saved > 0.0, "two training steps took CPU time: {saved}");
+    assert!(resumed >= saved - 0.05, "the resumed count {resumed} starts below the saved {saved}");
+    assert!(resumed <= saved + 0.05 + facegan::train::stats::process_cpu_seconds() - before + 1.0);
     let z = Latent::from_z(Tensor::ones((2, 16), candle_core::DType::F32, &Device::Cpu).unwrap());
     let diff = (s.g.forward(&z, Mode::EVAL).unwrap() - r.g.forward(&z, Mode::EVAL).unwrap())
         .unwrap()
@@ -925,7 +932,7 @@ fn the_same_seed_gives_identical_stats_and_weights() {
             .lines()
             .map(|l| {
                 let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().retain(|k, _| k != "img_per_s" && k != "elapsed_s");
+                v.as_object_mut().unwrap().retain(|k, _| !["img_per_s", "elapsed_s", "cpu_s"].contains(&k.as_str()));
                 v
             })
             .collect();

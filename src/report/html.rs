@@ -131,9 +131,13 @@ body{{font-family:sans-serif;margin:2em;max-width:1000px}} pre{{background:#f4f4
     let ips = if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 };
     let _ = write!(
         html,
-        "<table><tr><th>step reached</th><td>{}</td></tr><tr><th>wall time</th><td>{:.0} s</td></tr><tr><th>images/s (last {} intervals)</th><td>{:.1}</td></tr><tr><th>machine</th><td>{}</td></tr><tr><th>facegan</th><td>{}</td></tr></table>",
+        "<table><tr><th>step reached</th><td>{}</td></tr><tr><th>wall time (since the last resume)</th><td>{:.0} s</td></tr><tr><th>CPU time of training (every resume)</th><td>{}</td></tr><tr><th>images/s (last {} intervals)</th><td>{:.1}</td></tr><tr><th>machine</th><td>{}</td></tr><tr><th>facegan</th><td>{}</td></tr></table>",
         last.map(|l| l.step).unwrap_or(0),
         last.map(|l| l.elapsed_s).unwrap_or(0.0),
+        match last.and_then(|l| l.extra.get("cpu_s")) {
+            Some(c) => format!("{:.2} CPU-hours", c / 3600.0),
+            None => "not recorded".to_string(),
+        },
         recent.len(),
         ips,
         escape(&hardware()),

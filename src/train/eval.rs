@@ -36,6 +36,12 @@ pub struct MetricsLine {
     pub swd: Option<f64>,
     /// Seconds the evaluation took.
     pub seconds: f64,
+    /// Real images shown to D before this evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_seen: Option<u64>,
+    /// CPU seconds of training before this evaluation (evaluations left out), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<f64>,
 }
 
 impl MetricsLine {
@@ -51,6 +57,8 @@ impl MetricsLine {
             recall: r.recall,
             swd: r.swd.as_ref().map(|s| s.mean),
             seconds,
+            images_seen: None,
+            cpu_s: None,
         }
     }
 
@@ -115,11 +123,13 @@ impl TrainEval {
     }
 
     /// Evaluates a generator (already in eval mode with its standing statistics) and
-    /// appends the line to metrics.jsonl.
-    pub fn run(&self, g: &dyn Generator, cfg: &RunConfig, step: u64) -> Result<MetricsLine> {
+    /// appends the line to metrics.jsonl, with the training's CPU seconds so far.
+    pub fn run(&self, g: &dyn Generator, cfg: &RunConfig, step: u64, cpu_s: Option<f64>) -> Result<MetricsLine> {
         let t = std::time::Instant::now();
         let r = self.evaluator.evaluate_generator(g, cfg, self.num, EVAL_SEED, &format!("step {step}"))?;
-        let line = MetricsLine::from_report(step, &r, t.elapsed().as_secs_f64());
+        let mut line = MetricsLine::from_report(step, &r, t.elapsed().as_secs_f64());
+        line.images_seen = Some(step * cfg.train.batch_size as u64 * cfg.train.n_critic as u64);
+        line.cpu_s = cpu_s;
         super::stats::append(&self.path, &line)?;
         Ok(line)
     }

@@ -61,6 +61,22 @@ pub fn line(step: u64, mut means: BTreeMap<String, f64>, img_per_s: f64, elapsed
     }
 }
 
+/// CPU seconds (user + system, all threads) this process has used; 0 where the platform
+/// does not say.
+pub fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a plain struct into memory we own.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) } == 0 {
+            let u = unsafe { u.assume_init() };
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+            return secs(u.ru_utime) + secs(u.ru_stime);
+        }
+    }
+    0.0
+}
+
 /// Appends one value as a JSON line (stats.jsonl, metrics.jsonl).
 pub fn append<T: Serialize>(path: &Path, line: &T) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()

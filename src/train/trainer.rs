@@ -93,6 +93,11 @@ pub struct Session {
     pub pl_mean: f64,
     /// Augmentation of D's inputs, with ADA's p.
     pub aug: Augment,
+    /// Training CPU seconds before `cpu_mark` (all processes of the run, resumes and
+    /// continuation files included); `None` when an older checkpoint did not record them.
+    cpu_base: Option<f64>,
+    /// This process's CPU seconds when `cpu_base` was last brought up to date.
+    cpu_mark: f64,
 }
 
 /// Per-step numbers for the logs, by name.
@@ -163,7 +168,24 @@ impl Session {
             penalties,
             pl_mean: 0.0,
             aug,
+            cpu_base: Some(0.0),
+            cpu_mark: stats::process_cpu_seconds(),
         })
+    }
+
+    /// CPU seconds (user + system, every thread) the run has spent training so far, across
+    /// resumes and machines; evaluations during training are not counted. `None` for runs
+    /// from checkpoints that predate this count.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.cpu_base.map(|b| b + (stats::process_cpu_seconds() - self.cpu_mark))
+    }
+
+    /// Leaves the CPU time of `f` (an evaluation) out of [`Self::cpu_seconds`].
+    pub fn without_cpu_count<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let before = stats::process_cpu_seconds();
+        let out = f(self);
+        self.cpu_mark += stats::process_cpu_seconds() - before;
+        out
     }
 
     /// Restores a session from a full checkpoint; `cfg` may differ from the saved one
@@ -216,6 +238,9 @@ impl Session {
         let mut meta = checkpoint::base_meta(kind, self.step, &self.cfg);
         meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
+        if let Some(c) = self.cpu_seconds() {
+            meta.insert("cpu_s".into(), format!("{c:.1}"));
+        }
         meta.extend(self.aug.state());
         Ok((t, meta))
     }
@@ -264,6 +289,10 @@ impl Session {
                 u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
             s.pl_mean = f64::from_bits(bits);
         }
+        s.cpu_base = match ck.meta.get("cpu_s") {
+            Some(c) => Some(c.parse().with_context(|| format!("{src}: cpu_s '{c}' is malformed"))?),
+            None => None,
+        };
         s.aug.restore(|k| ck.meta.get(k).cloned(), &src)?;
         Ok(s)
     }
@@ -621,10 +650,13 @@ fn roll_back(run: &Path, session: Session, bad: u64, rollbacks: u32, device: &De
     }
     let path = ck.path.clone();
     let mut cfg = session.cfg.clone();
+    // The discarded steps cost CPU time too.
+    let cpu = session.cpu_seconds();
     drop(session);
     let (old_g, old_d) = (cfg.train.lr_g, cfg.train.lr_d);
     (cfg.train.lr_g, cfg.train.lr_d) = (old_g * 0.5, old_d * 0.5);
-    let s = Session::from_checkpoint(&ck, &cfg, device)?;
+    let mut s = Session::from_checkpoint(&ck, &cfg, device)?;
+    (s.cpu_base, s.cpu_mark) = (cpu, stats::process_cpu_seconds());
     eprintln!(
         "step {step}: {bad} steps in a row had non-finite losses or gradients; going back to step {} ({}) with halved learning rates (lr_g {old_g:e} -> {:e}, lr_d {old_d:e} -> {:e}), roll-back {rollbacks} of at most {}",
         s.step,
@@ -910,7 +942,11 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
             // Real images shown to D per second (n_critic batches per step).
             let ips =
                 (interval_steps * (cfg.train.batch_size * cfg.train.n_critic as usize) as u64) as f64 / secs.max(1e-9);
-            let line = stats::line(step, acc.take(), ips, start.elapsed().as_secs_f64());
+            let mut means = acc.take();
+            if let Some(c) = session.cpu_seconds() {
+                means.insert("cpu_s".into(), c);
+            }
+            let line = stats::line(step, means, ips, start.elapsed().as_secs_f64());
             stats::append(&stats_path, &line)?;
             let mut scalars = vec![
                 ("d_loss", line.d_loss),
@@ -946,7 +982,8 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         let eval_due = || step % cfg.log.eval_every == 0 || step == total;
         if let Some(ev) = evaluation.as_ref().filter(|_| eval_due() && !crate::interrupt::requested()) {
             session.refresh_ema_stats()?;
-            match ev.run(session.g_ema.as_ref(), &cfg, step) {
+            let cpu_s = session.cpu_seconds();
+            match session.without_cpu_count(|s| ev.run(s.g_ema.as_ref(), &cfg, step, cpu_s)) {
                 Ok(line) => {
                     let metrics = [
                         ("metrics/fid", line.fid),
