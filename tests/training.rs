@@ -307,6 +307,37 @@ fn compare_draws_one_captioned_panel_per_model() {
     assert!(!ok && out.contains("2 labels for 1 models"), "{out}");
     let (ok, out) = run(&["compare", "/no/such/run", "--out", png.to_str().unwrap()]);
     assert!(!ok && out.contains("/no/such/run"), "{out}");
+
+    // Learning curves (--curves): a run without metrics.jsonl is named before anything is
+    // drawn.
+    let curves = t.path().join("curves.png");
+    std::fs::remove_file(&png).unwrap();
+    let (p, c) = (png.to_str().unwrap(), curves.to_str().unwrap());
+    let (ok, out) = run(&["compare", r, "--out", p, "--curves", c]);
+    assert!(!ok && out.contains("metrics.jsonl is missing") && out.contains("--eval-every"), "{out}");
+    assert!(!png.exists() && !curves.exists());
+    // One evaluation from before metrics.jsonl counted images and CPU time, one after: the
+    // first gets its images from the run's batch size (8) and n_critic (1).
+    let lines = [
+        r#"{"step":1,"num_fake":8,"num_real":8,"fid":300.0,"seconds":1.0}"#,
+        r#"{"step":3,"num_fake":8,"num_real":8,"fid":250.0,"seconds":1.0,"images_seen":24,"cpu_s":7200.0}"#,
+    ];
+    std::fs::write(run_dir.join("metrics.jsonl"), lines.join("\n") + "\n").unwrap();
+    let curve = facegan::report::LearningCurve::of_run(&ck, None).unwrap();
+    assert_eq!(curve.label, "run");
+    assert_eq!(curve.lines.iter().map(|l| l.images_seen).collect::<Vec<_>>(), [Some(8), Some(24)]);
+    let (ok, out) = run(&["compare", r, "--out", p, "--curves", c]);
+    assert!(ok, "{out}");
+    let img = image::open(&curves).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1400, 500));
+    // The run's colour appears in both panels: by images and (one counted point) by CPU.
+    let red = |x0: u32| {
+        (x0..x0 + 700)
+            .flat_map(|x| (0..500).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0 == [214, 39, 40])
+            .count()
+    };
+    assert!(red(0) > 20 && red(700) > 20, "{} {}", red(0), red(700));
 }
 
 /// A full DCGAN checkpoint written before the model-family redesign (commit bba5c4c, format

@@ -11,6 +11,7 @@ use facegan::device::parse_device;
 use facegan::metrics::ppl::{perceptual_path_length, PathSpace, PplOptions};
 use facegan::models::style::Truncation;
 use facegan::presets::PRESETS;
+use facegan::report::{plot_learning_curves, LearningCurve};
 use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::figures;
 use facegan::sample::generate::{
@@ -286,6 +287,10 @@ pub struct CompareArgs {
     /// Models per row of the picture.
     #[arg(long, default_value_t = 5)]
     per_row: usize,
+    /// Also plot the runs' learning curves (FID from each run's metrics.jsonl against real
+    /// images seen and against training CPU-hours) into this PNG.
+    #[arg(long)]
+    curves: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -506,9 +511,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 device: parse_device(&a.device)?,
             };
             let n = opts.models.len();
+            // The curves' files are read first: a run without them fails before any generating.
+            let curves = match &a.curves {
+                Some(_) => (opts.models.iter().enumerate())
+                    .map(|(i, m)| LearningCurve::of_run(m, opts.labels.get(i).map(String::as_str)))
+                    .collect::<Result<Vec<_>>>()?,
+                None => Vec::new(),
+            };
             let img = compare(&opts)?;
             save_png(&img, &a.out)?;
             eprintln!("wrote {} ({n} models, {} faces each)", a.out.display(), opts.count);
+            if let Some(path) = &a.curves {
+                plot_learning_curves(&curves, path)?;
+                eprintln!("wrote {} (FID by real images seen and by training CPU-hours)", path.display());
+            }
         }
         Command::Inspect { path } => inspect(&path)?,
         Command::Bench(a) => {

@@ -147,22 +147,122 @@ pub fn plot_truncation_sweep(points: &[SweepPoint], out: &Path) -> Result<()> {
     plot_curves("truncation sweep", "truncation ψ (1: none)", "metric", &curves, out)
 }
 
+/// One run's learning curve for `facegan compare --curves`: its caption and evaluations,
+/// each with the real images D had seen (filled in from the run's configuration for lines
+/// written before metrics.jsonl recorded them).
+pub struct LearningCurve {
+    pub label: String,
+    pub lines: Vec<MetricsLine>,
+}
+
+impl LearningCurve {
+    /// The curve of a run folder, or of the run folder holding a checkpoint
+    /// (`RUN/checkpoints/step-N.safetensors`), captioned `label` or the folder's name.
+    pub fn of_run(model: &Path, label: Option<&str>) -> Result<Self> {
+        let run = if model.is_dir() {
+            model.to_path_buf()
+        } else {
+            model.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+        };
+        let path = run.join(METRICS_FILE);
+        if !path.is_file() {
+            anyhow::bail!(
+                "{}: no learning curve ({METRICS_FILE} is missing); a run records one when trained with --eval-every N",
+                model.display()
+            );
+        }
+        let mut lines = crate::train::eval::read(&path)?;
+        if lines.iter().all(|l| l.fid.is_none()) {
+            anyhow::bail!("{}: has no FID evaluation to plot (train with --eval-metrics fid)", path.display());
+        }
+        let cfg = crate::config::RunConfig::load(&run.join("config.toml"))?;
+        let per_step = cfg.train.batch_size as u64 * cfg.train.n_critic as u64;
+        for l in &mut lines {
+            l.images_seen.get_or_insert(l.step * per_step);
+        }
+        let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Self { label: label.map(str::to_string).unwrap_or(name), lines })
+    }
+}
+
+/// Colours of successive runs' curves.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// Runs' FID against thousands of real images shown to D (left) and against the hours of
+/// CPU their training used (right; runs that did not record it are left out there and
+/// named in the caption), as one PNG: which family gets furthest per image and per
+/// CPU-hour.
+pub fn plot_learning_curves(runs: &[LearningCurve], out: &Path) -> Result<()> {
+    let fid = |l: &MetricsLine| l.fid.filter(|f| f.is_finite());
+    let mut by_images = Vec::new();
+    let mut by_cpu = Vec::new();
+    let mut uncounted = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let pts = r.lines.iter().filter_map(|l| Some((l.images_seen? as f64 / 1000.0, fid(l)?))).collect();
+        by_images.push((r.label.as_str(), colour, pts));
+        let cpu: Vec<(f64, f64)> = r.lines.iter().filter_map(|l| Some((l.cpu_s? / 3600.0, fid(l)?))).collect();
+        if cpu.is_empty() {
+            uncounted.push(r.label.as_str());
+        } else {
+            by_cpu.push((r.label.as_str(), colour, cpu));
+        }
+    }
+    let n = runs.first().map(|r| r.lines.iter().map(|l| l.num_fake).max().unwrap_or(0)).unwrap_or(0);
+    let right = match uncounted.is_empty() {
+        true => "FID by training CPU-hours".to_string(),
+        false => format!("FID by training CPU-hours (not counted: {})", uncounted.join(", ")),
+    };
+    let (w, h) = (1400u32, 500u32);
+    render(out, (w, h), |root| {
+        let (a, b) = root.split_horizontally(w / 2);
+        let y = format!("FID ({n} generated)");
+        draw_chart(&a, "FID by real images shown to D", "thousands of images", &y, &by_images)?;
+        draw_chart(&b, &right, "CPU-hours", &y, &by_cpu)
+    })
+}
+
 /// A named, coloured curve of (x, value) points.
 type Curve<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
-/// Named curves of (x, value) on one chart from x = 0, written as a PNG.
-fn plot_curves(caption: &str, x_desc: &str, y_desc: &str, curves: &[Curve], out: &Path) -> Result<()> {
-    let text = font_available();
-    let (w, h) = (900u32, 500u32);
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws with `f` on a white `size` bitmap and writes it as a PNG.
+fn render(out: &Path, (w, h): (u32, u32), f: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        f(&root)?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches the plot size");
+    crate::sample::grid::save_png(&img, out)
+}
+
+/// Named curves of (x, value) on one chart from x = 0, written as a PNG.
+fn plot_curves(caption: &str, x_desc: &str, y_desc: &str, curves: &[Curve], out: &Path) -> Result<()> {
+    render(out, (900, 500), |root| draw_chart(root, caption, x_desc, y_desc, curves))
+}
+
+/// Named curves of (x, value) on one chart from x = 0, in `root`.
+fn draw_chart(root: &Area, caption: &str, x_desc: &str, y_desc: &str, curves: &[Curve]) -> Result<()> {
+    let text = font_available();
+    {
         let points = || curves.iter().flat_map(|c| c.2.iter()).filter(|p| p.1.is_finite());
         let max_step = points().map(|p| p.0).fold(1.0, f64::max);
         let (lo, hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let (lo, hi) = if lo.is_finite() { (lo.min(0.0), hi.max(lo + 1e-3) * 1.05) } else { (0.0, 1.0) };
-        let mut builder = ChartBuilder::on(&root);
+        let mut builder = ChartBuilder::on(root);
         builder.margin(15);
         if text {
             builder.caption(caption, ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(55);
@@ -188,8 +288,12 @@ fn plot_curves(caption: &str, x_desc: &str, y_desc: &str, curves: &[Curve], out:
                     .label(*name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
             }
+            // A mark on each point: evaluations are few and far between.
+            chart
+                .draw_series(points.iter().filter(|p| p.1.is_finite()).map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        if text {
+        if text && !curves.is_empty() {
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.8))
@@ -197,8 +301,6 @@ fn plot_curves(caption: &str, x_desc: &str, y_desc: &str, curves: &[Curve], out:
                 .draw()
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches the plot size");
-    crate::sample::grid::save_png(&img, out)
+    Ok(())
 }
