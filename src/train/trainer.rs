@@ -239,7 +239,7 @@ impl Session {
         meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
         if let Some(c) = self.cpu_seconds() {
-            meta.insert("cpu_s".into(), format!("{c:.1}"));
+            meta.insert("cpu_s".into(), format!("{c:.6}"));
         }
         meta.extend(self.aug.state());
         Ok((t, meta))
