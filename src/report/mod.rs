@@ -217,7 +217,13 @@ pub fn plot_learning_curves(runs: &[LearningCurve], out: &Path) -> Result<()> {
             by_cpu.push((r.label.as_str(), colour, cpu));
         }
     }
-    let n = runs.first().map(|r| r.lines.iter().map(|l| l.num_fake).max().unwrap_or(0)).unwrap_or(0);
+    // The y axis names the number of generated faces when every evaluation used the same.
+    let mut counts: Vec<usize> = runs.iter().flat_map(|r| r.lines.iter().map(|l| l.num_fake)).collect();
+    counts.dedup();
+    let y = match counts[..] {
+        [n] => format!("FID ({n} generated)"),
+        _ => "FID (sample counts differ between evaluations)".to_string(),
+    };
     let right = match uncounted.is_empty() {
         true => "FID by training CPU-hours".to_string(),
         false => format!("FID by training CPU-hours (not counted: {})", uncounted.join(", ")),
@@ -225,7 +231,6 @@ pub fn plot_learning_curves(runs: &[LearningCurve], out: &Path) -> Result<()> {
     let (w, h) = (1400u32, 500u32);
     render(out, (w, h), |root| {
         let (a, b) = root.split_horizontally(w / 2);
-        let y = format!("FID ({n} generated)");
         draw_chart(&a, "FID by real images shown to D", "thousands of images", &y, &by_images)?;
         draw_chart(&b, &right, "CPU-hours", &y, &by_cpu)
     })
