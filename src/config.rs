@@ -146,6 +146,13 @@ pub struct TrainConfig {
     pub max_rollbacks: u32,
 }
 
+impl TrainConfig {
+    /// Real images shown to D per training step (n_critic batches).
+    pub fn images_per_step(&self) -> u64 {
+        self.batch_size as u64 * self.n_critic as u64
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {

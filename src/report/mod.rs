@@ -176,7 +176,7 @@ impl LearningCurve {
             anyhow::bail!("{}: has no FID evaluation to plot (train with --eval-metrics fid)", path.display());
         }
         let cfg = crate::config::RunConfig::load(&run.join("config.toml"))?;
-        let per_step = cfg.train.batch_size as u64 * cfg.train.n_critic as u64;
+        let per_step = cfg.train.images_per_step();
         for l in &mut lines {
             l.images_seen.get_or_insert(l.step * per_step);
         }

@@ -128,7 +128,7 @@ impl TrainEval {
         let t = std::time::Instant::now();
         let r = self.evaluator.evaluate_generator(g, cfg, self.num, EVAL_SEED, &format!("step {step}"))?;
         let mut line = MetricsLine::from_report(step, &r, t.elapsed().as_secs_f64());
-        line.images_seen = Some(step * cfg.train.batch_size as u64 * cfg.train.n_critic as u64);
+        line.images_seen = Some(step * cfg.train.images_per_step());
         line.cpu_s = cpu_s;
         super::stats::append(&self.path, &line)?;
         Ok(line)

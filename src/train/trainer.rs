@@ -247,7 +247,7 @@ impl Session {
 
     /// Real images shown to D so far (at the current batch size and n_critic).
     pub fn images_seen(&self) -> u64 {
-        self.step * self.cfg.train.batch_size as u64 * self.cfg.train.n_critic as u64
+        self.step * self.cfg.train.images_per_step()
     }
 
     /// A session that goes on from a continuation file: its networks, step, ADA's p and
@@ -940,8 +940,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         if step % cfg.log.log_every == 0 || step == total {
             let secs = interval_start.elapsed().as_secs_f64();
             // Real images shown to D per second (n_critic batches per step).
-            let ips =
-                (interval_steps * (cfg.train.batch_size * cfg.train.n_critic as usize) as u64) as f64 / secs.max(1e-9);
+            let ips = (interval_steps * cfg.train.images_per_step()) as f64 / secs.max(1e-9);
             let mut means = acc.take();
             if let Some(c) = session.cpu_seconds() {
                 means.insert("cpu_s".into(), c);
