@@ -1,9 +1,10 @@
 //! The whole description of a run: model, training and logging settings, with named
 //! presets, TOML load/save and command-line overrides.
 
+use crate::data::cache::default_cache_dir;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -254,6 +255,16 @@ pub struct DataConfig {
     /// others the last N images, the faces `--eval-every` and `facegan eval --held-out N`
     /// compare with, faces the model never saw.
     pub held_out: usize,
+    /// Where a folder given as `path` is prepared on the fly, and where the reference
+    /// features of `--eval-every` are kept (None: [`default_cache_dir`]).
+    pub cache_dir: Option<String>,
+}
+
+impl DataConfig {
+    /// The cache folder to use: `cache_dir`, else [`default_cache_dir`].
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.as_ref().map(PathBuf::from).unwrap_or_else(default_cache_dir)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]

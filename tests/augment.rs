@@ -65,6 +65,7 @@ fn tiny(data: &std::path::Path) -> RunConfig {
     (t.augment, t.ada_kimg) = ("ada".into(), 0.2);
     (c.log.log_every, c.log.sample_every, c.log.checkpoint_every) = (4, 1000, 1000);
     c.data.path = data.display().to_string();
+    c.data.cache_dir = Some(common::cache_dir().display().to_string());
     c
 }
 

@@ -27,11 +27,17 @@ fn training_evaluates_into_metrics_jsonl_and_eval_agrees() {
     let run_dir = t.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run_dir.to_str().unwrap());
     let eval_flags = ["--eval-every", "1", "--eval-num", "8", "--eval-metrics", "fid,swd"];
-    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "2"];
+    // The training's caches go to --cache-dir, not to the FACEGAN_CACHE_DIR of `env`.
+    let train_cache = t.path().join("train-cache");
+    let mut args = vec!["train", "--data", d, "--out", r, "--steps", "2", "--cache-dir", train_cache.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(&eval_flags);
     let (ok, out) = run_env(&args, &env);
     assert!(ok, "{out}");
+    let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count());
+    assert_eq!(count(&train_cache).ok(), Some(1), "the prepared folder");
+    assert_eq!(count(&train_cache.join("features")).ok(), Some(1), "the reference features");
+    assert!(!cache.exists(), "nothing in FACEGAN_CACHE_DIR");
     let lines = read(&run_dir.join(METRICS_FILE)).unwrap();
     assert_eq!(lines.iter().map(|l| l.step).collect::<Vec<_>>(), [1, 2], "{lines:?}");
     for l in &lines {

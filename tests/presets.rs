@@ -56,6 +56,7 @@ fn run_preset(name: &str) {
     cfg.log.checkpoint_every = STEPS;
     cfg.log.sample_count = 4;
     cfg.data.path = data.display().to_string();
+    cfg.data.cache_dir = Some(common::cache_dir().display().to_string());
     if !cfg.model.attrs.is_empty() {
         // The subset's folder is a temporary one; its labels are in the shared attribute file.
         let dir = common::celeba_dir().unwrap();

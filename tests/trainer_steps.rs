@@ -21,6 +21,7 @@ fn tiny(data: &Path) -> RunConfig {
     (c.train.batch_size, c.train.steps, c.train.seed) = (8, 6, 3);
     (c.log.log_every, c.log.sample_every, c.log.checkpoint_every, c.log.sample_count) = (1, 100, 100, 4);
     c.data.path = data.display().to_string();
+    c.data.cache_dir = Some(common::cache_dir().display().to_string());
     c
 }
 

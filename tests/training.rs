@@ -25,6 +25,7 @@ fn tiny_config(data: &Path) -> RunConfig {
     c.log.checkpoint_every = 100;
     c.log.sample_count = 16;
     c.data.path = data.display().to_string();
+    c.data.cache_dir = Some(common::cache_dir().display().to_string());
     c
 }
 
@@ -184,9 +185,11 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
     };
     let run = t.path().join("run");
     let cache = t.path().join("cache");
+    // `--cache-dir` (and not the tests' FACEGAN_CACHE_DIR, which `bin` sets) decides where the
+    // folder is prepared.
     let out = bin()
-        .env("FACEGAN_CACHE_DIR", &cache)
         .args(["train", "--data", faces.to_str().unwrap(), "--out", run.to_str().unwrap(), "--preset", "dcgan-64"])
+        .args(["--cache-dir", cache.to_str().unwrap()])
         .args([
             "--ngf",
             "16",
@@ -238,9 +241,10 @@ fn thirty_steps_on_real_faces_write_every_artefact() {
     }
     let cfg = RunConfig::load(&run.join("config.toml")).unwrap();
     assert_eq!((cfg.model.ngf, cfg.train.steps, cfg.model.image_size), (16, 30, 64));
-    // The on-the-fly cache was made once and is reused by a second run.
-    let caches: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
-    assert_eq!(caches.len(), 1);
+    assert_eq!(cfg.data.cache_dir.as_deref(), cache.to_str(), "a resumed run prepares where this one did");
+    // The on-the-fly cache was made there, once.
+    let caches: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
     // generate from the run's checkpoint: deterministic under a seed.
     let ck = run.join("checkpoints/step-0000030.safetensors");
     let g = |seed: &str, out: &str| {
@@ -379,6 +383,7 @@ fn checkpoint_from_before_the_families_loads_generates_and_resumes() {
     std::fs::copy(&old, checkpoint::checkpoint_path(&run, 4)).unwrap();
     let mut cfg = ck.config.clone();
     cfg.data.path = prepared(t.path(), 24, 32).display().to_string();
+    cfg.data.cache_dir = Some(common::cache_dir().display().to_string());
     let done = train(opts(&cfg, &run, true, None)).unwrap();
     assert_eq!(done.step, 6);
     assert_eq!(checkpoint::read(&done.checkpoint, &Device::Cpu).unwrap().format_version(), 2);

@@ -59,6 +59,10 @@ pub struct EvalArgs {
     /// Neither read nor write the cached reference features.
     #[arg(long)]
     no_cache: bool,
+    /// Where the reference features are cached (default: $FACEGAN_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/facegan, else ~/.cache/facegan).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     device: String,
     /// No progress bars.
@@ -269,6 +273,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     opts.crop = a.crop;
     opts.device = parse_device(&a.device)?;
     opts.use_cache = !a.no_cache;
+    opts.cache_dir = a.cache_dir.clone();
     opts.progress = !a.quiet;
     if a.truncation_cutoff.is_some() && a.truncation.is_empty() {
         anyhow::bail!("--truncation-cutoff needs --truncation PSI");

@@ -137,6 +137,11 @@ pub struct TrainArgs {
     /// prepared again).
     #[arg(long)]
     verify: bool,
+    /// Where a --data folder is prepared (and found again next time), and where the
+    /// reference features of --eval-every are kept (default: $FACEGAN_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/facegan, else ~/.cache/facegan).
+    #[arg(long)]
+    cache_dir: Option<String>,
     /// Semi-supervised GAN: use the labels of this share of the training images.
     #[arg(long)]
     labelled_fraction: Option<f64>,
@@ -340,6 +345,9 @@ impl TrainArgs {
         set(&mut c.data.held_out, self.held_out);
         if self.verify {
             c.data.verify = true;
+        }
+        if self.cache_dir.is_some() {
+            c.data.cache_dir = self.cache_dir.clone();
         }
         if c.model.attrs.iter().any(|a| a == "all") {
             if c.data.path.is_empty() {

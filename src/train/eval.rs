@@ -104,6 +104,7 @@ impl TrainEval {
         opts.num = l.eval_num;
         opts.num_real = Some(num_real);
         opts.real_last = held > 0;
+        opts.cache_dir = Some(cfg.data.cache_dir());
         opts.device = device.clone();
         opts.seed = EVAL_SEED;
         opts.progress = progress;

@@ -11,7 +11,7 @@ use super::optim::Optimizer;
 use super::stats::{self, Accumulator};
 use crate::config::RunConfig;
 use crate::data::attrs::{self, find_attr_file, AttrFile, Labels};
-use crate::data::cache::{default_cache_dir, prepare_cached, store_labels, Dataset, PrepareOptions, CACHE_EXTENSION};
+use crate::data::cache::{prepare_cached, store_labels, Dataset, PrepareOptions, CACHE_EXTENSION};
 use crate::data::preprocess::CropResize;
 use crate::data::Loader;
 use crate::fsutil::ensure_dir;
@@ -693,7 +693,7 @@ pub fn open_data(cfg: &RunConfig, progress: bool) -> Result<Dataset> {
     } else if path.is_dir() {
         let spec = CropResize { size: size as u32, crop: cfg.data.crop };
         let opts = PrepareOptions { spec, strict: cfg.data.strict, progress };
-        prepare_cached(&path, &default_cache_dir(), &opts, cfg.data.verify)?
+        prepare_cached(&path, &cfg.data.cache_dir(), &opts, cfg.data.verify)?
     } else {
         bail!(
             "data {} does not exist (give an image folder or a .{CACHE_EXTENSION} cache made by `facegan prepare`)",

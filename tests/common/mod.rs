@@ -9,11 +9,17 @@ use std::process::{Command, Output};
 /// are still found where the user keeps them.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_facegan"));
-    c.env("FACEGAN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("facegan-cache"));
+    c.env("FACEGAN_CACHE_DIR", cache_dir());
     if std::env::var_os("FACEGAN_INCEPTION").is_none() {
         c.env("FACEGAN_INCEPTION", facegan::metrics::inception::weights_path());
     }
     c
+}
+
+/// The tests' cache folder, in the build's temporary folder: the binary's (through
+/// `FACEGAN_CACHE_DIR`) and, as `data.cache_dir`, that of trainings run in the test process.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("facegan-cache")
 }
 
 /// Runs the binary with `args`, returning (success, stdout + stderr).
