@@ -43,7 +43,8 @@ fn generate_with_no_arguments_uses_the_shipped_model() {
         .unwrap()
         .success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
-    let zoo = facegan::sample::zoo::Zoo::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).unwrap();
+    let zoo =
+        facegan::sample::zoo::Zoo::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).unwrap();
     let size = std::fs::metadata(zoo.path(zoo.default_model()).unwrap()).unwrap().len();
     assert!(size < 20_000_000);
 }
