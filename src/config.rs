@@ -329,6 +329,7 @@ impl RunConfig {
                 || k == "data.path"
                 || k == "data.attr_file"
                 || k == "data.verify"
+                || k == "data.cache_dir"
                 || k == "preset"
         };
         let (mine, theirs) = (self.flat(), requested.flat());
@@ -548,6 +549,7 @@ mod tests {
         let a = RunConfig::preset("wgan-gp-64").unwrap();
         let mut b = a.clone();
         (b.train.steps, b.log.log_every, b.data.path) = (99, 7, "elsewhere".into());
+        b.data.cache_dir = Some("another-disk".into());
         assert!(a.trajectory_changes(&b).is_empty());
         (b.train.seed, b.train.n_critic) = (5, 2);
         b.train.penalties.clear();
