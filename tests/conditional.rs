@@ -450,6 +450,7 @@ fn the_classifier_learns_a_visible_attribute_and_judges_generators() {
         out: clf.clone(),
         device: Device::Cpu,
         progress: false,
+        cache_dir: Some(common::cache_dir().display().to_string()),
     };
     let held = train_classifier(&opts).unwrap();
     assert_eq!((held.names[0].as_str(), held.count), ("Red", 16));

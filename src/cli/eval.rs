@@ -192,6 +192,7 @@ pub fn classifier(c: ClassifierCommand) -> Result<()> {
         out: a.out.clone(),
         device: parse_device(&a.device)?,
         progress: !a.quiet,
+        cache_dir: None,
     };
     let result = train_classifier(&opts)?;
     print!("{}", result.table());

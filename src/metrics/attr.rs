@@ -58,6 +58,8 @@ pub struct ClassifierOptions {
     pub out: PathBuf,
     pub device: Device,
     pub progress: bool,
+    /// Where a `data` folder is prepared (None: the default cache folder).
+    pub cache_dir: Option<String>,
 }
 
 /// Per-attribute accuracies of a classifier on held-out faces.
@@ -102,7 +104,7 @@ fn classifier_config(o: &ClassifierOptions) -> Result<RunConfig> {
     m.condition = if o.categorical { "sgan" } else { "acgan" }.into();
     m.attrs = o.attrs.clone();
     (c.train.batch_size, c.train.steps, c.train.seed, c.train.lr_d) = (o.batch_size, o.steps, o.seed, o.lr);
-    (c.data.path, c.data.attr_file) = (o.data.clone(), o.attr_file.clone());
+    (c.data.path, c.data.attr_file, c.data.cache_dir) = (o.data.clone(), o.attr_file.clone(), o.cache_dir.clone());
     c.validate()?;
     Ok(c)
 }
