@@ -353,6 +353,34 @@ fn compare_draws_one_captioned_panel_per_model() {
             .count()
     };
     assert!(red(0) > 20 && red(700) > 20, "{} {}", red(0), red(700));
+
+    // The same evaluations as a table (--table): parameters counted from the checkpoint's
+    // header agree with the loaded tensors, the first evaluation has no CPU count, the
+    // second 7,200 CPU-s over 24 images.
+    let counts = checkpoint::parameter_counts(&ck).unwrap();
+    let loaded = checkpoint::read(&ck, &Device::Cpu).unwrap();
+    for net in ["G", "D", "G_ema"] {
+        let want: usize = (loaded.tensors.iter())
+            .filter(|(k, _)| k.starts_with(&format!("{net}.params.")))
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        assert!(want > 0 && counts[net] == want, "{net}: {counts:?} against {want}");
+    }
+    let table = t.path().join("table.md");
+    let (ok, out) = run(&["compare", r, "--out", p, "--table", table.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let m = |n: usize| format!("{:.2} M", n as f64 / 1e6);
+    let want = format!(
+        "| run | preset | parameters G / D | step | real images | CPU-hours | CPU-s per image | fid8 |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | run | dcgan-32 | {} / {} | 1 | 8 | - | - | 300.0 |\n\
+         |  |  |  | 3 | 24 | 2.00 | 300.000 | 250.0 |\n",
+        m(counts["G"]),
+        m(counts["D"])
+    );
+    assert_eq!(text, want);
+    assert!(out.contains(&want), "the table is printed too: {out}");
 }
 
 /// A full DCGAN checkpoint written before the model-family redesign (commit bba5c4c, format

@@ -8,10 +8,11 @@ use facegan::data::cache::{report_skipped, Dataset};
 use facegan::data::preprocess::CropResize;
 use facegan::data::{prepare, PrepareOptions};
 use facegan::device::parse_device;
+use facegan::fsutil;
 use facegan::metrics::ppl::{perceptual_path_length, PathSpace, PplOptions};
 use facegan::models::style::Truncation;
 use facegan::presets::PRESETS;
-use facegan::report::{plot_learning_curves, LearningCurve};
+use facegan::report::{learning_table, plot_learning_curves, LearningCurve};
 use facegan::sample::compare::{compare, CompareOptions};
 use facegan::sample::figures;
 use facegan::sample::generate::{
@@ -291,6 +292,11 @@ pub struct CompareArgs {
     /// images seen and against training CPU-hours) into this PNG.
     #[arg(long)]
     curves: Option<PathBuf>,
+    /// Also write the runs' evaluations as a Markdown table into this file and print it (per
+    /// run: preset and parameters; per evaluation: step, real images, CPU-hours, CPU-s per
+    /// image, FID and whatever else it measured).
+    #[arg(long)]
+    table: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -512,12 +518,18 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let n = opts.models.len();
             // The curves' files are read first: a run without them fails before any generating.
-            let curves = match &a.curves {
-                Some(_) => (opts.models.iter().enumerate())
+            let curves = match a.curves.is_some() || a.table.is_some() {
+                true => (opts.models.iter().enumerate())
                     .map(|(i, m)| LearningCurve::of_run(m, opts.labels.get(i).map(String::as_str)))
                     .collect::<Result<Vec<_>>>()?,
-                None => Vec::new(),
+                false => Vec::new(),
             };
+            if let Some(path) = &a.table {
+                let table = learning_table(&curves);
+                fsutil::write_atomic(path, table.as_bytes())?;
+                print_out(&table)?;
+                eprintln!("wrote {} (the runs' evaluations)", path.display());
+            }
             let img = compare(&opts)?;
             save_png(&img, &a.out)?;
             eprintln!("wrote {} ({n} models, {} faces each)", a.out.display(), opts.count);
@@ -595,15 +607,7 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     }
     let ck = checkpoint::read(path, &candle_core::Device::Cpu)?;
     let values: usize = ck.tensors.values().map(|t| t.elem_count()).sum();
-    // Trainable parameters per network (tensors named NET.params.*; buffers such as batch-norm
-    // statistics and the optimiser's moments are not parameters).
-    let mut per_net = std::collections::BTreeMap::<&str, usize>::new();
-    for (name, t) in &ck.tensors {
-        let mut parts = name.split('.');
-        if let (Some(net), Some("params")) = (parts.next(), parts.next()) {
-            *per_net.entry(net).or_default() += t.elem_count();
-        }
-    }
+    let per_net = checkpoint::parameter_counts(path)?;
     let per_net: Vec<String> = per_net.iter().map(|(net, n)| format!("{net} {n}")).collect();
     print_out(&format!(
         "checkpoint {}: kind {}, step {}, {} tensors, {} values\nparameters: {}\n{}",

@@ -152,6 +152,11 @@ pub fn plot_truncation_sweep(points: &[SweepPoint], out: &Path) -> Result<()> {
 /// written before metrics.jsonl recorded them).
 pub struct LearningCurve {
     pub label: String,
+    /// The preset the run started from (its config.toml's `preset`).
+    pub preset: String,
+    /// Trainable parameters per network of the run's newest checkpoint (empty when it has
+    /// none).
+    pub parameters: std::collections::BTreeMap<String, usize>,
     pub lines: Vec<MetricsLine>,
 }
 
@@ -180,9 +185,91 @@ impl LearningCurve {
         for l in &mut lines {
             l.images_seen.get_or_insert(l.step * per_step);
         }
+        let checkpoint = if model.is_dir() { crate::train::checkpoint::latest(&run).ok() } else { Some(model.into()) };
+        let parameters = match checkpoint {
+            Some(ck) => crate::train::checkpoint::parameter_counts(&ck)?,
+            None => Default::default(),
+        };
         let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Self { label: label.map(str::to_string).unwrap_or(name), lines })
+        let label = label.map(str::to_string).unwrap_or(name);
+        Ok(Self { label, preset: cfg.preset.clone(), parameters, lines })
     }
+}
+
+/// `n` with a comma between groups of three digits.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The runs' evaluations as one Markdown table (`facegan compare --table`): per run its
+/// preset and parameter counts, then a row per evaluation with the step, the real images
+/// shown to D, the training CPU-hours and CPU seconds per image (where the run counted
+/// them) and each metric it measured. Columns no run has are left out.
+pub fn learning_table(runs: &[LearningCurve]) -> String {
+    let lines = || runs.iter().flat_map(|r| r.lines.iter());
+    let mut counts: Vec<usize> = lines().map(|l| l.num_fake).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let fid_head = match counts[..] {
+        [n] => crate::metrics::protocol_name(n),
+        _ => "FID".to_string(),
+    };
+    let has = |f: fn(&MetricsLine) -> bool| lines().any(f);
+    let (kid, pr, swd) = (has(|l| l.kid.is_some()), has(|l| l.precision.is_some()), has(|l| l.swd.is_some()));
+    let mut head = vec!["run", "preset", "parameters G / D", "step", "real images", "CPU-hours", "CPU-s per image"];
+    head.push(&fid_head);
+    if kid {
+        head.push("KID");
+    }
+    if pr {
+        head.push("precision / recall");
+    }
+    if swd {
+        head.push("SWD (x1e3)");
+    }
+    let mut out = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    for r in runs {
+        let millions = |net: &str| opt(r.parameters.get(net).map(|&n| n as f64), &|n| format!("{:.2} M", n / 1e6));
+        for (i, l) in r.lines.iter().enumerate() {
+            let mut row = match i {
+                0 => vec![r.label.clone(), r.preset.clone(), format!("{} / {}", millions("G"), millions("D"))],
+                _ => vec![String::new(); 3],
+            };
+            row.push(grouped(l.step));
+            row.push(l.images_seen.map(grouped).unwrap_or_else(|| "-".into()));
+            row.push(opt(l.cpu_s, &|c| format!("{:.2}", c / 3600.0)));
+            let per_image = l.cpu_s.zip(l.images_seen.filter(|&n| n > 0)).map(|(c, n)| c / n as f64);
+            row.push(opt(per_image, &|c| format!("{c:.3}")));
+            let fid = opt(l.fid, &|f| format!("{f:.1}"));
+            row.push(match counts.len() {
+                1 => fid,
+                _ => format!("{fid} ({})", crate::metrics::protocol_name(l.num_fake)),
+            });
+            if kid {
+                row.push(opt(l.kid, &|k| format!("{k:.3}")));
+            }
+            if pr {
+                row.push(match (l.precision, l.recall) {
+                    (Some(p), Some(r)) => format!("{p:.3} / {r:.3}"),
+                    _ => "-".into(),
+                });
+            }
+            if swd {
+                row.push(opt(l.swd, &|v| format!("{v:.1}")));
+            }
+            out += &format!("| {} |\n", row.join(" | "));
+        }
+    }
+    out
 }
 
 /// Colours of successive runs' curves.
@@ -308,4 +395,43 @@ fn draw_chart(root: &Area, caption: &str, x_desc: &str, y_desc: &str, curves: &[
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        let g: Vec<String> = [0, 999, 1_000, 64_000, 1_234_567].into_iter().map(grouped).collect();
+        assert_eq!(g, ["0", "999", "1,000", "64,000", "1,234,567"]);
+    }
+
+    #[test]
+    fn learning_table_names_mixed_protocols_and_keeps_only_measured_columns() {
+        let line = |step, num_fake, fid| MetricsLine { step, num_fake, fid: Some(fid), ..Default::default() };
+        let mut a = vec![line(100, 1000, 320.0), line(200, 5000, 301.25)];
+        a[1].images_seen = Some(64_000);
+        a[1].cpu_s = Some(3_600.0 * 2.5);
+        a[1].precision = Some(0.5);
+        a[1].recall = Some(0.0125);
+        let runs = [
+            LearningCurve {
+                label: "a".into(),
+                preset: "sngan-64".into(),
+                parameters: [("G".to_string(), 3_590_000), ("D".to_string(), 4_890_000)].into(),
+                lines: a,
+            },
+            LearningCurve { label: "b".into(), preset: "x".into(), parameters: Default::default(), lines: vec![] },
+        ];
+        let t = learning_table(&runs);
+        let rows: Vec<&str> = t.lines().collect();
+        assert_eq!(rows.len(), 4, "{t}");
+        assert_eq!(
+            rows[0],
+            "| run | preset | parameters G / D | step | real images | CPU-hours | CPU-s per image | FID | precision / recall |"
+        );
+        assert_eq!(rows[2], "| a | sngan-64 | 3.59 M / 4.89 M | 100 | - | - | - | 320.0 (fid1k) | - |");
+        assert_eq!(rows[3], "|  |  |  | 200 | 64,000 | 2.50 | 0.141 | 301.2 (fid5k) | 0.500 / 0.013 |");
+    }
 }

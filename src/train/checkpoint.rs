@@ -134,6 +134,39 @@ pub fn read(path: &Path, device: &Device) -> Result<Checkpoint> {
     Ok(Checkpoint { path: path.to_path_buf(), tensors, meta, config })
 }
 
+/// Trainable parameters per network of the checkpoint at `path` (tensors named
+/// `NET.params.*`; buffers such as batch-norm statistics and the optimizers' moments are
+/// not parameters), from the file's header alone: no tensor is read.
+pub fn parameter_counts(path: &Path) -> Result<std::collections::BTreeMap<String, usize>> {
+    use std::io::Read;
+    let bad = |why: String| anyhow::anyhow!("{}: not a usable facegan checkpoint: {why}", path.display());
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| bad("shorter than a safetensors header".into()))?;
+    let len = u64::from_le_bytes(len);
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > file_len.saturating_sub(8) || len > 100 << 20 {
+        return Err(bad(format!("its header claims {len} bytes (truncated or not a safetensors file)")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| bad(format!("cannot read its header: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("its header is not JSON: {e}")))?;
+    let mut counts = std::collections::BTreeMap::new();
+    for (name, info) in &header {
+        let mut parts = name.split('.');
+        if let (Some(net), Some("params")) = (parts.next(), parts.next()) {
+            let shape = info
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .ok_or_else(|| bad(format!("tensor {name} has no shape")))?;
+            let n = shape.iter().map(|d| d.as_u64().map(|d| d as usize)).product::<Option<usize>>();
+            *counts.entry(net.to_string()).or_default() += n.ok_or_else(|| bad(format!("tensor {name}: bad shape")))?;
+        }
+    }
+    Ok(counts)
+}
+
 pub fn checkpoint_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
