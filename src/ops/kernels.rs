@@ -920,10 +920,70 @@ pub(super) fn band_rows<T>(g: &Geometry, k: usize, group: usize) -> Option<usize
     (rows < sh).then_some(rows)
 }
 
-/// [`conv2d`] of items one at a time, each in bands of `rows` output rows: the band of input
-/// rows it reads is copied with the zero padding above and below written out, im2col'd
-/// (padding only at the sides) and multiplied into the band's columns of the output, which
-/// then gets `bias` and ReLU if given.
+/// The bands of output rows of a convolution geometry whose column matrix is built a band at a
+/// time ([`band_rows`]): each band reads `(rows − 1)·stride + kernel` input rows, copied with the
+/// zero padding above and below written out, and im2col's them with padding only at the sides.
+struct BandIndex {
+    geometry: Geometry,
+    rows: usize,
+    /// The im2col index of a full band, and of the shorter last one where the rows do not divide
+    /// the output.
+    full: TapIndex,
+    last: Option<TapIndex>,
+}
+
+impl BandIndex {
+    fn new(g: &Geometry, rows: usize) -> Self {
+        let band = |rows: usize| Geometry {
+            big: ((rows - 1) * g.stride + g.kernel.0, g.big.1),
+            small: (rows, g.small.1),
+            padding: (0, g.padding.1),
+            ..*g
+        };
+        let last = (!g.small.0.is_multiple_of(rows)).then(|| TapIndex::for_im2col(&band(g.small.0 % rows)));
+        Self { geometry: *g, rows, full: TapIndex::for_im2col(&band(rows)), last }
+    }
+
+    /// The first output row of each band, with the band's im2col index.
+    fn bands(&self) -> impl Iterator<Item = (usize, &TapIndex)> {
+        let sh = self.geometry.small.0;
+        (0..sh).step_by(self.rows).map(move |r0| match r0 + self.rows <= sh {
+            true => (r0, &self.full),
+            false => (r0, self.last.as_ref().expect("a last band")),
+        })
+    }
+
+    /// The column matrix of the band from output row `r0` of one item `x` (`channels` planes),
+    /// built in `scratch.col`, and its number of columns.
+    fn columns<'a, T: Element>(
+        &self,
+        x: &[T],
+        channels: usize,
+        r0: usize,
+        index: &TapIndex,
+        scratch: &'a mut Scratch<T>,
+        par: bool,
+    ) -> (&'a [T], usize) {
+        let ((bh, bw), s, ph) = (self.geometry.big, self.geometry.stride, self.geometry.padding.0);
+        let (band_h, cols) = (index.geometry.big.0, index.geometry.small_len());
+        let input = sized(&mut scratch.tmp, channels * band_h * bw);
+        for (c, dst) in input.chunks_exact_mut(band_h * bw).enumerate() {
+            for (r, dst) in dst.chunks_exact_mut(bw).enumerate() {
+                match (r0 * s + r).checked_sub(ph).filter(|&y| y < bh) {
+                    Some(y) => dst.copy_from_slice(&x[(c * bh + y) * bw..][..bw]),
+                    None => dst.fill(T::zero()),
+                }
+            }
+        }
+        let col = sized(&mut scratch.col, channels * self.geometry.taps() * cols);
+        let phases = sized(&mut scratch.phases, index.phase_scratch_len(channels));
+        im2col(input, index, col, cols, 0, par, phases);
+        (col, cols)
+    }
+}
+
+/// [`conv2d`] of items one at a time, each in bands of `rows` output rows ([`BandIndex`])
+/// multiplied into the band's columns of the output, which then gets `bias` and ReLU if given.
 #[allow(clippy::too_many_arguments)]
 fn conv2d_banded<T: Element>(
     x: &[T],
@@ -935,30 +995,13 @@ fn conv2d_banded<T: Element>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
-    let ((bh, bw), (sh, sw), kh, s, ph) = (g.big, g.small, g.kernel.0, g.stride, g.padding.0);
-    let (bl, sl, k) = (g.big_len(), g.small_len(), c_in * g.taps());
-    let band =
-        |rows: usize| Geometry { big: ((rows - 1) * s + kh, bw), small: (rows, sw), padding: (0, g.padding.1), ..*g };
-    let full = TapIndex::for_im2col(&band(rows));
-    let last = (!sh.is_multiple_of(rows)).then(|| TapIndex::for_im2col(&band(sh % rows)));
+    let (bl, sl, k, sw) = (g.big_len(), g.small_len(), c_in * g.taps(), g.small.1);
+    let bands = BandIndex::new(g, rows);
     let batch = out.len() / (c_out * sl).max(1);
     run_tasks(plan, batch, out, c_out * sl, |items, out, scratch, par| {
         let x = &x[items.start * c_in * bl..][..c_in * bl];
-        for r0 in (0..sh).step_by(rows) {
-            let index = if r0 + rows <= sh { &full } else { last.as_ref().expect("a last band") };
-            let (band_h, cols) = (index.geometry.big.0, index.geometry.small_len());
-            let input = sized(&mut scratch.tmp, c_in * band_h * bw);
-            for (c, dst) in input.chunks_exact_mut(band_h * bw).enumerate() {
-                for (r, dst) in dst.chunks_exact_mut(bw).enumerate() {
-                    match (r0 * s + r).checked_sub(ph).filter(|&y| y < bh) {
-                        Some(y) => dst.copy_from_slice(&x[(c * bh + y) * bw..][..bw]),
-                        None => dst.fill(T::zero()),
-                    }
-                }
-            }
-            let col = sized(&mut scratch.col, k * cols);
-            let phases = sized(&mut scratch.phases, index.phase_scratch_len(c_in));
-            im2col(input, index, col, cols, 0, par, phases);
+        for (r0, index) in bands.bands() {
+            let (col, cols) = bands.columns(x, c_in, r0, index, scratch, par);
             let (w, col) = (Mat::row_major(w, k), Mat::row_major(col, cols));
             matmul((c_out, cols, k), &mut out[r0 * sw..], sl, false, w, col, par);
             if let Some(b) = bias {
@@ -1022,6 +1065,11 @@ pub(crate) fn conv_transpose2d<T: Element>(
 /// Weight gradient: correlates `big` (batch, c_big, big grid) with `small`
 /// (batch, c_small, small grid) into (c_small, c_big, kernel):
 /// `out[a, b, ki, kj] = Σ_{n,i,j} small[n, a, i, j] · big[n, b, i·s + ki − p, j·s + kj − p]`.
+///
+/// Where one item's column matrix exceeds [`BAND_COL_BYTES`] it is built a band of output rows
+/// at a time ([`BandIndex`]) and each band's product added into the gradient: batch 64, 2
+/// threads, best of 4 (docs/benchmarks.md), 64 → 64 at 64x64 232 against 377 ms, 32 → 32 at
+/// 64x64 63 against 108, 64 → 64 at 32x32 57 against 73.
 pub(crate) fn weight_grad<T: Element>(
     big: &[T],
     small: &[T],
@@ -1049,11 +1097,25 @@ pub(crate) fn weight_grad<T: Element>(
     }
     let plan = Plan::new(batch, sl);
     let index = TapIndex::for_im2col(g);
+    let bands = band_rows::<T>(g, k, plan.group).map(|rows| BandIndex::new(g, rows));
     // Accumulates the tasks `tasks` into `acc`, overwriting it first.
     let accumulate = |tasks: &mut dyn Iterator<Item = usize>, acc: &mut [T], par: bool| {
         let mut first = true;
         with_scratch(|scratch| {
             for t in tasks {
+                if let Some(bands) = &bands {
+                    // One item (band_rows groups none), a band of output rows at a time.
+                    let item = plan.items(t, batch).start;
+                    let big = &big[item * c_big * bl..][..c_big * bl];
+                    let small = &small[item * c_small * sl..][..c_small * sl];
+                    for (r0, index) in bands.bands() {
+                        let (col, cols) = bands.columns(big, c_big, r0, index, scratch, par);
+                        let lhs = Mat { data: &small[r0 * g.small.1..], rs: sl, cs: 1 };
+                        matmul((c_small, k, cols), acc, k, !first, lhs, Mat::col_major(col, cols), par);
+                        first = false;
+                    }
+                    continue;
+                }
                 let items = plan.items(t, batch);
                 let cols = items.len() * sl;
                 let big = &big[items.start * c_big * bl..items.end * c_big * bl];

@@ -657,6 +657,50 @@ fn banded_convolutions_match_candle() -> Result<()> {
     Ok(())
 }
 
+/// The backward passes of convolutions on grids large enough for bands equal candle's: the
+/// weight gradient (built a band of output rows at a time, or through the adjoint form when
+/// the convolution narrows, banded inside), with bands that divide the output and ones that
+/// do not, strided and not, and the input gradient beside it.
+#[test]
+fn banded_convolution_gradients_match_candle() -> Result<()> {
+    let mut rng = Rng(35);
+    // (batch, c_in, c_out, (h, w), kernel, stride, padding)
+    let cases = [
+        (2, 16, 16, (66, 64), (3, 3), 1, (1, 1)),
+        (1, 32, 8, (70, 70), (3, 3), 1, (1, 1)), // narrows: the adjoint weight gradient, banded inside
+        (2, 24, 36, (48, 50), (5, 5), 1, (2, 2)),
+        (1, 16, 8, (130, 130), (3, 3), 2, (1, 1)),
+    ];
+    for (n, c_in, c_out, (h, wd), kernel, stride, padding) in cases {
+        for dtype in [DType::F32, DType::F64] {
+            let (g, ..) =
+                kernels::Geometry::conv2d(&[n, c_in, h, wd], &[c_out, c_in, kernel.0, kernel.1], stride, padding)?;
+            let k = c_in * kernel.0 * kernel.1;
+            let banded = match dtype {
+                DType::F32 => kernels::band_rows::<f32>(&g, k, 1),
+                _ => kernels::band_rows::<f64>(&g, k, 1),
+            };
+            assert!(banded.is_some(), "{g:?} is not banded");
+            let x = Var::from_tensor(&rng.tensor((n, c_in, h, wd), dtype))?;
+            let w = Var::from_tensor(&rng.tensor((c_out, c_in, kernel.0, kernel.1), dtype))?;
+            let (oh, ow) = g.small;
+            let r = rng.tensor((n, c_out, oh, ow), dtype);
+            let padded = x.pad_with_zeros(2, padding.0, padding.0)?.pad_with_zeros(3, padding.1, padding.1)?;
+            let reference = padded.conv2d(&w, 0, stride, 1, 1)?.mul(&r)?.sum_all()?.backward()?;
+            let tol = if dtype == DType::F64 { 1e-12 } else { 2e-5 };
+            with_thread_counts(|| {
+                let ours = conv2d_hw(&x, &w, stride, padding).unwrap().mul(&r).unwrap().sum_all().unwrap();
+                let ours = ours.backward().unwrap();
+                for (v, what) in [(&x, "input"), (&w, "weight")] {
+                    let (a, b) = (ours.get(v).unwrap(), reference.get(v).unwrap());
+                    assert_close(a, b, tol, &format!("{what} gradient, {g:?} {dtype:?}"));
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The fused forward-only convolution + bias + ReLU equals the two ops it replaces, on banded
 /// and unbanded grids, in f32 and f64, and keeps a NaN.
 #[test]
