@@ -158,6 +158,17 @@ fn held_out_faces_are_the_reference_of_training_and_eval() {
         (first.fid.unwrap() - logged).abs() > 1e-3,
         "the first 8 faces are another reference set than the held-out ones"
     );
+    // `--cache-dir` puts the reference features elsewhere: not found there at first, found
+    // there the second time, and FACEGAN_CACHE_DIR gains nothing.
+    let other = t.path().join("other-cache");
+    let files = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let before = files(&cache.join("features"));
+    let flags = ["--held-out", "8", "--cache-dir", other.to_str().unwrap()];
+    let elsewhere = eval(&flags);
+    assert!(!elsewhere.real_features_cached && files(&other.join("features")) == 1, "{elsewhere:?}");
+    assert!(eval(&flags).real_features_cached);
+    assert_eq!(files(&cache.join("features")), before, "nothing new in FACEGAN_CACHE_DIR");
+    assert!((elsewhere.fid.unwrap() - logged).abs() <= 1e-6 * logged, "{elsewhere:?}");
 }
 
 #[test]
