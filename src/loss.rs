@@ -148,6 +148,32 @@ impl AdversarialLoss {
         })
     }
 
+    /// D's output where it is indifferent between real and fake: the minimiser of the D loss
+    /// when a real and a fake sample get the same output (where the optimal D sits where the
+    /// data and the generator agree). 0 for most losses; LSGAN's (a + b)/2; f-GAN's v with
+    /// g_f(v) = f'(1), which is 1 for KL and 0 for the others; EBGAN's half margin. WGAN's
+    /// critic has no such point (every constant is one); 0, as StudioGAN's ADA reads it.
+    pub fn indifference(&self) -> f64 {
+        match *self {
+            Self::LeastSquares { a, b, .. } => (a + b) / 2.0,
+            Self::FGan(Divergence::KullbackLeibler) => 1.0,
+            Self::Energy { margin } => margin / 2.0,
+            _ => 0.0,
+        }
+    }
+
+    /// D's outputs as signed realness: positive where D judges the input real, negative where
+    /// it judges it fake (`v − indifference`, or `indifference − E` for EBGAN's energies, low
+    /// for real data). ADA's overfitting heuristic r_t = E[sign(·)] over the reals reads this, so
+    /// that it means the same for every loss (D's raw outputs are, for example, all positive
+    /// with EBGAN and LSGAN's default targets, which would raise p whatever D does).
+    pub fn realness(&self, v: &Tensor) -> candle_core::Result<Tensor> {
+        match *self {
+            Self::Energy { .. } => v.neg()? + self.indifference(),
+            _ => v - self.indifference(),
+        }
+    }
+
     /// Whether the loss reads D(x) = sigmoid(v) as a probability (so one-sided label
     /// smoothing applies).
     pub fn is_cross_entropy(&self) -> bool {
@@ -256,6 +282,35 @@ mod tests {
 
     fn all_losses() -> Vec<AdversarialLoss> {
         LOSS_NAMES.iter().map(|n| AdversarialLoss::parse(n).unwrap()).collect()
+    }
+
+    /// At the indifference point the D loss of a real and a fake sample with the same output is
+    /// stationary, and realness is positive on the side that lowers the real sample's loss,
+    /// for every loss (and LSGAN's other targets, and another EBGAN margin).
+    #[test]
+    fn realness_is_zero_where_d_is_indifferent_and_positive_towards_real() {
+        let mut losses = all_losses();
+        losses.push(AdversarialLoss::parse_with_targets("lsgan", [-1.0, 1.0, 0.0]).unwrap());
+        losses.push(AdversarialLoss::Energy { margin: 3.0 });
+        for loss in losses {
+            let v0 = loss.indifference();
+            let d = |r: f64, f: f64| scalar(&loss.d_loss(&t(&[r]), &t(&[f])).unwrap());
+            let h = 1e-4;
+            let slope = (d(v0 + h, v0 + h) - d(v0 - h, v0 - h)) / (2.0 * h);
+            assert!(slope.abs() < 1e-6, "{loss:?}: D loss slope {slope} at the indifference point {v0}");
+            assert!(scalar(&loss.realness(&t(&[v0])).unwrap().sum_all().unwrap()).abs() < 1e-12, "{loss:?}");
+            // One step from v0 down the real sample's loss (fake fixed at v0) reads as real.
+            let real_slope = (d(v0 + h, v0) - d(v0 - h, v0)) / (2.0 * h);
+            if real_slope.abs() < 1e-9 {
+                continue; // relativistic losses at a tie: no side is preferred
+            }
+            let towards_real = v0 - 0.1 * real_slope.signum();
+            let r = scalar(&loss.realness(&t(&[towards_real])).unwrap().sum_all().unwrap());
+            assert!(r > 0.0, "{loss:?}: realness {r} at {towards_real} (v0 {v0})");
+        }
+        // EBGAN: zero energy is real, the margin is fake.
+        let e = AdversarialLoss::Energy { margin: 1.0 };
+        assert_eq!(e.realness(&t(&[0.0, 1.0])).unwrap().to_vec1::<f64>().unwrap(), [0.5, -0.5]);
     }
 
     /// (L_D, L_G) written directly from the papers' formulas, in plain f64.

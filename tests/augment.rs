@@ -95,3 +95,24 @@ fn ada_raises_p_on_a_tiny_dataset_and_resumes_it_exactly() {
     let diff = (&ca.tensors[name] - &cb.tensors[name]).unwrap().abs().unwrap().max_all().unwrap();
     assert!(diff.to_scalar::<f32>().unwrap() <= 1e-6);
 }
+
+/// ADA reads EBGAN's energies as realness (half the margin minus the energy): reals an untrained
+/// auto-encoder reconstructs badly (noise of ±1, energy about 1 against the margin's 0.5) read
+/// as fake, so r_t is below the target and p stays at 0. Read raw, energies are all positive,
+/// r_t would be 1 and p would rise whatever D did.
+#[test]
+fn ada_reads_ebgan_energies_as_realness() {
+    let dev = Device::Cpu;
+    let mut cfg = small("ebgan-64", "ada");
+    (cfg.train.augment_p, cfg.train.ada_kimg) = (0.0, 0.2);
+    let mut s = Session::new(&cfg, &dev).unwrap();
+    let noise = Tensor::rand(0f32, 1.0, (4, 3, 32, 32), &dev).unwrap().ge(0.5).unwrap();
+    let real = ((noise.to_dtype(candle_core::DType::F32).unwrap() * 2.0).unwrap() - 1.0).unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(s.train_step(std::slice::from_ref(&real)).unwrap());
+    }
+    let stats = last.unwrap();
+    let rt = stats["ada_rt"];
+    assert!(rt < 0.6 && stats["augment_p"] == 0.0, "{stats:?}");
+}

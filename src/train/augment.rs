@@ -1,7 +1,8 @@
 //! Differentiable augmentation of D's inputs, so that D does not memorise a small dataset:
 //! DiffAugment (Zhao et al. 2020: colour, translation, cutout, always applied) and ADA
 //! (Karras et al. 2020: a pipeline of geometric and colour transforms, each applied with
-//! probability p, p adjusted from the overfitting heuristic r_t = E[sign(D(real))]).
+//! probability p, p adjusted from the overfitting heuristic r_t = E[sign(D(real))], D's
+//! output read as realness).
 //!
 //! Every D input is augmented (real and fake, in D's and in G's passes), and the
 //! gradient penalties differentiate through the augmentation (R1 is taken with respect
@@ -223,7 +224,9 @@ impl Augment {
         Ok(Plan { ops })
     }
 
-    /// ADA: takes D's logits on a batch of (augmented) reals; every [`ADA_INTERVAL`] D
+    /// ADA: takes D's outputs on a batch of (augmented) reals as signed realness
+    /// ([`crate::loss::AdversarialLoss::realness`]: D's logits for the cross-entropy losses);
+    /// every [`ADA_INTERVAL`] D
     /// steps, moves p by sign(r_t − target) · batch · interval / (ada_kimg · 1000).
     pub fn observe(&mut self, real_logits: &Tensor) -> Result<()> {
         if self.kind != Kind::Ada {
