@@ -226,13 +226,13 @@ impl Augment {
 
     /// ADA: takes D's outputs on a batch of (augmented) reals as signed realness
     /// ([`crate::loss::AdversarialLoss::realness`]: D's logits for the cross-entropy losses);
-    /// every [`ADA_INTERVAL`] D
-    /// steps, moves p by sign(r_t − target) · batch · interval / (ada_kimg · 1000).
-    pub fn observe(&mut self, real_logits: &Tensor) -> Result<()> {
+    /// every [`ADA_INTERVAL`] D steps, moves p by sign(r_t − target) · batch · interval /
+    /// (ada_kimg · 1000).
+    pub fn observe(&mut self, realness: &Tensor) -> Result<()> {
         if self.kind != Kind::Ada {
             return Ok(());
         }
-        let v = real_logits.detach().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let v = realness.detach().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let signs = v
             .iter()
             .map(|x| {
