@@ -366,6 +366,17 @@ fn compare_draws_one_captioned_panel_per_model() {
             .sum();
         assert!(want > 0 && counts[net] == want, "{net}: {counts:?} against {want}");
     }
+    // A file that is not a checkpoint is named, with what is wrong with it.
+    let junk = t.path().join("junk.safetensors");
+    for (bytes, why) in [
+        (&b"abc"[..], "shorter than"),
+        (&[255u8; 16][..], "claims"),
+        (&[2, 0, 0, 0, 0, 0, 0, 0, b'{', b'x'][..], "not JSON"),
+    ] {
+        std::fs::write(&junk, bytes).unwrap();
+        let e = format!("{:#}", checkpoint::parameter_counts(&junk).unwrap_err());
+        assert!(e.contains("junk.safetensors") && e.contains(why), "{e}");
+    }
     let table = t.path().join("table.md");
     let (ok, out) = run(&["compare", r, "--out", p, "--table", table.to_str().unwrap()]);
     assert!(ok, "{out}");
