@@ -365,9 +365,22 @@ pub fn trace_sqrt_product(s1: &[f64], s2: &[f64], n: usize) -> Result<f64> {
         let f = l.max(0.0).sqrt();
         row.iter_mut().for_each(|x| *x *= f);
     });
-    let t = matmul(&at, false, s2, false, n, n, n); // Aᵀ s2
-    let m = matmul(&t, false, &at, true, n, n, n); // Aᵀ s2 A
-    let mu = sym_eigenvalues(&m, n)?;
+    trace_sqrt_product_factored(&at, n, s2, n)
+}
+
+/// [`trace_sqrt_product`] with `s1` given as a factor: `s1 = A Aᵀ` for the (n, m) matrix A,
+/// passed as its row-major transpose `at` (m, n). The eigenvalues of `s1 · s2` are those of
+/// the (m, m) matrix `Aᵀ s2 A` (and zeros), so when `s1` is a covariance of m < n centred
+/// samples (A = Xᵀ/√(m − 1)) no eigendecomposition of an (n, n) matrix is needed: for 1,000
+/// Inception features of 2,048 dimensions, one of 1,000 × 1,000 without eigenvectors.
+pub fn trace_sqrt_product_factored(at: &[f64], m: usize, s2: &[f64], n: usize) -> Result<f64> {
+    check_square(s2, n)?;
+    if at.len() != m * n {
+        bail!("factor has {} elements, expected {m}x{n}", at.len());
+    }
+    let t = matmul(at, false, s2, false, m, n, n); // Aᵀ s2
+    let p = matmul(&t, false, at, true, m, n, m); // Aᵀ s2 A
+    let mu = sym_eigenvalues(&p, m)?;
     Ok(mu.iter().map(|&v| v.max(0.0).sqrt()).sum())
 }
 
