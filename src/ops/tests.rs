@@ -618,6 +618,17 @@ fn input_gradients_only_drops_weight_gradients_and_keeps_penalties_exact() -> Re
     Ok(())
 }
 
+/// The rows per band of a convolution geometry with `c_in` input channels in `dtype`; panics
+/// when it is not banded (a test case that no longer exercises the bands).
+fn banded_rows(g: &kernels::Geometry, c_in: usize, dtype: DType) -> usize {
+    let k = c_in * g.kernel.0 * g.kernel.1;
+    let rows = match dtype {
+        DType::F32 => kernels::band_rows::<f32>(g, k, 1),
+        _ => kernels::band_rows::<f64>(g, k, 1),
+    };
+    rows.unwrap_or_else(|| panic!("{g:?} is not banded"))
+}
+
 /// Convolutions whose column matrix is built a band of output rows at a time (large grids:
 /// Inception's stem, 64x64 ResNets) equal candle's, with bands that divide the output and
 /// ones that leave a shorter last band, strided, and padded on one axis only.
@@ -636,12 +647,7 @@ fn banded_convolutions_match_candle() -> Result<()> {
         for dtype in [DType::F32, DType::F64] {
             let (g, ..) =
                 kernels::Geometry::conv2d(&[n, c_in, h, wd], &[c_out, c_in, kernel.0, kernel.1], stride, padding)?;
-            let k = c_in * kernel.0 * kernel.1;
-            let rows = match dtype {
-                DType::F32 => kernels::band_rows::<f32>(&g, k, 1),
-                _ => kernels::band_rows::<f64>(&g, k, 1),
-            };
-            let rows = rows.unwrap_or_else(|| panic!("{g:?} is not banded"));
+            let rows = banded_rows(&g, c_in, dtype);
             assert!(rows < g.small.0);
             let x = rng.tensor((n, c_in, h, wd), dtype);
             let w = rng.tensor((c_out, c_in, kernel.0, kernel.1), dtype);
@@ -675,12 +681,7 @@ fn banded_convolution_gradients_match_candle() -> Result<()> {
         for dtype in [DType::F32, DType::F64] {
             let (g, ..) =
                 kernels::Geometry::conv2d(&[n, c_in, h, wd], &[c_out, c_in, kernel.0, kernel.1], stride, padding)?;
-            let k = c_in * kernel.0 * kernel.1;
-            let banded = match dtype {
-                DType::F32 => kernels::band_rows::<f32>(&g, k, 1),
-                _ => kernels::band_rows::<f64>(&g, k, 1),
-            };
-            assert!(banded.is_some(), "{g:?} is not banded");
+            banded_rows(&g, c_in, dtype);
             let x = Var::from_tensor(&rng.tensor((n, c_in, h, wd), dtype))?;
             let w = Var::from_tensor(&rng.tensor((c_out, c_in, kernel.0, kernel.1), dtype))?;
             let (oh, ow) = g.small;
