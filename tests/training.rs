@@ -392,6 +392,19 @@ fn compare_draws_one_captioned_panel_per_model() {
     );
     assert_eq!(text, want);
     assert!(out.contains(&want), "the table is printed too: {out}");
+
+    // Evaluations without FID: no curve to plot (said before anything is written), but a table.
+    let swd_only = r#"{"step":3,"num_fake":8,"num_real":8,"swd":55.5,"seconds":1.0,"images_seen":24}"#;
+    std::fs::write(run_dir.join("metrics.jsonl"), format!("{swd_only}\n")).unwrap();
+    std::fs::remove_file(&png).unwrap();
+    let (ok, out) = run(&["compare", r, "--out", p, "--curves", c, "--table", table.to_str().unwrap()]);
+    assert!(!ok && out.contains("run: its metrics.jsonl has no FID evaluation"), "{out}");
+    assert!(!png.exists());
+    let (ok, out) = run(&["compare", r, "--out", p, "--table", table.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&table).unwrap();
+    assert!(text.lines().next().unwrap().ends_with("| fid8 | SWD (x1e3) |"), "{text}");
+    assert!(text.lines().nth(2).unwrap().ends_with("| 3 | 24 | - | - | - | 55.5 |"), "{text}");
 }
 
 /// A full DCGAN checkpoint written before the model-family redesign (commit bba5c4c, format

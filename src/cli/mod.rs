@@ -524,6 +524,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     .collect::<Result<Vec<_>>>()?,
                 false => Vec::new(),
             };
+            if a.curves.is_some() {
+                curves.iter().try_for_each(LearningCurve::check_plottable)?;
+            }
             if let Some(path) = &a.table {
                 let table = learning_table(&curves);
                 fsutil::write_atomic(path, table.as_bytes())?;

@@ -177,9 +177,6 @@ impl LearningCurve {
             );
         }
         let mut lines = crate::train::eval::read(&path)?;
-        if lines.iter().all(|l| l.fid.is_none()) {
-            anyhow::bail!("{}: has no FID evaluation to plot (train with --eval-metrics fid)", path.display());
-        }
         let cfg = crate::config::RunConfig::load(&run.join("config.toml"))?;
         let per_step = cfg.train.images_per_step();
         for l in &mut lines {
@@ -193,6 +190,17 @@ impl LearningCurve {
         let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let label = label.map(str::to_string).unwrap_or(name);
         Ok(Self { label, preset: cfg.preset.clone(), parameters, lines })
+    }
+
+    /// An error naming the run when it has no FID evaluation to plot (a table shows it anyway).
+    pub fn check_plottable(&self) -> Result<()> {
+        if self.lines.iter().all(|l| l.fid.is_none()) {
+            anyhow::bail!(
+                "{}: its {METRICS_FILE} has no FID evaluation to plot (train with --eval-metrics fid)",
+                self.label
+            );
+        }
+        Ok(())
     }
 }
 
@@ -289,6 +297,7 @@ const PALETTE: [RGBColor; 8] = [
 /// named in the caption), as one PNG: which family gets furthest per image and per
 /// CPU-hour.
 pub fn plot_learning_curves(runs: &[LearningCurve], out: &Path) -> Result<()> {
+    runs.iter().try_for_each(LearningCurve::check_plottable)?;
     let fid = |l: &MetricsLine| l.fid.filter(|f| f.is_finite());
     let mut by_images = Vec::new();
     let mut by_cpu = Vec::new();
