@@ -1096,31 +1096,41 @@ pub(crate) fn weight_grad<T: Element>(
         return flip_kernel(&dw, c_big, c_small, g.taps());
     }
     let plan = Plan::new(batch, sl);
-    let index = TapIndex::for_im2col(g);
-    let bands = band_rows::<T>(g, k, plan.group).map(|rows| BandIndex::new(g, rows));
+    // Each item's column matrix whole, or in bands of output rows: only that one's index is built.
+    enum Layout {
+        Whole(TapIndex),
+        Banded(Box<BandIndex>),
+    }
+    let layout = match band_rows::<T>(g, k, plan.group) {
+        Some(rows) => Layout::Banded(Box::new(BandIndex::new(g, rows))),
+        None => Layout::Whole(TapIndex::for_im2col(g)),
+    };
     // Accumulates the tasks `tasks` into `acc`, overwriting it first.
     let accumulate = |tasks: &mut dyn Iterator<Item = usize>, acc: &mut [T], par: bool| {
         let mut first = true;
         with_scratch(|scratch| {
             for t in tasks {
-                if let Some(bands) = &bands {
-                    // One item (band_rows groups none), a band of output rows at a time.
-                    let item = plan.items(t, batch).start;
-                    let big = &big[item * c_big * bl..][..c_big * bl];
-                    let small = &small[item * c_small * sl..][..c_small * sl];
-                    for (r0, index) in bands.bands() {
-                        let (col, cols) = bands.columns(big, c_big, r0, index, scratch, par);
-                        let lhs = Mat { data: &small[r0 * g.small.1..], rs: sl, cs: 1 };
-                        matmul((c_small, k, cols), acc, k, !first, lhs, Mat::col_major(col, cols), par);
-                        first = false;
+                let index = match &layout {
+                    Layout::Whole(index) => index,
+                    Layout::Banded(bands) => {
+                        // One item (band_rows groups none), a band of output rows at a time.
+                        let item = plan.items(t, batch).start;
+                        let big = &big[item * c_big * bl..][..c_big * bl];
+                        let small = &small[item * c_small * sl..][..c_small * sl];
+                        for (r0, index) in bands.bands() {
+                            let (col, cols) = bands.columns(big, c_big, r0, index, scratch, par);
+                            let lhs = Mat { data: &small[r0 * g.small.1..], rs: sl, cs: 1 };
+                            matmul((c_small, k, cols), acc, k, !first, lhs, Mat::col_major(col, cols), par);
+                            first = false;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                };
                 let items = plan.items(t, batch);
                 let cols = items.len() * sl;
                 let big = &big[items.start * c_big * bl..items.end * c_big * bl];
                 let small = &small[items.start * c_small * sl..items.end * c_small * sl];
-                let col = columns(big, c_big, &index, &mut scratch.col, &mut scratch.phases, par);
+                let col = columns(big, c_big, index, &mut scratch.col, &mut scratch.phases, par);
                 let lhs = if items.len() == 1 {
                     small
                 } else {
