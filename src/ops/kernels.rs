@@ -1097,12 +1097,13 @@ pub(crate) fn weight_grad<T: Element>(
     }
     let plan = Plan::new(batch, sl);
     // Each item's column matrix whole, or in bands of output rows: only that one's index is built.
+    #[allow(clippy::large_enum_variant)] // one local value per call
     enum Layout {
         Whole(TapIndex),
-        Banded(Box<BandIndex>),
+        Banded(BandIndex),
     }
     let layout = match band_rows::<T>(g, k, plan.group) {
-        Some(rows) => Layout::Banded(Box::new(BandIndex::new(g, rows))),
+        Some(rows) => Layout::Banded(BandIndex::new(g, rows)),
         None => Layout::Whole(TapIndex::for_im2col(g)),
     };
     // Accumulates the tasks `tasks` into `acc`, overwriting it first.
