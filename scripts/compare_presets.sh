@@ -54,12 +54,8 @@ timed() {
     rm -f "$t"
 }
 
-if [ -n "${BIN:-}" ]; then
-    bin=$BIN
-else
-    cargo build --release --quiet
-    bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/facegan
-fi
+source scripts/facegan_bin.sh
+bin=$(facegan_bin)
 mkdir -p "$out"
 
 runs=()
