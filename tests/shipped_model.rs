@@ -162,6 +162,55 @@ fn every_zoo_model_generates_faces() {
     assert!(!ok && out.contains("no model no-such-model") && out.contains(&default.name), "{out}");
 }
 
+/// The zoo's style-family models draw the StyleGAN figures by name (`mix`, `noise` and
+/// `generate --truncation` with `--model`), and with no model named, `mix` refuses the
+/// default DCGAN, saying why.
+#[test]
+fn zoo_style_models_draw_the_style_figures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let zoo = facegan::sample::zoo::Zoo::load(&root.join("models")).unwrap();
+    let style: Vec<_> = zoo.models.iter().filter(|m| m.preset.starts_with("stylegan")).collect();
+    assert!(!style.is_empty(), "the zoo has no StyleGAN model");
+    let t = tempfile::tempdir().unwrap();
+    for m in style {
+        for (cmd, want) in [("mix", (5 * 66, 10 * 66)), ("noise", (5 * 66, 3 * 66))] {
+            let out = t.path().join(format!("{}-{cmd}.png", m.name));
+            let (ok, text) = run(&[cmd, "--model", &m.name, "--out", out.to_str().unwrap()]);
+            assert!(ok, "{} {cmd}: {text}", m.name);
+            let img = image::open(&out).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (want.0 + 2, want.1 + 2), "{} {cmd}", m.name);
+        }
+        // psi = 0 puts every face at w_avg's: the faces differ only by their noise inputs,
+        // far less than without truncation.
+        let spread = |psi: &str| {
+            let dir = t.path().join(format!("{}-psi{psi}/", m.name));
+            let (ok, text) = run(&[
+                "generate",
+                "--model",
+                &m.name,
+                "--count",
+                "4",
+                "--truncation",
+                psi,
+                "--out",
+                dir.to_str().unwrap(),
+            ]);
+            assert!(ok, "{}: {text}", m.name);
+            let faces: Vec<_> =
+                (0..4).map(|i| image::open(dir.join(format!("face-{i:04}.png"))).unwrap().to_rgb8()).collect();
+            let diff = |a: &image::RgbImage, b: &image::RgbImage| {
+                a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64
+            };
+            (1..4).map(|k| diff(&faces[0], &faces[k])).sum::<f64>() / 3.0
+        };
+        let (collapsed, plain) = (spread("0"), spread("1"));
+        assert!(collapsed < 0.5 * plain, "{}: psi 0 spread {collapsed} vs psi 1 {plain}", m.name);
+    }
+    let out = t.path().join("default-mix.png");
+    let (ok, text) = run(&["mix", "--out", out.to_str().unwrap()]);
+    assert!(!ok && text.contains("dcgan, which has none"), "{text}");
+}
+
 #[test]
 fn inspect_counts_the_parameters_of_each_network() {
     // pytorch/examples' DCGAN generator (nz 100, ngf 64): 3,576,704 parameters; its batch-norm

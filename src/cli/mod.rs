@@ -152,9 +152,10 @@ pub struct GenerateArgs {
 
 #[derive(Args)]
 pub struct MixArgs {
-    /// Checkpoint of a style family (full or generator-only).
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// A style family's generator: --checkpoint or a zoo --model such as
+    /// stylegan2-64-ada-celeba.
+    #[command(flatten)]
+    model: ModelChoice,
     #[arg(long, default_value = "mix.png")]
     out: PathBuf,
     /// Source faces A per style band (rows).
@@ -177,9 +178,10 @@ pub struct MixArgs {
 
 #[derive(Args)]
 pub struct NoiseArgs {
-    /// Checkpoint of a style family (full or generator-only).
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// A style family's generator: --checkpoint or a zoo --model such as
+    /// stylegan2-64-ada-celeba.
+    #[command(flatten)]
+    model: ModelChoice,
     #[arg(long, default_value = "noise.png")]
     out: PathBuf,
     /// Faces (one w each).
@@ -420,7 +422,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Mix(a) => {
             let device = parse_device(&a.device)?;
-            let (g, cfg) = load_generator(&a.checkpoint, &device)?;
+            let (g, cfg) = load_generator(&a.model.path()?, &device)?;
             let bands = figures::parse_bands(&a.styles)?;
             let truncation = a.truncation.map(|psi| Truncation { psi, cutoff: None });
             let img = figures::mixing_figure(
@@ -437,7 +439,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Noise(a) => {
             let device = parse_device(&a.device)?;
-            let (g, cfg) = load_generator(&a.checkpoint, &device)?;
+            let (g, cfg) = load_generator(&a.model.path()?, &device)?;
             let img = figures::noise_figure(g.as_ref(), &cfg.model.arch, a.rows, (a.shown, a.draws), a.seed, &device)?;
             save_png(&img, &a.out)?;
             eprintln!("wrote {} ({} faces, standard deviation over {} noise draws)", a.out.display(), a.rows, a.draws);
