@@ -36,7 +36,7 @@ gcd() { local a=$1 b=$2; while [ "$b" -ne 0 ]; do set -- "$b" $((a % b)); a=$1 b
 table="$out/cost.md"
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 {
-    echo "CPU: ${cpu:-unknown}, $(nproc) cores; $bin ($("$bin" --version), tree at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)); augment $augment; $(date -u +%F)"
+    echo "CPU: ${cpu:-unknown}, $(nproc) cores; $bin ($("$bin" --version), checkout at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)); augment $augment; $(date -u +%F)"
     echo
     echo "| preset | images per step | G steps timed | CPU-s per image | images per CPU-s | wall img/s |"
     echo "|---|---|---|---|---|---|"
