@@ -151,8 +151,9 @@ impl AdversarialLoss {
     /// D's output where it is indifferent between real and fake: the minimiser of the D loss
     /// when a real and a fake sample get the same output (where the optimal D sits where the
     /// data and the generator agree). 0 for most losses; LSGAN's (a + b)/2; f-GAN's v with
-    /// g_f(v) = f'(1), which is 1 for KL and 0 for the others; EBGAN's half margin. WGAN's
-    /// critic has no such point (every constant is one); 0, as StudioGAN's ADA reads it.
+    /// g_f(v) = f'(1), which is 1 for KL and 0 for the others; EBGAN's half margin. The
+    /// shift-invariant losses (WGAN, relativistic) have no such point, every constant is one:
+    /// 0 here, and [`Self::realness`] reads their outputs against the fakes' mean instead.
     pub fn indifference(&self) -> f64 {
         match *self {
             Self::LeastSquares { a, b, .. } => (a + b) / 2.0,
@@ -162,16 +163,28 @@ impl AdversarialLoss {
         }
     }
 
-    /// D's outputs as signed realness: positive where D judges the input real, negative where
-    /// it judges it fake (`v − indifference`, or `indifference − E` for EBGAN's energies, low
-    /// for real data). ADA's overfitting heuristic r_t = E[sign(·)] over the reals reads this, so
-    /// that it means the same for every loss (D's raw outputs are, for example, all positive
-    /// with EBGAN and LSGAN's default targets, which would raise p whatever D does).
-    pub fn realness(&self, v: &Tensor) -> candle_core::Result<Tensor> {
+    /// D's outputs on reals as signed realness: positive where D judges the input real,
+    /// negative where it judges it fake. ADA's overfitting heuristic r_t = E[sign(·)] over the
+    /// reals reads this, so that it means the same for every loss: `real − indifference`, or
+    /// `indifference − E` for EBGAN's energies (low for real data; raw, they are all positive,
+    /// as LSGAN's outputs are with its default targets, which would raise p whatever D does).
+    /// The shift-invariant losses (WGAN, relativistic) leave D's constant offset free, so the
+    /// sign of a raw output says nothing (a WGAN critic drifts to +80 on reals and fakes alike):
+    /// for them a real counts as judged real when D scores it above the mean of the step's
+    /// fakes, `real − mean(fake)` (the relativistic losses' own view of a real sample).
+    pub fn realness(&self, real: &Tensor, fake: &Tensor) -> candle_core::Result<Tensor> {
         match *self {
-            Self::Energy { .. } => v.neg()? + self.indifference(),
-            _ => v - self.indifference(),
+            Self::Energy { .. } => real.neg()? + self.indifference(),
+            _ if self.is_shift_invariant() => real.broadcast_sub(&fake.detach().mean_all()?),
+            _ => real - self.indifference(),
         }
+    }
+
+    /// Whether adding a constant to every output of D leaves D's loss unchanged, so that
+    /// nothing pins D's offset: WGAN's critic and the relativistic losses, which compare real
+    /// and fake outputs only.
+    pub fn is_shift_invariant(&self) -> bool {
+        matches!(self, Self::Wasserstein | Self::RelativisticAverage(_))
     }
 
     /// Whether the loss reads D(x) = sigmoid(v) as a probability (so one-sided label
@@ -298,19 +311,46 @@ mod tests {
             let h = 1e-4;
             let slope = (d(v0 + h, v0 + h) - d(v0 - h, v0 - h)) / (2.0 * h);
             assert!(slope.abs() < 1e-6, "{loss:?}: D loss slope {slope} at the indifference point {v0}");
-            assert!(scalar(&loss.realness(&t(&[v0])).unwrap().sum_all().unwrap()).abs() < 1e-12, "{loss:?}");
+            assert!(scalar(&loss.realness(&t(&[v0]), &t(&[v0])).unwrap().sum_all().unwrap()).abs() < 1e-12, "{loss:?}");
             // One step from v0 down the real sample's loss (fake fixed at v0) reads as real.
             let real_slope = (d(v0 + h, v0) - d(v0 - h, v0)) / (2.0 * h);
             if real_slope.abs() < 1e-9 {
                 continue; // relativistic losses at a tie: no side is preferred
             }
             let towards_real = v0 - 0.1 * real_slope.signum();
-            let r = scalar(&loss.realness(&t(&[towards_real])).unwrap().sum_all().unwrap());
+            let r = scalar(&loss.realness(&t(&[towards_real]), &t(&[v0])).unwrap().sum_all().unwrap());
             assert!(r > 0.0, "{loss:?}: realness {r} at {towards_real} (v0 {v0})");
         }
         // EBGAN: zero energy is real, the margin is fake.
         let e = AdversarialLoss::Energy { margin: 1.0 };
-        assert_eq!(e.realness(&t(&[0.0, 1.0])).unwrap().to_vec1::<f64>().unwrap(), [0.5, -0.5]);
+        assert_eq!(e.realness(&t(&[0.0, 1.0]), &t(&[2.0])).unwrap().to_vec1::<f64>().unwrap(), [0.5, -0.5]);
+    }
+
+    /// The losses named shift-invariant are exactly those whose D loss does not change when a
+    /// constant is added to every output of D (nothing pins the offset; WGAN's G loss moves
+    /// by the constant, which leaves its gradient alone), and for them (only) realness ignores
+    /// such an offset: a WGAN critic that has drifted to +80 on reals and fakes alike does not
+    /// read every real as judged real. The others keep their fixed indifference point.
+    #[test]
+    fn realness_of_shift_invariant_losses_ignores_the_critics_offset() {
+        let shift = |v: &[f64], c: f64| v.iter().map(|x| x + c).collect::<Vec<_>>();
+        for loss in all_losses() {
+            let d = |c: f64| scalar(&loss.d_loss(&t(&shift(&REAL, c)), &t(&shift(&FAKE, c))).unwrap());
+            let (d0, d1) = (d(0.0), d(5.0));
+            let invariant = (d0 - d1).abs() < 1e-9;
+            assert_eq!(invariant, loss.is_shift_invariant(), "{loss:?}: D loss {d0} -> {d1}");
+            let read =
+                |c: f64| loss.realness(&t(&shift(&REAL, c)), &t(&shift(&FAKE, c))).unwrap().to_vec1::<f64>().unwrap();
+            let (r0, r80) = (read(0.0), read(80.0));
+            if invariant {
+                let fake_mean = avg(&FAKE, |x| x);
+                for ((a, b), x) in r0.iter().zip(&r80).zip(REAL) {
+                    assert!((a - b).abs() < 1e-9 && (a - (x - fake_mean)).abs() < 1e-12, "{loss:?}: {r0:?} {r80:?}");
+                }
+            } else {
+                assert!(r80.iter().zip(&r0).all(|(b, a)| (b - a).abs() > 1.0), "{loss:?}: {r0:?} {r80:?}");
+            }
+        }
     }
 
     /// (L_D, L_G) written directly from the papers' formulas, in plain f64.

@@ -386,7 +386,7 @@ impl Session {
             let mode = self.d_mode(Mode::TRAIN);
             let real_out = self.d.forward_full(&plan_r.apply(&real_in)?, labels.as_ref(), mode)?;
             let fake_out = self.d.forward_full(&plan_f.apply(&fake_in)?, labels.as_ref(), mode)?;
-            self.aug.observe(&self.loss.realness(&real_out.logits)?)?;
+            self.aug.observe(&self.loss.realness(&real_out.logits, &fake_out.logits)?)?;
             let (real_logits, fake_logits) = (&real_out.logits, &fake_out.logits);
             let adv = self.loss.d_loss_smoothed(real_logits, fake_logits, real_label)?;
             let mut d_total = adv.clone();
