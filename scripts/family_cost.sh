@@ -11,7 +11,8 @@
 # DATA: image folder or prepared cache (default ../shared/data/celeba/img_align_celeba)
 # OUT:  scratch folder for the short runs (default runs/cost); the table goes to OUT/cost.md
 # Environment: PRESETS (space separated; default the eight 64x64 families), BIN (a facegan
-# binary instead of building one), AUGMENT (ada; `none` for plain steps), MIN_STEPS (4).
+# binary instead of building one), AUGMENT (ada; `none` for plain steps), MIN_STEPS (8),
+# SHARED=1 to measure although other facegan processes are running.
 #
 # Each preset trains 2 warm-up steps, then a window of G steps that is a whole number of
 # every penalty's interval (stylegan2-64: 16 steps, so that R1 every 16 and path length every
@@ -19,13 +20,27 @@
 # trainer's own CPU and wall clocks (stats.jsonl, one line per step) across the window, so
 # start-up, data preparation and the last checkpoint are left out. ADA's p stays near 0 in
 # so short a run: a long run whose p rises pays a little more for its augmentations.
+#
+# Measure with the machine to yourself: on the 2-core Zen 4 a table taken while another
+# training run shared the cores counted about twice the CPU seconds per image of one taken
+# alone (docs/architectures.md), so the script refuses while another facegan runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/celeba/img_align_celeba}
 out=${2:-runs/cost}
 presets=${PRESETS:-mlp-64 dcgan-64 ebgan-64 sngan-64 selfmod-64 resnet-wgan-gp-64 sagan-64 stylegan2-64}
 augment=${AUGMENT:-ada}
-min_steps=${MIN_STEPS:-4}
+min_steps=${MIN_STEPS:-8}
+running=()
+for pid in $(pgrep facegan || true); do # paused ones (state T) do not compete
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = T ] || running+=("$pid")
+done
+if [ -z "${SHARED:-}" ] && [ ${#running[@]} -gt 0 ]; then
+    echo "other facegan processes are running; their share of the cores inflates CPU seconds per image:" >&2
+    ps -o pid=,args= -p "${running[@]}" >&2
+    echo "stop or pause them (kill -STOP), or set SHARED=1 to measure anyway" >&2
+    exit 1
+fi
 warm=2
 
 source scripts/facegan_bin.sh
