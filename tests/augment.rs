@@ -116,3 +116,28 @@ fn ada_reads_ebgan_energies_as_realness() {
     let rt = stats["ada_rt"];
     assert!(rt < 0.6 && stats["augment_p"] == 0.0, "{stats:?}");
 }
+
+/// ADA reads a WGAN critic against the step's mean fake: two sessions that differ only in a
+/// constant offset of the critic's output (its last bias at −100 or +100, which WGAN's loss
+/// cannot see) measure the same r_t. Read against 0, as before, they would give −1 and +1.
+#[test]
+fn ada_reads_a_wgan_critic_whatever_its_offset() {
+    let dev = Device::Cpu;
+    let real = Tensor::rand(-1f32, 1.0, (4, 3, 32, 32), &dev).unwrap();
+    let rt = |offset: f32| {
+        let mut cfg = small("mlp-64", "ada");
+        cfg.train.loss = "wgan".into();
+        cfg.train.penalties.clear();
+        (cfg.train.augment_p, cfg.train.ada_kimg) = (0.0, 0.2);
+        let mut s = Session::new(&cfg, &dev).unwrap();
+        let (_, bias) = s.d.params().trainable().find(|(k, _)| k.as_str() == "fc.2.bias").expect("fc.2.bias");
+        bias.set(&Tensor::new(&[offset], &dev).unwrap()).unwrap();
+        let mut last = None;
+        for _ in 0..4 {
+            last = Some(s.train_step(std::slice::from_ref(&real)).unwrap());
+        }
+        last.unwrap()["ada_rt"]
+    };
+    let (low, high) = (rt(-100.0), rt(100.0));
+    assert!((low - high).abs() < 0.2, "r_t {low} with the critic at -100, {high} at +100");
+}
