@@ -852,7 +852,9 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
     facegan::enable_second_order_gradients();
     let t = tempfile::tempdir().unwrap();
     let data = prepared(t.path(), 16, 32);
-    let cfg = tiny_config(&data);
+    let mut cfg = tiny_config(&data);
+    // A learning curve (SWD needs no Inception) that the continuation file carries on.
+    (cfg.log.eval_every, cfg.log.eval_num, cfg.log.eval_metrics) = (3, 8, "swd".into());
     let a = train(opts(&cfg, &t.path().join("a"), false, None)).unwrap();
     let ck = a.checkpoint.to_str().unwrap();
     let (cont, gen) = (t.path().join("cont.safetensors"), t.path().join("g.safetensors"));
@@ -891,6 +893,8 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
         b.to_str().unwrap(),
         "--steps",
         "10",
+        "--eval-every",
+        "2",
         "--quiet",
     ]);
     assert!(ok, "{log}");
@@ -898,6 +902,43 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
     assert_eq!((cb.step(), cb.meta["opt_G.t"].as_str(), cb.config.train.lr_warmup), (10, "4", 100));
     let stats = facegan::train::stats::read(&b.join("stats.jsonl")).unwrap();
     assert!(stats.iter().all(|l| l.step > 6 && l.d_loss.is_finite() && l.g_loss.is_finite()));
+
+    // The learning curve went with the file: the new run's metrics.jsonl starts with the
+    // first run's evaluations, as they were, and goes on; the next continuation file carries
+    // all of them, and `compare --table` and `inspect` read it from the file alone.
+    let first = facegan::train::eval::read(&t.path().join("a").join("metrics.jsonl")).unwrap();
+    assert_eq!(first.iter().map(|l| l.step).collect::<Vec<_>>(), [3, 6]);
+    assert!(first.iter().all(|l| l.swd.is_some_and(f64::is_finite)));
+    let curve = facegan::train::eval::read(&b.join("metrics.jsonl")).unwrap();
+    assert_eq!(curve.iter().map(|l| l.step).collect::<Vec<_>>(), [3, 6, 8, 10]);
+    assert_eq!(curve[..2], first[..]);
+    let cont2 = t.path().join("cont2.safetensors");
+    let ckb = checkpoint::latest(&b).unwrap();
+    let (ok, log) =
+        run(&["export", "--checkpoint", ckb.to_str().unwrap(), "--out", cont2.to_str().unwrap(), "--continuation"]);
+    assert!(ok && log.contains("a learning curve of 4 evaluations"), "{log}");
+    let carried = facegan::train::eval::carried_curve(&checkpoint::read(&cont2, &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(carried, curve);
+    let table = t.path().join("curve.md");
+    let (ok, log) = run(&[
+        "compare",
+        cont2.to_str().unwrap(),
+        "--out",
+        t.path().join("faces.png").to_str().unwrap(),
+        "--count",
+        "4",
+        "--table",
+        table.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    let table = std::fs::read_to_string(table).unwrap();
+    assert!(table.contains("SWD") && table.contains("| cont2 | dcgan-32 |"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with('|')).count(), 2 + 4, "{table}");
+    let (ok, log) = run(&["inspect", cont2.to_str().unwrap()]);
+    assert!(ok && log.contains("learning curve: 4 evaluations, steps 3 to 10"), "{log}");
+    // A checkpoint in a run folder still reads the folder's metrics.jsonl.
+    let (ok, log) = run(&["compare", ck, "--out", t.path().join("x.png").to_str().unwrap(), "--table", "/dev/null"]);
+    assert!(ok, "a run folder's checkpoint still reads its metrics.jsonl: {log}");
 }
 
 /// Absurd learning rates make every loss non-finite: those updates are skipped, the run

@@ -492,13 +492,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let c = checkpoint::read(&ck, &device)?;
             let s = facegan::train::trainer::Session::from_checkpoint(&c, &c.config, &device)?;
             if continuation {
-                s.save_continuation(&out)?;
+                let curve = facegan::train::eval::curve_up_to(&ck, s.step)?;
+                s.save_continuation(&out, &curve)?;
                 let mb = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
                 eprintln!(
-                    "wrote {} ({mb:.1} MB: G, D and EMA generator at step {}, {} images seen); go on with `facegan train --init-from {} --out RUN --steps N`",
+                    "wrote {} ({mb:.1} MB: G, D and EMA generator at step {}, {} images seen, a learning curve of {} evaluations); go on with `facegan train --init-from {} --out RUN --steps N`",
                     out.display(),
                     s.step,
                     s.images_seen(),
+                    curve.len(),
                     out.display()
                 );
             } else {
@@ -614,8 +616,15 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     let values: usize = ck.tensors.values().map(|t| t.elem_count()).sum();
     let per_net = checkpoint::parameter_counts(path)?;
     let per_net: Vec<String> = per_net.iter().map(|(net, n)| format!("{net} {n}")).collect();
+    let curve = facegan::train::eval::carried_curve(&ck)?;
+    let curve = match (curve.first(), curve.last()) {
+        (Some(a), Some(b)) => {
+            format!("learning curve: {} evaluations, steps {} to {}\n", curve.len(), a.step, b.step)
+        }
+        _ => String::new(),
+    };
     print_out(&format!(
-        "checkpoint {}: kind {}, step {}, {} tensors, {} values\nparameters: {}\n{}",
+        "checkpoint {}: kind {}, step {}, {} tensors, {} values\nparameters: {}\n{curve}{}",
         path.display(),
         ck.kind(),
         ck.step(),

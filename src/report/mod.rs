@@ -161,9 +161,16 @@ pub struct LearningCurve {
 }
 
 impl LearningCurve {
-    /// The curve of a run folder, or of the run folder holding a checkpoint
-    /// (`RUN/checkpoints/step-N.safetensors`), captioned `label` or the folder's name.
+    /// The curve of a run folder, of the run folder holding a checkpoint
+    /// (`RUN/checkpoints/step-N.safetensors`), or the one a continuation file carries,
+    /// captioned `label` or the folder's (file's) name.
     pub fn of_run(model: &Path, label: Option<&str>) -> Result<Self> {
+        if model.is_file() {
+            let ck = crate::train::checkpoint::read(model, &candle_core::Device::Cpu)?;
+            if ck.kind() == crate::train::checkpoint::KIND_CONTINUATION {
+                return Self::of_continuation(&ck, label);
+            }
+        }
         let run = if model.is_dir() {
             model.to_path_buf()
         } else {
@@ -190,6 +197,29 @@ impl LearningCurve {
         let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let label = label.map(str::to_string).unwrap_or(name);
         Ok(Self { label, preset: cfg.preset.clone(), parameters, lines })
+    }
+
+    /// The curve a continuation file carries (`export --continuation`).
+    fn of_continuation(ck: &crate::train::checkpoint::Checkpoint, label: Option<&str>) -> Result<Self> {
+        let mut lines = crate::train::eval::carried_curve(ck)?;
+        if lines.is_empty() {
+            anyhow::bail!(
+                "{}: this continuation file carries no learning curve (its run evaluated nothing with --eval-every, or the file predates curves in continuation files)",
+                ck.path.display()
+            );
+        }
+        let per_step = ck.config.train.images_per_step();
+        for l in &mut lines {
+            l.images_seen.get_or_insert(l.step * per_step);
+        }
+        let name = ck.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = name.trim_end_matches(".safetensors").trim_end_matches(".cont");
+        Ok(Self {
+            label: label.unwrap_or(name).to_string(),
+            preset: ck.config.preset.clone(),
+            parameters: crate::train::checkpoint::parameter_counts(&ck.path)?,
+            lines,
+        })
     }
 
     /// An error naming the run when it has no FID evaluation to plot (a table shows it anyway).

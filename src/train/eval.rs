@@ -34,8 +34,10 @@ pub struct MetricsLine {
     /// Mean multi-scale SWD (x1e3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swd: Option<f64>,
-    /// Seconds the evaluation took.
-    pub seconds: f64,
+    /// Seconds the evaluation took (absent from points restored from elsewhere: an
+    /// export's `facegan eval`, a table of an earlier run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     /// Real images shown to D before this evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images_seen: Option<u64>,
@@ -56,7 +58,7 @@ impl MetricsLine {
             precision: r.precision,
             recall: r.recall,
             swd: r.swd.as_ref().map(|s| s.mean),
-            seconds,
+            seconds: Some(seconds),
             images_seen: None,
             cpu_s: None,
         }
@@ -142,4 +144,44 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 /// Reads metrics.jsonl.
 pub fn read(path: &Path) -> Result<Vec<MetricsLine>> {
     super::stats::read_jsonl(path)
+}
+
+/// Metadata key of a continuation file that carries its run's learning curve (the
+/// metrics.jsonl lines up to the file's step, as JSON lines), so that the curve outlives
+/// the run folder and goes on in the run that `train --init-from` starts.
+pub const CURVE_KEY: &str = "learning_curve";
+
+/// The learning curve a continuation file carries (empty when it has none: files written
+/// before the curve was carried, or runs without `--eval-every`).
+pub fn carried_curve(ck: &crate::train::checkpoint::Checkpoint) -> Result<Vec<MetricsLine>> {
+    let Some(text) = ck.meta.get(CURVE_KEY) else { return Ok(Vec::new()) };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!("{}: line {} of its learning curve ({CURVE_KEY}) is malformed", ck.path.display(), i + 1)
+            })
+        })
+        .collect()
+}
+
+/// The learning curve of the run folder holding `checkpoint` (`RUN/checkpoints/step-N`):
+/// its metrics.jsonl lines up to `step`, or none when the run evaluated nothing.
+pub fn curve_up_to(checkpoint: &Path, step: u64) -> Result<Vec<MetricsLine>> {
+    let Some(run) = checkpoint.parent().and_then(Path::parent) else { return Ok(Vec::new()) };
+    let path = run.join(METRICS_FILE);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    Ok(read(&path)?.into_iter().filter(|l| l.step <= step).collect())
+}
+
+/// `lines` as the JSON lines of metrics.jsonl.
+pub fn to_jsonl(lines: &[MetricsLine]) -> Result<String> {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&serde_json::to_string(l)?);
+        text.push('\n');
+    }
+    Ok(text)
 }

@@ -217,10 +217,16 @@ impl Session {
 
     /// Writes what a run elsewhere needs to go on (`train --init-from`): G, D and the EMA
     /// generator (with its standing statistics) in f16, the step, ADA's p, the path-length
-    /// mean and the RNG; not the optimizer moments, which the new run restarts.
-    pub fn save_continuation(&self, path: &Path) -> Result<()> {
+    /// mean and the RNG; not the optimizer moments, which the new run restarts. `curve` is
+    /// the run's learning curve (its evaluations up to this step), carried along so that
+    /// the run started from the file goes on with it.
+    pub fn save_continuation(&self, path: &Path, curve: &[super::eval::MetricsLine]) -> Result<()> {
         let (t, mut meta) = self.networks_and_state(checkpoint::KIND_CONTINUATION)?;
         meta.insert("images_seen".into(), self.images_seen().to_string());
+        let curve: Vec<_> = curve.iter().filter(|l| l.step <= self.step).cloned().collect();
+        if !curve.is_empty() {
+            meta.insert(super::eval::CURVE_KEY.into(), super::eval::to_jsonl(&curve)?);
+        }
         checkpoint::write(path, &t, meta, true)
     }
 
@@ -849,6 +855,15 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
                     );
                 }
                 eprintln!("starting {} from {} at step {}", run.display(), file.display(), s.step);
+                // The learning curve so far goes on in this run's metrics.jsonl (the folder
+                // holds no run: it has no checkpoint).
+                let curve: Vec<_> = super::eval::carried_curve(&ck)?.into_iter().filter(|l| l.step <= s.step).collect();
+                if !curve.is_empty() {
+                    ensure_dir(run)?;
+                    let path = run.join(super::eval::METRICS_FILE);
+                    crate::fsutil::write_atomic(&path, super::eval::to_jsonl(&curve)?.as_bytes())?;
+                    eprintln!("carried its learning curve ({} evaluations) into {}", curve.len(), path.display());
+                }
                 s
             }
         }
@@ -997,7 +1012,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
                     if tty {
                         bar.println(format!("step {step}: {}", line.summary()));
                     } else if opts.progress {
-                        eprintln!("step {step}/{total} {} ({:.0} s)", line.summary(), line.seconds);
+                        eprintln!("step {step}/{total} {} ({:.0} s)", line.summary(), line.seconds.unwrap_or(0.0));
                     }
                 }
                 // A signal during the evaluation: no metrics line; the checkpoint comes next.
