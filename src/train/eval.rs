@@ -168,7 +168,11 @@ pub fn carried_curve(ck: &crate::train::checkpoint::Checkpoint) -> Result<Vec<Me
 /// The learning curve of the run folder holding `checkpoint` (`RUN/checkpoints/step-N`):
 /// its metrics.jsonl lines up to `step`, or none when the run evaluated nothing.
 pub fn curve_up_to(checkpoint: &Path, step: u64) -> Result<Vec<MetricsLine>> {
-    let Some(run) = checkpoint.parent().and_then(Path::parent) else { return Ok(Vec::new()) };
+    let dir = checkpoint.parent();
+    // Only a checkpoint inside a run folder has a curve (not one copied elsewhere).
+    let Some(run) = dir.filter(|d| d.file_name().is_some_and(|n| n == "checkpoints")).and_then(Path::parent) else {
+        return Ok(Vec::new());
+    };
     let path = run.join(METRICS_FILE);
     if !path.is_file() {
         return Ok(Vec::new());
