@@ -936,9 +936,31 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
     assert_eq!(table.lines().filter(|l| l.starts_with('|')).count(), 2 + 4, "{table}");
     let (ok, log) = run(&["inspect", cont2.to_str().unwrap()]);
     assert!(ok && log.contains("learning curve: 4 evaluations, steps 3 to 10"), "{log}");
-    // A checkpoint in a run folder still reads the folder's metrics.jsonl.
-    let (ok, log) = run(&["compare", ck, "--out", t.path().join("x.png").to_str().unwrap(), "--table", "/dev/null"]);
+    // A checkpoint in a run folder still reads the folder's metrics.jsonl (steps 3 and 6).
+    let table_a = t.path().join("a.md");
+    let (ok, log) =
+        run(&["compare", ck, "--out", t.path().join("x.png").to_str().unwrap(), "--table", table_a.to_str().unwrap()]);
     assert!(ok, "a run folder's checkpoint still reads its metrics.jsonl: {log}");
+    let table_a = std::fs::read_to_string(table_a).unwrap();
+    assert_eq!(table_a.lines().filter(|l| l.starts_with('|')).count(), 2 + 2, "{table_a}");
+    // A checkpoint copied out of its run folder has no curve to carry; the continuation file
+    // exported from it says so when a curve is asked of it, naming the file.
+    let loose = t.path().join("loose.safetensors");
+    std::fs::copy(&a.checkpoint, &loose).unwrap();
+    let cont3 = t.path().join("cont3.safetensors");
+    let (ok, log) =
+        run(&["export", "--checkpoint", loose.to_str().unwrap(), "--out", cont3.to_str().unwrap(), "--continuation"]);
+    assert!(ok && log.contains("no learning curve: the checkpoint is not in a run folder"), "{log}");
+    assert_eq!(checkpoint::read_metadata(&cont3).unwrap()["kind"], "continuation");
+    let (ok, log) = run(&[
+        "compare",
+        cont3.to_str().unwrap(),
+        "--out",
+        t.path().join("y.png").to_str().unwrap(),
+        "--table",
+        "/dev/null",
+    ]);
+    assert!(!ok && log.contains("cont3.safetensors: this continuation file carries no learning curve"), "{log}");
 }
 
 /// Absurd learning rates make every loss non-finite: those updates are skipped, the run

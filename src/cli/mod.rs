@@ -495,12 +495,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 let curve = facegan::train::eval::curve_up_to(&ck, s.step)?;
                 s.save_continuation(&out, &curve)?;
                 let mb = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+                let carried = match curve.len() {
+                    0 => "no learning curve: the checkpoint is not in a run folder's checkpoints/ with a metrics.jsonl"
+                        .into(),
+                    n => format!("a learning curve of {n} evaluations"),
+                };
                 eprintln!(
-                    "wrote {} ({mb:.1} MB: G, D and EMA generator at step {}, {} images seen, a learning curve of {} evaluations); go on with `facegan train --init-from {} --out RUN --steps N`",
+                    "wrote {} ({mb:.1} MB: G, D and EMA generator at step {}, {} images seen, {carried}); go on with `facegan train --init-from {} --out RUN --steps N`",
                     out.display(),
                     s.step,
                     s.images_seen(),
-                    curve.len(),
                     out.display()
                 );
             } else {

@@ -165,9 +165,11 @@ impl LearningCurve {
     /// (`RUN/checkpoints/step-N.safetensors`), or the one a continuation file carries,
     /// captioned `label` or the folder's (file's) name.
     pub fn of_run(model: &Path, label: Option<&str>) -> Result<Self> {
+        // Only a continuation file carries its curve; a run's checkpoint points to its folder.
         if model.is_file() {
-            let ck = crate::train::checkpoint::read(model, &candle_core::Device::Cpu)?;
-            if ck.kind() == crate::train::checkpoint::KIND_CONTINUATION {
+            let meta = crate::train::checkpoint::read_metadata(model)?;
+            if meta.get("kind").map(String::as_str) == Some(crate::train::checkpoint::KIND_CONTINUATION) {
+                let ck = crate::train::checkpoint::read(model, &candle_core::Device::Cpu)?;
                 return Self::of_continuation(&ck, label);
             }
         }

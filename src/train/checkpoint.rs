@@ -134,10 +134,9 @@ pub fn read(path: &Path, device: &Device) -> Result<Checkpoint> {
     Ok(Checkpoint { path: path.to_path_buf(), tensors, meta, config })
 }
 
-/// Trainable parameters per network of the checkpoint at `path` (tensors named
-/// `NET.params.*`; buffers such as batch-norm statistics and the optimizers' moments are
-/// not parameters), from the file's header alone: no tensor is read.
-pub fn parameter_counts(path: &Path) -> Result<std::collections::BTreeMap<String, usize>> {
+/// The JSON header of the safetensors file at `path` (tensor names, shapes and the
+/// `__metadata__` table), read without reading any tensor.
+fn read_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
     use std::io::Read;
     let bad = |why: String| anyhow::anyhow!("{}: not a usable facegan checkpoint: {why}", path.display());
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
@@ -150,8 +149,25 @@ pub fn parameter_counts(path: &Path) -> Result<std::collections::BTreeMap<String
     }
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header).map_err(|e| bad(format!("cannot read its header: {e}")))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("its header is not JSON: {e}")))?;
+    serde_json::from_slice(&header).map_err(|e| bad(format!("its header is not JSON: {e}")))
+}
+
+/// The metadata of the checkpoint at `path` (kind, step, configuration, ...) from its
+/// header alone: no tensor is read and the checksum is not verified (`read` does that).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let header = read_header(path)?;
+    let Some(meta) = header.get("__metadata__") else { return Ok(HashMap::new()) };
+    serde_json::from_value(meta.clone()).map_err(|e| {
+        anyhow::anyhow!("{}: not a usable facegan checkpoint: its metadata is malformed: {e}", path.display())
+    })
+}
+
+/// Trainable parameters per network of the checkpoint at `path` (tensors named
+/// `NET.params.*`; buffers such as batch-norm statistics and the optimizers' moments are
+/// not parameters), from the file's header alone: no tensor is read.
+pub fn parameter_counts(path: &Path) -> Result<std::collections::BTreeMap<String, usize>> {
+    let bad = |why: String| anyhow::anyhow!("{}: not a usable facegan checkpoint: {why}", path.display());
+    let header = read_header(path)?;
     let mut counts = std::collections::BTreeMap::new();
     for (name, info) in &header {
         let mut parts = name.split('.');
