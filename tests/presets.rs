@@ -1,9 +1,9 @@
 //! Every preset of 64x64 and up trains 100 steps on real CelebA faces at its own size
 //! (small widths) without NaN or inf, and its losses and penalty values land in
-//! stats.jsonl. The ResNet presets
-//! run at ngf = ndf = 4 (8 where attention needs it) with batch 4: the behaviour under
-//! test (the preset's recipe staying finite) does not need more, and CI's time does; the
-//! style presets likewise, with w_dim 32.
+//! stats.jsonl. The ResNet presets run at ngf = ndf = 4 (8 where attention needs it) with
+//! batch 4: the behaviour under test (the preset's recipe staying finite) does not need
+//! more, and CI's time does; the style presets likewise, with w_dim 32. The 32x32 presets
+//! are the 64x64 recipes with a block fewer: the model shape tests cover them.
 
 mod common;
 use candle_core::Device;
@@ -44,7 +44,6 @@ fn faces(size: usize) -> Option<PathBuf> {
 fn run_preset(name: &str) {
     facegan::enable_second_order_gradients();
     let mut cfg = RunConfig::preset(name).unwrap();
-    // The 32x32 presets are the 64x64 recipes with a block fewer: the model shape tests cover them.
     let Some(data) = faces(cfg.model.image_size) else { return };
     let resnet = matches!(cfg.model.arch.as_str(), "resnet" | "stylegan" | "stylegan2");
     if cfg.model.w_dim.is_some() {
