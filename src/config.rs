@@ -140,6 +140,10 @@ pub struct TrainConfig {
     /// Optimizer updates over which the learning rates ramp up from zero (0: none;
     /// `train --init-from` sets 100 unless given).
     pub lr_warmup: u64,
+    /// Steps at the end of the run (the last `lr_decay_steps` before `steps`) over which
+    /// both learning rates fall linearly towards zero, as SN-GAN's schedule (0: constant
+    /// learning rates; `steps`: decay over the whole run).
+    pub lr_decay_steps: u64,
     /// Steps in a row with a skipped (non-finite) update after which the run goes back to
     /// its newest checkpoint with halved learning rates.
     pub divergence_patience: u64,
@@ -151,6 +155,18 @@ impl TrainConfig {
     /// Real images shown to D per training step (n_critic batches).
     pub fn images_per_step(&self) -> u64 {
         self.batch_size as u64 * self.n_critic as u64
+    }
+
+    /// The factor on both learning rates for the update made at step `step` (counted from
+    /// 0): 1 until the last `lr_decay_steps` steps, then falling linearly, to
+    /// 1/`lr_decay_steps` at the last step.
+    pub fn lr_factor(&self, step: u64) -> f64 {
+        let start = self.steps.saturating_sub(self.lr_decay_steps);
+        match self.lr_decay_steps {
+            0 => 1.0,
+            _ if step < start => 1.0,
+            d => (self.steps.saturating_sub(step) as f64 / d as f64).clamp(0.0, 1.0),
+        }
     }
 }
 
@@ -186,6 +202,7 @@ impl Default for TrainConfig {
             ada_target: 0.6,
             ada_kimg: 500.0,
             lr_warmup: 0,
+            lr_decay_steps: 0,
             divergence_patience: 10,
             max_rollbacks: 3,
         }
@@ -474,6 +491,13 @@ impl RunConfig {
         }
         if t.batch_size == 0 {
             bail!("train.batch_size must be positive");
+        }
+        if t.lr_decay_steps > t.steps {
+            bail!(
+                "train.lr_decay_steps {} exceeds train.steps {}: the decay covers the last lr_decay_steps steps of the run (give at most --steps, which decays over the whole run)",
+                t.lr_decay_steps,
+                t.steps
+            );
         }
         if !(0.0..1.0).contains(&t.ema_decay) {
             bail!("train.ema_decay {} must be in [0, 1)", t.ema_decay);

@@ -84,6 +84,42 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     assert_eq!(steps, vec![2, 4, 6]);
 }
 
+/// `train.lr_decay_steps`: the weights follow the constant-rate run exactly until the
+/// decay starts and leave it at the first decayed update; stats.jsonl's `lr_factor` is the
+/// linear schedule.
+#[test]
+fn the_learning_rate_decay_starts_where_it_says() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let session = |decay: u64| {
+        let mut cfg = tiny_config(&data);
+        cfg.train.lr_decay_steps = decay;
+        let ds = Dataset::open(&data).unwrap();
+        (Session::new(&cfg, &Device::Cpu).unwrap(), facegan::data::Loader::new(ds, 8, 0, true).unwrap())
+    };
+    let (mut a, mut la) = session(4);
+    let (mut b, mut lb) = session(0);
+    let mut factors = Vec::new();
+    for step in 0..4 {
+        let ra = la.batch(a.step, &mut a.rng, &Device::Cpu).unwrap().0;
+        let rb = lb.batch(b.step, &mut b.rng, &Device::Cpu).unwrap().0;
+        factors.push(a.train_step(std::slice::from_ref(&ra)).unwrap()["lr_factor"]);
+        assert!(!b.train_step(std::slice::from_ref(&rb)).unwrap().contains_key("lr_factor"));
+        let same = a.g.params().trainable().zip(b.g.params().trainable()).all(|((_, x), (_, y))| {
+            x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == y.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        });
+        // Steps 0-2 run at the full rate (the decay's first factor is 4/4); step 3 at 3/4.
+        assert_eq!(same, step < 3, "step {step}");
+    }
+    assert_eq!(factors, [1.0, 1.0, 1.0, 0.75]);
+    let mut cfg = tiny_config(&data);
+    cfg.train.lr_decay_steps = 7;
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("lr_decay_steps 7 exceeds train.steps 6"), "{e}");
+}
+
 #[test]
 fn checkpoint_round_trip_and_generate_determinism() {
     facegan::enable_second_order_gradients();

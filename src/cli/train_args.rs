@@ -32,6 +32,10 @@ pub struct TrainArgs {
     /// --init-from).
     #[arg(long)]
     lr_warmup: Option<u64>,
+    /// Let both learning rates fall linearly towards zero over the run's last N steps (up to
+    /// --steps; 0: constant; N = --steps: over the whole run, as SN-GAN)
+    #[arg(long)]
+    lr_decay_steps: Option<u64>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[arg(long)]
@@ -310,6 +314,7 @@ impl TrainArgs {
         set(&mut t.ada_target, self.ada_target);
         set(&mut t.ada_kimg, self.ada_kimg);
         set(&mut t.lr_warmup, self.lr_warmup);
+        set(&mut t.lr_decay_steps, self.lr_decay_steps);
         if let Some(v) = &self.lsgan_targets {
             t.lsgan_targets = [v[0], v[1], v[2]];
         }

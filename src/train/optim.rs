@@ -32,6 +32,9 @@ pub struct Optimizer {
     /// (0: none), counted from the moments' start: a run started from a continuation file
     /// restarts them, and its first updates would otherwise be full-size steps.
     pub warmup: u64,
+    /// A factor on `lr` set by the trainer's schedule (`TrainConfig::lr_factor`), so the
+    /// configured rate stays as it is.
+    pub scale: f64,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
 }
@@ -41,7 +44,18 @@ impl Optimizer {
         let zeros = |_: ()| -> candle_core::Result<Vec<Tensor>> {
             params.trainable().map(|(_, v)| v.as_tensor().zeros_like()).collect()
         };
-        Ok(Self { kind: Kind::Adam, lr, beta1, beta2, eps: 1e-8, t: 0, warmup: 0, m: zeros(())?, v: zeros(())? })
+        Ok(Self {
+            kind: Kind::Adam,
+            lr,
+            beta1,
+            beta2,
+            eps: 1e-8,
+            t: 0,
+            warmup: 0,
+            scale: 1.0,
+            m: zeros(())?,
+            v: zeros(())?,
+        })
     }
 
     /// "adam" (with `beta1`, `beta2`) or "rmsprop" (smoothing 0.99, as PyTorch).
@@ -63,10 +77,11 @@ impl Optimizer {
         self.t += 1;
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        let lr = match self.warmup {
-            0 => self.lr,
-            w => self.lr * (self.t as f64 / w as f64).min(1.0),
-        };
+        let lr = self.scale
+            * match self.warmup {
+                0 => self.lr,
+                w => self.lr * (self.t as f64 / w as f64).min(1.0),
+            };
         let rule = Update { kind: self.kind, lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, bc1, bc2 };
         for (((_, var), m), v) in params.trainable().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else {
@@ -221,20 +236,28 @@ mod tests {
 
     #[test]
     fn matches_hand_computed_adam_and_descends() {
-        adam_against_hand_computation(0);
+        adam_against_hand_computation(0, 1.0);
     }
 
     /// With a warm-up of 4 updates the t-th update uses lr · t/4.
     #[test]
     fn warm_up_scales_the_first_updates() {
-        adam_against_hand_computation(4);
+        adam_against_hand_computation(4, 1.0);
     }
 
-    fn adam_against_hand_computation(warmup: u64) {
+    /// The schedule's factor (`scale`) multiplies the rate, on top of the warm-up.
+    #[test]
+    fn the_schedule_scale_multiplies_the_rate() {
+        adam_against_hand_computation(0, 0.25);
+        adam_against_hand_computation(2, 0.5);
+    }
+
+    fn adam_against_hand_computation(warmup: u64, scale: f64) {
         let mut p = Params::new(&Device::Cpu);
         let w = p.param("w", Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
         let mut opt = Optimizer::new(&p, 0.1, 0.5, 0.999).unwrap();
         opt.warmup = warmup;
+        opt.scale = scale;
         // loss = sum(w^2): gradient 2w
         let mut want = [1.0f64, -2.0];
         let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
@@ -247,7 +270,7 @@ mod tests {
                 v[i] = 0.999 * v[i] + 0.001 * g * g;
                 let mh = m[i] / (1.0 - 0.5f64.powi(t));
                 let vh = v[i] / (1.0 - 0.999f64.powi(t));
-                let lr = if warmup == 0 { 0.1 } else { 0.1 * (t as f64 / warmup as f64).min(1.0) };
+                let lr = scale * if warmup == 0 { 0.1 } else { 0.1 * (t as f64 / warmup as f64).min(1.0) };
                 want[i] -= lr * mh / (vh.sqrt() + 1e-8);
             }
         }

@@ -372,6 +372,8 @@ impl Session {
         let sgan = self.cfg.model.condition == Condition::SemiSupervised.name();
         let sigma = self.instance_noise_std();
         let real_label = 1.0 - self.cfg.train.label_smoothing;
+        let lr_factor = self.cfg.train.lr_factor(self.step);
+        (self.opt_g.scale, self.opt_d.scale) = (lr_factor, lr_factor);
         let mut stats = StepStats::new();
         let mut add = |k: &str, v: f64| *stats.entry(k.to_string()).or_insert(0.0) += v / nc as f64;
         let mut last_fake = None;
@@ -571,6 +573,9 @@ impl Session {
         stats.insert("g_loss".into(), g_loss.to_scalar::<f32>()? as f64);
         if sigma > 0.0 {
             stats.insert("instance_noise".into(), sigma);
+        }
+        if self.cfg.train.lr_decay_steps > 0 {
+            stats.insert("lr_factor".into(), lr_factor);
         }
         if self.aug.is_on() && self.aug.kind != super::augment::Kind::DiffAugment {
             stats.insert("augment_p".into(), self.aug.p);
