@@ -880,6 +880,75 @@ fn an_off_schedule_checkpoint_carries_the_ema_generators_standing_statistics() {
     assert_eq!(saved, buffers(s.g_ema.params(), "G_ema"));
 }
 
+/// `export` with several checkpoints writes the mean of their EMA generators, with batch
+/// statistics of the mean's own, at the newest one's step, and names the steps it averaged;
+/// a checkpoint of another model, or one step twice, is refused by name.
+#[test]
+fn export_of_several_checkpoints_averages_their_ema_generators() {
+    facegan::enable_second_order_gradients();
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let mut cfg = tiny_config(&data);
+    (cfg.train.steps, cfg.log.checkpoint_every, cfg.log.keep_checkpoints) = (6, 2, 10);
+    train(opts(&cfg, &t.path().join("a"), false, None)).unwrap();
+    let cks: Vec<String> =
+        checkpoint::list_checkpoints(&t.path().join("a")).into_iter().map(|(_, p)| p.display().to_string()).collect();
+    assert_eq!(cks.len(), 3, "{cks:?}");
+    let out = t.path().join("avg.safetensors");
+    let out_s = out.to_str().unwrap();
+    // Given out of order: the newest is found by its step.
+    let (ok, log) = run(&["export", "--checkpoint", &cks[2], &cks[0], &cks[1], "--out", out_s]);
+    assert!(ok && log.contains("[2, 4, 6]"), "{log}");
+    let avg = checkpoint::read(&out, &Device::Cpu).unwrap();
+    assert_eq!((avg.kind(), avg.step(), avg.meta["ema_average_of"].as_str()), ("generator", 6, "2,4,6"));
+    let snaps: Vec<_> =
+        cks.iter().map(|p| flat(&checkpoint::read(Path::new(p), &Device::Cpu).unwrap(), "G_ema.params")).collect();
+    assert_ne!(snaps[0], snaps[2], "the snapshots must differ for the mean to show anything");
+    let got = flat(&avg, "G_ema.params");
+    assert_eq!(got.len(), snaps[0].len());
+    for (i, (name, v)) in got.iter().enumerate() {
+        for (j, x) in v.iter().enumerate() {
+            let mean = (snaps[0][i].1[j] + snaps[1][i].1[j] + snaps[2][i].1[j]) / 3.0;
+            assert!((x - mean).abs() <= 1e-6 * (1.0 + mean.abs()), "{name}[{j}]: {x} against the mean {mean}");
+        }
+    }
+    // Its batch-norm statistics are the mean generator's standing statistics.
+    let newest = checkpoint::read(Path::new(&cks[2]), &Device::Cpu).unwrap();
+    let s = Session::from_checkpoint(&newest, &cfg, &Device::Cpu).unwrap();
+    s.g_ema.params().load_tensors("G_ema", &avg.tensors, "avg").unwrap();
+    s.refresh_ema_stats().unwrap();
+    let saved: Vec<_> = flat(&avg, "G_ema.buffers").into_iter().filter(|(k, _)| k.contains("running")).collect();
+    assert!(!saved.is_empty());
+    assert_eq!(saved, buffers(s.g_ema.params(), "G_ema"));
+    assert_ne!(
+        saved,
+        flat(&newest, "G_ema.buffers").into_iter().filter(|(k, _)| k.contains("running")).collect::<Vec<_>>()
+    );
+
+    // A continuation file of the mean goes on from the newest step with the mean as G_ema.
+    let cont = t.path().join("cont.safetensors");
+    let (ok, log) =
+        run(&["export", "--checkpoint", &cks[1], &cks[2], "--out", cont.to_str().unwrap(), "--continuation"]);
+    assert!(ok, "{log}");
+    let c = checkpoint::read(&cont, &Device::Cpu).unwrap();
+    assert_eq!((c.kind(), c.step(), c.meta["ema_average_of"].as_str()), ("continuation", 6, "4,6"));
+    for (k, v) in flat(&newest, "G.params") {
+        let x =
+            c.tensors[&k].to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want: Vec<f32> = v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect();
+        assert_eq!(x, want, "{k}: G is the newest checkpoint's");
+    }
+
+    // Refusals, by name: another model's checkpoint, and one step twice.
+    let mut other = cfg.clone();
+    (other.model.ngf, other.train.steps) = (16, 2);
+    let b = train(opts(&other, &t.path().join("b"), false, None)).unwrap();
+    let (ok, log) = run(&["export", "--checkpoint", &cks[2], b.checkpoint.to_str().unwrap(), "--out", out_s]);
+    assert!(!ok && log.contains(b.checkpoint.to_str().unwrap()) && log.contains("model settings differ"), "{log}");
+    let (ok, log) = run(&["export", "--checkpoint", &cks[1], &cks[1], "--out", out_s]);
+    assert!(!ok && log.contains("step 4"), "{log}");
+}
+
 /// `export --continuation` writes G, D and G_ema in f16; `train --init-from` starts a new
 /// run from it whose EMA generator makes the faces of the exported generator, at the step
 /// the file was written, and trains on with fresh moments and a warm-up.

@@ -67,8 +67,11 @@ pub enum Command {
     /// Write the EMA generator of a checkpoint alone, for sharing (f16 with --half); or,
     /// with --continuation, what a run on another machine needs to go on (`train --init-from`).
     Export {
-        #[arg(long)]
-        checkpoint: PathBuf,
+        /// The checkpoint. Several (e.g. `--checkpoint runs/x/checkpoints/step-001*`): the
+        /// mean of their EMA generators, a longer average than the run's EMA; the rest (G, D,
+        /// step) comes from the newest.
+        #[arg(long, num_args = 1.., required = true)]
+        checkpoint: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
@@ -487,10 +490,22 @@ pub fn run(cli: Cli) -> Result<()> {
             facegan::report::write_report(&run)?;
             eprintln!("wrote {} and {}", run.join("progress.gif").display(), run.join("losses.png").display());
         }
-        Command::Export { checkpoint: ck, out, half, continuation } => {
+        Command::Export { checkpoint: cks, out, half, continuation } => {
             let device = candle_core::Device::Cpu;
+            let mut by_step = Vec::new();
+            for p in cks {
+                let step = checkpoint::read_metadata(&p)?.get("step").and_then(|s| s.parse::<u64>().ok());
+                by_step.push((step.with_context(|| format!("{}: no step in its metadata", p.display()))?, p));
+            }
+            by_step.sort();
+            let (_, ck) = by_step.pop().expect("clap requires a checkpoint");
             let c = checkpoint::read(&ck, &device)?;
-            let s = facegan::train::trainer::Session::from_checkpoint(&c, &c.config, &device)?;
+            let mut s = facegan::train::trainer::Session::from_checkpoint(&c, &c.config, &device)?;
+            drop(c);
+            if !by_step.is_empty() {
+                s.average_ema_with(&by_step.into_iter().map(|(_, p)| p).collect::<Vec<_>>())?;
+                eprintln!("averaged the EMA generators of steps {:?}", s.ema_average_of);
+            }
             if continuation {
                 let curve = facegan::train::eval::curve_up_to(&ck, s.step)?;
                 s.save_continuation(&out, &curve)?;

@@ -68,6 +68,8 @@ pub struct TrainOptions {
 
 /// File of a run's configuration changes on resume, one JSON line each.
 pub const CONFIG_HISTORY: &str = "config-history.jsonl";
+/// Metadata of an export whose EMA generator is a mean of several: their steps.
+pub const EMA_AVERAGE_KEY: &str = "ema_average_of";
 
 #[derive(Debug)]
 pub struct TrainOutcome {
@@ -98,6 +100,9 @@ pub struct Session {
     cpu_base: Option<f64>,
     /// This process's CPU seconds when `cpu_base` was last brought up to date.
     cpu_mark: f64,
+    /// The steps whose EMA generators `G_ema` is the mean of (`facegan export` with several
+    /// checkpoints); empty when it is this run's own moving average.
+    pub ema_average_of: Vec<u64>,
 }
 
 /// Per-step numbers for the logs, by name.
@@ -170,6 +175,7 @@ impl Session {
             aug,
             cpu_base: Some(0.0),
             cpu_mark: stats::process_cpu_seconds(),
+            ema_average_of: Vec::new(),
         })
     }
 
@@ -241,7 +247,7 @@ impl Session {
         self.g.params().to_tensors("G", &mut t);
         self.d.params().to_tensors("D", &mut t);
         self.g_ema.params().to_tensors("G_ema", &mut t);
-        let mut meta = checkpoint::base_meta(kind, self.step, &self.cfg);
+        let mut meta = self.base_meta(kind);
         meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
         if let Some(c) = self.cpu_seconds() {
@@ -308,8 +314,57 @@ impl Session {
         self.refresh_ema_stats()?;
         let mut t = HashMap::new();
         self.g_ema.params().to_tensors("G_ema", &mut t);
-        let meta = checkpoint::base_meta(checkpoint::KIND_GENERATOR, self.step, &self.cfg);
-        checkpoint::write(path, &t, meta, half)
+        checkpoint::write(path, &t, self.base_meta(checkpoint::KIND_GENERATOR), half)
+    }
+
+    fn base_meta(&self, kind: &str) -> HashMap<String, String> {
+        let mut meta = checkpoint::base_meta(kind, self.step, &self.cfg);
+        if !self.ema_average_of.is_empty() {
+            let steps: Vec<String> = self.ema_average_of.iter().map(u64::to_string).collect();
+            meta.insert(EMA_AVERAGE_KEY.into(), steps.join(","));
+        }
+        meta
+    }
+
+    /// Replaces the EMA generator's weights by their mean with those of the EMA generators
+    /// in `others` (checkpoints, continuation files or exported generators of the same
+    /// model): averaging snapshots after training, which lengthens the EMA's window without
+    /// retraining (Yazıcı et al. 2019; Karras et al. 2024's post-hoc EMA). The buffers
+    /// stay this session's (StyleGAN's w_avg); the batch-norm statistics are recomputed
+    /// for the mean when it is saved. The rest of the session (G, D, step, RNG) stays too.
+    pub fn average_ema_with(&mut self, others: &[PathBuf]) -> Result<()> {
+        let mut steps = vec![self.step];
+        let buffers: Vec<Tensor> =
+            self.g_ema.params().buffers().map(|(_, v)| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+        let scratch = build_generator(&self.cfg.model, &self.device, &mut Rng::new(0))?;
+        for (k, path) in others.iter().enumerate() {
+            // One at a time: a full checkpoint with its optimizer moments can be large.
+            let ck = checkpoint::read(path, &self.device)?;
+            let src = path.display().to_string();
+            if ck.config.model != self.cfg.model {
+                bail!(
+                    "{src}: its model settings differ from those of the checkpoint at step {}, so their generators cannot be averaged:\n  {src}: {:?}\n  step {}: {:?}",
+                    self.step,
+                    ck.config.model,
+                    self.step,
+                    self.cfg.model
+                );
+            }
+            scratch.params().load_tensors("G_ema", &ck.tensors, &src)?;
+            // The running mean of k + 2 generators: weight (k + 1) / (k + 2) on the mean so far.
+            let kept = (k as f64 + 1.0) / (k as f64 + 2.0);
+            self.g_ema.params().ema_from(scratch.params(), kept)?;
+            steps.push(ck.step());
+        }
+        for ((_, v), t) in self.g_ema.params().buffers().zip(&buffers) {
+            v.set(t)?;
+        }
+        steps.sort_unstable();
+        if let Some(w) = steps.windows(2).find(|w| w[0] == w[1]) {
+            bail!("two of the checkpoints to average are at step {}: give each snapshot once", w[0]);
+        }
+        self.ema_average_of = steps;
+        Ok(())
     }
 
     /// Standard deviation of the instance noise at the current step.
