@@ -1068,6 +1068,41 @@ fn a_continuation_file_reproduces_the_exported_generator_and_trains_on() {
     assert!(!ok && log.contains("cont3.safetensors: this continuation file carries no learning curve"), "{log}");
 }
 
+/// Images seen are counted step by step: a resume that changes the batch size (an
+/// `--override` the help offers) counts the earlier steps at their own batch size, in the
+/// checkpoint, the continuation file and the learning curve.
+#[test]
+fn images_seen_survive_a_batch_size_changed_on_resume() {
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let mut cfg = tiny_config(&data);
+    (cfg.train.steps, cfg.log.checkpoint_every) = (4, 2);
+    (cfg.log.eval_every, cfg.log.eval_num, cfg.log.eval_metrics) = (2, 8, "swd".into());
+    let a = t.path().join("a");
+    train(opts(&cfg, &a, false, None)).unwrap();
+    let a_s = a.to_str().unwrap();
+    let (ok, log) = run(&["train", "--resume", a_s, "--steps", "7", "--override", "train.batch_size=4", "--quiet"]);
+    assert!(ok, "{log}");
+    let ck = checkpoint::read(&checkpoint::latest(&a).unwrap(), &Device::Cpu).unwrap();
+    assert_eq!((ck.step(), ck.config.train.batch_size), (7, 4));
+    assert_eq!(ck.meta["images_seen"], (4 * 8 + 3 * 4).to_string());
+    let curve = facegan::train::eval::read(&a.join("metrics.jsonl")).unwrap();
+    let seen: Vec<_> = curve.iter().map(|l| (l.step, l.images_seen)).collect();
+    assert_eq!(seen, [(2, Some(16)), (4, Some(32)), (6, Some(40)), (7, Some(44))]);
+    let cont = t.path().join("cont.safetensors");
+    let ck_s = checkpoint::latest(&a).unwrap();
+    let (ok, log) =
+        run(&["export", "--checkpoint", ck_s.to_str().unwrap(), "--out", cont.to_str().unwrap(), "--continuation"]);
+    assert!(ok && log.contains("44 images seen"), "{log}");
+    // A run started from the file goes on counting from there.
+    let b = t.path().join("b");
+    let (ok, log) =
+        run(&["train", "--init-from", cont.to_str().unwrap(), "--out", b.to_str().unwrap(), "--steps", "8", "--quiet"]);
+    assert!(ok, "{log}");
+    let cb = checkpoint::read(&checkpoint::latest(&b).unwrap(), &Device::Cpu).unwrap();
+    assert_eq!(cb.meta["images_seen"], "48");
+}
+
 /// Absurd learning rates make every loss non-finite: those updates are skipped, the run
 /// goes back to its newest checkpoint with halved learning rates (and says so, in the log
 /// and the config history), and after `max_rollbacks` it stops with a message; the

@@ -126,12 +126,19 @@ impl TrainEval {
     }
 
     /// Evaluates a generator (already in eval mode with its standing statistics) and
-    /// appends the line to metrics.jsonl, with the training's CPU seconds so far.
-    pub fn run(&self, g: &dyn Generator, cfg: &RunConfig, step: u64, cpu_s: Option<f64>) -> Result<MetricsLine> {
+    /// appends the line to metrics.jsonl, with the images D has seen and the training's CPU
+    /// seconds so far.
+    pub fn run(
+        &self,
+        g: &dyn Generator,
+        cfg: &RunConfig,
+        (step, images_seen): (u64, u64),
+        cpu_s: Option<f64>,
+    ) -> Result<MetricsLine> {
         let t = std::time::Instant::now();
         let r = self.evaluator.evaluate_generator(g, cfg, self.num, EVAL_SEED, &format!("step {step}"))?;
         let mut line = MetricsLine::from_report(step, &r, t.elapsed().as_secs_f64());
-        line.images_seen = Some(step * cfg.train.images_per_step());
+        line.images_seen = Some(images_seen);
         line.cpu_s = cpu_s;
         super::stats::append(&self.path, &line)?;
         Ok(line)

@@ -89,6 +89,9 @@ pub struct Session {
     pub opt_d: Optimizer,
     pub rng: Rng,
     pub step: u64,
+    /// Real images shown to D so far, counted step by step (so a batch size or n_critic
+    /// changed on a resume does not rewrite the past).
+    images_seen: u64,
     loss: AdversarialLoss,
     penalties: Vec<(PenaltyKind, f64, u64)>,
     /// Moving mean of the path lengths (path-length regulariser).
@@ -169,6 +172,7 @@ impl Session {
             opt_d,
             rng,
             step: 0,
+            images_seen: 0,
             loss,
             penalties,
             pl_mean: 0.0,
@@ -228,7 +232,6 @@ impl Session {
     /// the run started from the file goes on with it.
     pub fn save_continuation(&self, path: &Path, curve: &[super::eval::MetricsLine]) -> Result<()> {
         let (t, mut meta) = self.networks_and_state(checkpoint::KIND_CONTINUATION)?;
-        meta.insert("images_seen".into(), self.images_seen().to_string());
         let curve: Vec<_> = curve.iter().filter(|l| l.step <= self.step).cloned().collect();
         if !curve.is_empty() {
             meta.insert(super::eval::CURVE_KEY.into(), super::eval::to_jsonl(&curve)?);
@@ -248,6 +251,7 @@ impl Session {
         self.d.params().to_tensors("D", &mut t);
         self.g_ema.params().to_tensors("G_ema", &mut t);
         let mut meta = self.base_meta(kind);
+        meta.insert("images_seen".into(), self.images_seen.to_string());
         meta.insert("rng".into(), self.rng.to_state_string());
         meta.insert("pl_mean".into(), format!("{:016x}", self.pl_mean.to_bits()));
         if let Some(c) = self.cpu_seconds() {
@@ -257,9 +261,10 @@ impl Session {
         Ok((t, meta))
     }
 
-    /// Real images shown to D so far (at the current batch size and n_critic).
+    /// Real images shown to D so far: the sum over the run's steps of each step's batch
+    /// size times n_critic, across resumes that changed them.
     pub fn images_seen(&self) -> u64 {
-        self.step * self.cfg.train.images_per_step()
+        self.images_seen
     }
 
     /// A session that goes on from a continuation file: its networks, step, ADA's p and
@@ -296,6 +301,11 @@ impl Session {
         s.d.params().load_tensors("D", &ck.tensors, &src)?;
         s.g_ema.params().load_tensors("G_ema", &ck.tensors, &src)?;
         s.step = ck.meta_u64("step")?;
+        // Files written before the count was kept: their run never changed its batch.
+        s.images_seen = match ck.meta.get("images_seen") {
+            Some(n) => n.parse().with_context(|| format!("{src}: images_seen '{n}' is malformed"))?,
+            None => s.step * ck.config.train.images_per_step(),
+        };
         if let Some(bits) = ck.meta.get("pl_mean") {
             let bits =
                 u64::from_str_radix(bits, 16).with_context(|| format!("{src}: pl_mean '{bits}' is malformed"))?;
@@ -624,6 +634,7 @@ impl Session {
         let decay = self.cfg.train.ema_decay.min((1.0 + t) / (10.0 + t));
         self.g_ema.params().ema_from(self.g.params(), decay)?;
         self.step += 1;
+        self.images_seen += self.cfg.train.images_per_step();
 
         stats.insert("g_loss".into(), g_loss.to_scalar::<f32>()? as f64);
         if sigma > 0.0 {
@@ -1057,7 +1068,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         if let Some(ev) = evaluation.as_ref().filter(|_| eval_due() && !crate::interrupt::requested()) {
             session.refresh_ema_stats()?;
             let cpu_s = session.cpu_seconds();
-            match session.without_cpu_count(|s| ev.run(s.g_ema.as_ref(), &cfg, step, cpu_s)) {
+            match session.without_cpu_count(|s| ev.run(s.g_ema.as_ref(), &cfg, (step, s.images_seen), cpu_s)) {
                 Ok(line) => {
                     let metrics = [
                         ("metrics/fid", line.fid),
