@@ -239,6 +239,63 @@ fn eval_bad_input_is_named() {
     assert!(!ok && out.contains("faces64.fgc") && out.contains("64x64") && out.contains("32x32"), "{out}");
 }
 
+/// `eval --repeats N` evaluates a checkpoint at sample seeds seed..seed+N against the same
+/// reals: each repeat is the evaluation `--seed` gives alone, the spread is their mean and
+/// sample standard deviation, and inputs it cannot repeat are refused. SWD needs no Inception.
+#[test]
+fn repeats_report_each_draw_and_their_spread() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let env = [("FACEGAN_CACHE_DIR", cache.as_os_str())];
+    let data = t.path().join("faces");
+    synthetic_faces(&data, 16);
+    let (d, run_dir) = (data.to_str().unwrap(), t.path().join("run"));
+    let mut args = vec!["train", "--data", d, "--out", run_dir.to_str().unwrap(), "--steps", "2"];
+    args.extend_from_slice(TINY);
+    assert!(run_env(&args, &env).0);
+    let r = run_dir.to_str().unwrap();
+    let json = t.path().join("spread.json");
+    let common = ["--real", d, "--num", "16", "--num-real", "16", "--metrics", "swd", "--quiet"];
+    let mut args = vec!["eval", r, "--seed", "4", "--repeats", "3", "--json", json.to_str().unwrap()];
+    args.extend_from_slice(&common);
+    let (ok, out) = run_env(&args, &env);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("sample seed 6") && out.contains("over 3 draws of generated faces (sample seeds 4 to 6)"),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let swd = |r: &serde_json::Value| r["swd"]["mean"].as_f64().unwrap();
+    let reps = v["repeats"].as_array().unwrap();
+    assert_eq!(reps.iter().map(|r| r["seed"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 5, 6]);
+    let values: Vec<f64> = reps.iter().map(swd).collect();
+    assert!(values[0] != values[1] && values[1] != values[2], "each draw has its own faces: {values:?}");
+    let spread = &v["spread"][0];
+    assert_eq!(spread["metric"], "SWD mean (x1e3)");
+    assert_eq!(spread["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(), values);
+    let mean = values.iter().sum::<f64>() / 3.0;
+    let sd = (values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    assert!(
+        (spread["mean"].as_f64().unwrap() - mean).abs() < 1e-9 && (spread["sd"].as_f64().unwrap() - sd).abs() < 1e-9
+    );
+    // The second repeat is what `--seed 5` alone reports.
+    let one = t.path().join("one.json");
+    let mut args = vec!["eval", r, "--seed", "5", "--json", one.to_str().unwrap()];
+    args.extend_from_slice(&common);
+    assert!(run_env(&args, &env).0);
+    let one: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
+    assert_eq!(swd(&one), values[1]);
+
+    // Nothing to redraw in an image folder; no zero repeats; no sweep with repeats.
+    let (ok, out) = run_env(&["eval", d, "--real", d, "--metrics", "swd", "--num", "4", "--repeats", "2"], &env);
+    assert!(!ok && out.contains("--repeats") && out.contains("image folder"), "{out}");
+    let (ok, out) = run_env(&["eval", r, "--real", d, "--metrics", "swd", "--repeats", "0"], &env);
+    assert!(!ok && out.contains("--repeats must be at least 1"), "{out}");
+    let (ok, out) =
+        run_env(&["eval", r, "--real", d, "--metrics", "swd", "--repeats", "2", "--truncation", "0.5,1"], &env);
+    assert!(!ok && out.contains("truncation sweep"), "{out}");
+}
+
 /// Style families at evaluation: a truncation sweep writes one report per ψ and the plot,
 /// ψ = 0 (every face the average face) lowers recall to at most that of ψ = 1; PPL-Inception
 /// in W and in Z is finite and positive; a family without W is refused for the W path.

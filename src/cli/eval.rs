@@ -84,6 +84,11 @@ pub struct EvalArgs {
     /// Metric attr: faces generated per attribute and value.
     #[arg(long, default_value_t = 500)]
     attr_num: usize,
+    /// Evaluate a checkpoint N times, with the faces of sample seeds seed, seed+1, ... (the
+    /// same real faces each time), and print each metric's mean and standard deviation over
+    /// them: how far a difference between two checkpoints is only the draw of their faces.
+    #[arg(long, default_value_t = 1)]
+    repeats: u64,
 }
 
 #[derive(Subcommand)]
@@ -236,6 +241,19 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let wants_attr = a.metrics.split(',').any(|m| m.trim() == "attr");
     let others: Vec<&str> = a.metrics.split(',').map(str::trim).filter(|m| *m != "attr" && !m.is_empty()).collect();
+    if a.repeats == 0 {
+        anyhow::bail!("--repeats must be at least 1");
+    }
+    if a.repeats > 1 && !matches!(fake, Source::Checkpoint(_)) {
+        anyhow::bail!(
+            "--repeats draws new faces from a generator: it needs a checkpoint or a zoo model, not an image folder or cache"
+        );
+    }
+    if a.repeats > 1 && (a.truncation.len() > 1 || wants_attr) {
+        anyhow::bail!(
+            "--repeats cannot be combined with a truncation sweep (several --truncation values) or metric attr"
+        );
+    }
     let attr_scores = match wants_attr {
         true => Some(attr_metric(&a, &fake)?),
         false => None,
@@ -289,12 +307,38 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut reports = Vec::new();
     for psi in &psis {
         opts.truncation = psi.map(|psi| Truncation { psi, cutoff: a.truncation_cutoff });
-        let report = evaluate(&opts)?;
-        if let Some(psi) = psi {
-            println!("truncation ψ = {psi}");
+        for seed in a.seed..a.seed + a.repeats {
+            opts.seed = seed;
+            let report = evaluate(&opts)?;
+            if let Some(psi) = psi {
+                println!("truncation ψ = {psi}");
+            }
+            if a.repeats > 1 {
+                println!("sample seed {seed}");
+            }
+            print!("{}", report.table());
+            reports.push((*psi, report));
         }
-        print!("{}", report.table());
-        reports.push((*psi, report));
+    }
+    if a.repeats > 1 {
+        let all: Vec<_> = reports.iter().map(|(_, r)| r.clone()).collect();
+        let spreads = facegan::metrics::spread_over(&all);
+        println!(
+            "over {} draws of generated faces (sample seeds {} to {}):",
+            a.repeats,
+            a.seed,
+            a.seed + a.repeats - 1
+        );
+        for s in &spreads {
+            let values: Vec<String> = s.values.iter().map(|v| format!("{v:.4}")).collect();
+            println!("  {:<16} {:.4} ± {:.4} (sd)   [{}]", s.metric, s.mean, s.sd, values.join(", "));
+        }
+        if let Some(path) = &a.json {
+            let json = serde_json::json!({ "repeats": all, "spread": spreads });
+            facegan::fsutil::write_atomic(path, format!("{json:#}\n").as_bytes())?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
     }
     if reports.len() > 1 {
         let points: Vec<_> = reports.iter().map(|(p, r)| (p.unwrap_or(1.0), r.fid, r.precision, r.recall)).collect();

@@ -328,6 +328,42 @@ impl EvalReport {
     }
 }
 
+/// One metric over evaluations that differ only in their draw of generated faces (`eval
+/// --repeats`): its values, their mean and their sample standard deviation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub metric: &'static str,
+    pub values: Vec<f64>,
+    pub mean: f64,
+    pub sd: f64,
+}
+
+/// The [`Spread`] of each metric that every report carries (FID, KID's mean, precision,
+/// recall, SWD's mean).
+pub fn spread_over(reports: &[EvalReport]) -> Vec<Spread> {
+    type Pick = fn(&EvalReport) -> Option<f64>;
+    let picks: [(&'static str, Pick); 5] = [
+        ("FID", |r| r.fid),
+        ("KID", |r| r.kid.as_ref().map(|k| k.mean)),
+        ("precision", |r| r.precision),
+        ("recall", |r| r.recall),
+        ("SWD mean (x1e3)", |r| r.swd.as_ref().map(|s| s.mean)),
+    ];
+    picks
+        .iter()
+        .filter_map(|&(metric, pick)| {
+            let values = reports.iter().map(pick).collect::<Option<Vec<f64>>>().filter(|v| !v.is_empty())?;
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let sd = match values.len() {
+                1 => 0.0,
+                _ => (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt(),
+            };
+            Some(Spread { metric, values, mean, sd })
+        })
+        .collect()
+}
+
 impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.table())
