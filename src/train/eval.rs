@@ -132,7 +132,8 @@ impl TrainEval {
         &self,
         g: &dyn Generator,
         cfg: &RunConfig,
-        (step, images_seen): (u64, u64),
+        step: u64,
+        images_seen: u64,
         cpu_s: Option<f64>,
     ) -> Result<MetricsLine> {
         let t = std::time::Instant::now();

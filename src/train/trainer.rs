@@ -1068,7 +1068,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
         if let Some(ev) = evaluation.as_ref().filter(|_| eval_due() && !crate::interrupt::requested()) {
             session.refresh_ema_stats()?;
             let cpu_s = session.cpu_seconds();
-            match session.without_cpu_count(|s| ev.run(s.g_ema.as_ref(), &cfg, (step, s.images_seen), cpu_s)) {
+            match session.without_cpu_count(|s| ev.run(s.g_ema.as_ref(), &cfg, step, s.images_seen, cpu_s)) {
                 Ok(line) => {
                     let metrics = [
                         ("metrics/fid", line.fid),
