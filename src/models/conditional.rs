@@ -209,7 +209,7 @@ pub fn sgan_loss(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, usize, usi
         return Ok((Tensor::zeros((), logits.dtype(), logits.device())?, 0, 0));
     }
     let mask = Tensor::from_vec(mask, (classes.len(), c), logits.device())?.to_dtype(logits.dtype())?;
-    let logp = candle_nn::ops::log_softmax(logits, 1)?;
+    let logp = crate::ops::log_softmax(logits, 1)?;
     let loss = ((logp * &mask)?.sum_all()? * (-1.0 / n as f64))?;
     let l: Vec<Vec<f32>> = logits.detach().to_dtype(candle_core::DType::F32)?.to_vec2()?;
     let right = classes

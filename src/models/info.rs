@@ -76,7 +76,7 @@ pub fn info_loss(q: &Tensor, c: &Tensor, codes: InfoCodes) -> candle_core::Resul
         0 => zero()?,
         k => {
             let logits = q.narrow(1, 0, k)?;
-            let logp = candle_nn::ops::log_softmax(&logits, 1)?;
+            let logp = crate::ops::log_softmax(&logits, 1)?;
             ((logp * c.narrow(1, 0, k)?)?.sum_all()? * (-1.0 / n))?
         }
     };

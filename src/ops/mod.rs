@@ -28,7 +28,7 @@ pub use modulate::{dot_nc, scale_nc};
 pub use norm::{batch_norm, layer_norm};
 pub use pool::{max_pool2x, pool3x3, Window};
 pub use resample::{blur121, sum_pool2x_scaled, upsample2x_scaled};
-pub use softmax::softmax_last;
+pub use softmax::{log_softmax, softmax_last};
 
 /// Runs `f`, typically the first backward pass of a gradient penalty, without the gradients
 /// of [`conv2d`] and [`conv_transpose2d`] (and their `_hw` forms) with respect to their

@@ -22,6 +22,14 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Softmax)
 }
 
+/// Log-softmax over dimension `dim`, `x − max − log Σ exp(x − max)`, written with candle ops
+/// (for the classifier heads of ACGAN and InfoGAN, small tensors).
+pub fn log_softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let diff = x.broadcast_sub(&x.max_keepdim(dim)?)?;
+    let log_sum = diff.exp()?.sum_keepdim(dim)?.log()?;
+    diff.broadcast_sub(&log_sum)
+}
+
 /// `y ⊙ (g − Σ_last g ⊙ y)`: the gradient of a softmax whose output is `y`, given the
 /// gradient `g` of its output.
 fn softmax_grad(g: &Tensor, y: &Tensor) -> Result<Tensor> {

@@ -412,8 +412,10 @@ fn weight_grad_gradients_match_finite_differences() -> Result<()> {
     Ok(())
 }
 
+/// LeakyReLU with slope 0.2 in plain candle ops: `max(x, 0) + 0.2 min(x, 0)`.
 fn leaky_relu(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::leaky_relu(x, 0.2)
+    let zeros = x.zeros_like()?;
+    x.maximum(&zeros)? + (x.minimum(&zeros)? * 0.2)?
 }
 
 /// Gradient penalty `P = Σ (∂D/∂x)²` of the critic `D = critic(x, weights)`, computed with a
@@ -735,5 +737,24 @@ fn conv2d_bias_relu_equals_conv_then_bias_act() -> Result<()> {
     let y = conv2d_bias_relu(&x, &w, &Tensor::zeros(1, DType::F32, &Device::Cpu)?, 1, (0, 0))?;
     let y = y.flatten_all()?.to_vec1::<f32>()?;
     assert!(y[0].is_nan() && y[1..] == [1.0, 0.0, 2.0], "{y:?}");
+    Ok(())
+}
+
+#[test]
+fn log_softmax_matches_closed_forms() -> Result<()> {
+    // Softmax of (0, ln 3) is (1/4, 3/4); shifting a row by 1000 changes nothing, since the
+    // maximum is subtracted before the exponential (a plain exp would overflow).
+    let l3 = 3f64.ln();
+    let x = Tensor::new(&[[0.0f64, l3], [1000.0, 1000.0 + l3]], &Device::Cpu)?;
+    for row in log_softmax(&x, 1)?.to_vec2::<f64>()? {
+        assert!((row[0] - 0.25f64.ln()).abs() < 1e-12, "{row:?}");
+        assert!((row[1] - 0.75f64.ln()).abs() < 1e-12, "{row:?}");
+    }
+    // d/dx Σ w ⊙ log_softmax(x) = w − softmax(x) Σ w: (1, 2) − (1/4, 3/4)·3 = (1/4, −1/4).
+    let v = Var::from_tensor(&x.narrow(0, 0, 1)?)?;
+    let w = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu)?;
+    let grads = (log_softmax(v.as_tensor(), 1)? * &w)?.sum_all()?.backward()?;
+    let g = grads.get(v.as_tensor()).expect("a gradient").to_vec2::<f64>()?;
+    assert!((g[0][0] - 0.25).abs() < 1e-12 && (g[0][1] + 0.25).abs() < 1e-12, "{g:?}");
     Ok(())
 }

@@ -142,7 +142,7 @@ fn features(out: &DiscOutput) -> Result<Tensor> {
 }
 
 fn mean_sigmoid(logits: &Tensor) -> Result<f64> {
-    let p = candle_nn::ops::sigmoid(&logits.detach())?;
+    let p = (logits.detach().neg()?.exp()? + 1.0)?.recip()?;
     Ok(p.mean_all()?.to_scalar::<f32>()? as f64)
 }
 
@@ -1130,4 +1130,18 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome> {
     };
     crate::report::write_report(run)?;
     Ok(TrainOutcome { step: session.step, interrupted, checkpoint })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_sigmoid_is_the_mean_probability() -> Result<()> {
+        // σ(0) = 1/2, σ(ln 3) = 3/4, and the saturated ends give 0 and 1 without NaN.
+        let x = Tensor::new(&[0.0f32, 3f32.ln(), -200.0, 200.0], &candle_core::Device::Cpu)?;
+        let m = mean_sigmoid(&x)?;
+        assert!((m - (0.5 + 0.75 + 0.0 + 1.0) / 4.0).abs() < 1e-6, "{m}");
+        Ok(())
+    }
 }
