@@ -1103,6 +1103,45 @@ fn images_seen_survive_a_batch_size_changed_on_resume() {
     assert_eq!(cb.meta["images_seen"], "48");
 }
 
+/// A run whose rates had decayed, resumed at constant rates, ramps back up over 100 steps from
+/// the rate of its last update instead of jumping to the full rate; the ramp's factor is
+/// logged and stored, so a resume in the middle of it goes on from where it was.
+#[test]
+fn a_resume_that_raises_the_learning_rates_ramps_them_up() {
+    let t = tempfile::tempdir().unwrap();
+    let data = prepared(t.path(), 16, 32);
+    let mut cfg = tiny_config(&data);
+    (cfg.train.steps, cfg.train.lr_decay_steps, cfg.log.checkpoint_every, cfg.log.log_every) = (4, 4, 4, 1);
+    let a = t.path().join("a");
+    train(opts(&cfg, &a, false, None)).unwrap();
+    let factor_meta = |run: &Path| -> f64 {
+        let ck = checkpoint::read(&checkpoint::latest(run).unwrap(), &Device::Cpu).unwrap();
+        ck.meta["lr_factor"].parse().unwrap()
+    };
+    // The decay's factors at steps 0-3 are 1, 3/4, 1/2, 1/4.
+    assert_eq!(factor_meta(&a), 0.25);
+    let a_s = a.to_str().unwrap();
+    let args = ["train", "--resume", a_s, "--steps", "8", "--override", "train.lr_decay_steps=0", "--quiet"];
+    let (ok, log) = run(&args);
+    assert!(ok, "{log}");
+    assert!(log.contains("ramp up over 100 steps from 0.250"), "{log}");
+    let logged = |lines: &[facegan::train::stats::StatsLine]| -> Vec<(u64, f64)> {
+        lines.iter().filter(|l| l.step > 4).map(|l| (l.step, l.extra["lr_factor"])).collect()
+    };
+    let lines = facegan::train::stats::read(&a.join("stats.jsonl")).unwrap();
+    let want: Vec<(u64, f64)> = (1..=4).map(|k| (4 + k, 0.25 + 0.75 * k as f64 / 100.0)).collect();
+    for ((step, got), (s, w)) in logged(&lines).into_iter().zip(&want) {
+        assert!(step == *s && (got - w).abs() < 1e-12, "step {step}: factor {got}, want {w}");
+    }
+    assert_eq!(logged(&lines).len(), 4);
+    assert!((factor_meta(&a) - 0.28).abs() < 1e-12);
+    // Resumed again, the ramp starts from the factor it had reached.
+    let (ok, log) = run(&["train", "--resume", a_s, "--steps", "9", "--quiet"]);
+    assert!(ok && log.contains("from 0.280"), "{log}");
+    let lines = facegan::train::stats::read(&a.join("stats.jsonl")).unwrap();
+    assert!((lines.last().unwrap().extra["lr_factor"] - (0.28 + 0.72 / 100.0)).abs() < 1e-12);
+}
+
 /// Absurd learning rates make every loss non-finite: those updates are skipped, the run
 /// goes back to its newest checkpoint with halved learning rates (and says so, in the log
 /// and the config history), and after `max_rollbacks` it stops with a message; the

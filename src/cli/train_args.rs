@@ -29,7 +29,8 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     pub init_from: Option<PathBuf>,
     /// Optimizer updates over which the learning rates ramp up (default 0; 100 with
-    /// --init-from).
+    /// --init-from). A resume that would raise the rates at once (a decay that had ended, higher
+    /// rates given) ramps them up from the checkpoint's over this many steps, or 100.
     #[arg(long)]
     lr_warmup: Option<u64>,
     /// Let both learning rates fall linearly towards zero over the run's last N steps (up to

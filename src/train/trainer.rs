@@ -71,6 +71,9 @@ pub const CONFIG_HISTORY: &str = "config-history.jsonl";
 /// Metadata of an export whose EMA generator is a mean of several: their steps.
 pub const EMA_AVERAGE_KEY: &str = "ema_average_of";
 
+/// Metadata of a full checkpoint: the learning-rate factor of its last update.
+const LR_FACTOR_KEY: &str = "lr_factor";
+
 #[derive(Debug)]
 pub struct TrainOutcome {
     pub step: u64,
@@ -106,6 +109,33 @@ pub struct Session {
     /// The steps whose EMA generators `G_ema` is the mean of (`facegan export` with several
     /// checkpoints); empty when it is this run's own moving average.
     pub ema_average_of: Vec<u64>,
+    /// The learning-rate factor of the last update (the schedule's, or the ramp's).
+    lr_applied: f64,
+    /// A ramp back up to the scheduled rates after a resume that would raise them at once.
+    lr_ramp: Option<LrRamp>,
+}
+
+/// Steps over which a resume that raises the learning rates ramps them up (unless
+/// `train.lr_warmup` gives another length).
+pub const RESUME_RAMP_STEPS: u64 = 100;
+
+/// The learning-rate factor going linearly from `from` (at the update before `start`) to the
+/// schedule's over `over` updates: a run resumed at full rates after its rates had decayed,
+/// or with higher ones, would otherwise take its first steps with a jump in step size (d_loss
+/// went from 1.07 to 2.3 at such a resume of the shipped model's run).
+#[derive(Clone, Copy, Debug)]
+struct LrRamp {
+    start: u64,
+    from: f64,
+    over: u64,
+}
+
+impl LrRamp {
+    /// The factor at `step` given the schedule's `scheduled`, or None once the ramp is done.
+    fn factor(&self, step: u64, scheduled: f64) -> Option<f64> {
+        let k = step.saturating_sub(self.start) + 1;
+        (k < self.over).then(|| self.from + (scheduled - self.from) * k as f64 / self.over as f64)
+    }
 }
 
 /// Per-step numbers for the logs, by name.
@@ -180,6 +210,8 @@ impl Session {
             cpu_base: Some(0.0),
             cpu_mark: stats::process_cpu_seconds(),
             ema_average_of: Vec::new(),
+            lr_applied: 1.0,
+            lr_ramp: None,
         })
     }
 
@@ -213,6 +245,25 @@ impl Session {
             .get("rng")
             .and_then(|r| Rng::from_state_string(r))
             .with_context(|| format!("{src}: RNG state missing or malformed"))?;
+        // The factor of the checkpoint's last update (older checkpoints: its schedule's).
+        let (old, new) = (&ck.config.train, &cfg.train);
+        let last = match ck.meta.get(LR_FACTOR_KEY) {
+            Some(v) => v.parse::<f64>().with_context(|| format!("{src}: malformed {LR_FACTOR_KEY} '{v}'"))?,
+            None => old.lr_factor(s.step.saturating_sub(1)),
+        };
+        s.lr_applied = last;
+        // Where the rates would jump up (a decay ended, higher rates given), ramp up from the
+        // last update's rates, as a fraction of the new ones.
+        let from = (old.lr_g * last / new.lr_g).min(old.lr_d * last / new.lr_d);
+        let scheduled = new.lr_factor(s.step);
+        if from < scheduled * (1.0 - 1e-9) {
+            let over = if new.lr_warmup > 0 { new.lr_warmup } else { RESUME_RAMP_STEPS };
+            s.lr_ramp = Some(LrRamp { start: s.step, from, over });
+            eprintln!(
+                "the learning rates ramp up over {over} steps from {from:.3} of lr_g {:e} and lr_d {:e} (where the checkpoint's last update was) to the schedule's",
+                new.lr_g, new.lr_d
+            );
+        }
         Ok(s)
     }
 
@@ -221,6 +272,7 @@ impl Session {
         self.opt_g.to_tensors("opt_G", self.g.params(), &mut t);
         self.opt_d.to_tensors("opt_D", self.d.params(), &mut t);
         meta.insert("opt_G.t".into(), self.opt_g.t.to_string());
+        meta.insert(LR_FACTOR_KEY.into(), self.lr_applied.to_string());
         meta.insert("opt_D.t".into(), self.opt_d.t.to_string());
         checkpoint::write(path, &t, meta, false)
     }
@@ -437,8 +489,14 @@ impl Session {
         let sgan = self.cfg.model.condition == Condition::SemiSupervised.name();
         let sigma = self.instance_noise_std();
         let real_label = 1.0 - self.cfg.train.label_smoothing;
-        let lr_factor = self.cfg.train.lr_factor(self.step);
+        let scheduled = self.cfg.train.lr_factor(self.step);
+        let ramp = self.lr_ramp.and_then(|r| r.factor(self.step, scheduled));
+        if ramp.is_none() {
+            self.lr_ramp = None;
+        }
+        let lr_factor = ramp.unwrap_or(scheduled);
         (self.opt_g.scale, self.opt_d.scale) = (lr_factor, lr_factor);
+        self.lr_applied = lr_factor;
         let mut stats = StepStats::new();
         let mut add = |k: &str, v: f64| *stats.entry(k.to_string()).or_insert(0.0) += v / nc as f64;
         let mut last_fake = None;
@@ -640,7 +698,7 @@ impl Session {
         if sigma > 0.0 {
             stats.insert("instance_noise".into(), sigma);
         }
-        if self.cfg.train.lr_decay_steps > 0 {
+        if self.cfg.train.lr_decay_steps > 0 || ramp.is_some() {
             stats.insert("lr_factor".into(), lr_factor);
         }
         if self.aug.is_on() && self.aug.kind != super::augment::Kind::DiffAugment {
