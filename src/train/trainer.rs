@@ -117,7 +117,7 @@ pub struct Session {
 
 /// Steps over which a resume that raises the learning rates ramps them up (unless
 /// `train.lr_warmup` gives another length).
-pub const RESUME_RAMP_STEPS: u64 = 100;
+const RESUME_RAMP_STEPS: u64 = 100;
 
 /// The learning-rate factor going linearly from `from` (at the update before `start`) to the
 /// schedule's over `over` updates: a run resumed at full rates after its rates had decayed,
