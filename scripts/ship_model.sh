@@ -6,7 +6,8 @@
 #   3. measure the export: fid1k (1,000 generated vs the last 1,000 held-out faces) and
 #      fid5k (5,000 vs all 5,000 held-out faces, issue 15's protocol), with KID and
 #      precision/recall, reports in $REPORTS (default /tmp/ship-NAME);
-#   4. redraw the README grid (GRID) and the learning curve (CURVE) from the new files;
+#   4. redraw the README grid (GRID) and the learning curve (CURVE) from the new files
+#      (GRID and CURVE are paths from the repository root);
 #   5. set images_seen, fid and kid (fid1k's) of NAME's entry in models/zoo.toml.
 # What it does not do: cpu_hours, README and docs/shipped-model.md prose, the commit.
 #   bash scripts/ship_model.sh NAME CHECKPOINT GRID CURVE
@@ -14,7 +15,7 @@
 #          docs/images/shipped-dcgan64-ada.png docs/images/shipped-dcgan64-ada-curve.png
 # FID5K=0 skips the 5,000-face evaluation (10-20 min on 2 cores).
 set -euo pipefail
-[ $# -eq 4 ] || { sed -n '2,15p' "$0"; exit 2; }
+[ $# -eq 4 ] || { sed -n '2,16p' "$0"; exit 2; }
 NAME=$1 CK=$2 GRID=$3 CURVE=$4
 CK=$(cd "$(dirname "$CK")" && pwd)/$(basename "$CK")
 cd "$(dirname "$0")/.."
@@ -31,10 +32,13 @@ if [ "$last" = "$(date +%F)" ]; then
   exit 1
 fi
 mkdir -p "$R"
-"$F" export --checkpoint "$CK" --out "$GEN" --half
-"$F" export --checkpoint "$CK" --out "$CONT" --continuation
-size=$(stat -c %s "$CONT")
-[ "$size" -le 25000000 ] || { echo "$CONT is $size bytes, over 25 MB" >&2; exit 1; }
+# Both files are written beside the reports first, so that a failure leaves models/ as it was.
+"$F" export --checkpoint "$CK" --out "$R/gen.safetensors" --half
+"$F" export --checkpoint "$CK" --out "$R/cont.safetensors" --continuation
+size=$(stat -c %s "$R/cont.safetensors")
+[ "$size" -le 25000000 ] || { echo "the continuation file is $size bytes, over 25 MB; models/ unchanged" >&2; exit 1; }
+mv "$R/gen.safetensors" "$GEN"
+mv "$R/cont.safetensors" "$CONT"
 "$F" eval --model "$NAME" --real "$D" --held-out 1000 --num 1000 --metrics fid,kid,pr --quiet --json "$R/fid1k.json" | tee "$R/fid1k.txt"
 if [ "${FID5K:-1}" != 0 ]; then
   "$F" eval --model "$NAME" --real "$D" --held-out 5000 --num 5000 --metrics fid,kid,pr --quiet --json "$R/fid5k.json" | tee "$R/fid5k.txt"
