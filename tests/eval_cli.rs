@@ -169,6 +169,18 @@ fn held_out_faces_are_the_reference_of_training_and_eval() {
     assert!(eval(&flags).real_features_cached);
     assert_eq!(files(&cache.join("features")), before, "nothing new in FACEGAN_CACHE_DIR");
     assert!((elsewhere.fid.unwrap() - logged).abs() <= 1e-6 * logged, "{elsewhere:?}");
+    // The features are keyed on the images' bytes: new modification times (a copied or
+    // touched folder) find them, changed bytes do not.
+    let mut names: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    for f in &names {
+        std::fs::File::options().write(true).open(f).unwrap().set_modified(later).unwrap();
+    }
+    assert!(eval(&flags).real_features_cached, "touched files reuse the features");
+    std::fs::copy(&names[0], names.last().unwrap()).unwrap();
+    let changed = eval(&flags);
+    assert!(!changed.real_features_cached, "a held-out face changed: {changed:?}");
 }
 
 #[test]

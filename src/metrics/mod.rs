@@ -23,7 +23,7 @@ pub mod swd;
 pub mod torchscript;
 
 use crate::config::RunConfig;
-use crate::data::cache::{default_cache_dir, listing_key, Dataset};
+use crate::data::cache::{content_key, default_cache_dir, Dataset};
 use crate::data::preprocess::{from_unit_range, load_face, CropResize};
 use crate::data::scan::scan_images;
 use crate::models::Generator;
@@ -537,7 +537,10 @@ impl Evaluator {
                         false => files.truncate(l),
                     }
                 }
-                let key = listing_key(dir, &files, spec)?;
+                // Keyed on the images' bytes, not their modification times, so that a
+                // copied, restored or touched folder (a new machine's copy of the data)
+                // finds its features; reading the files costs little beside Inception.
+                let key = content_key(dir, &files, spec)?;
                 (files, None, key)
             }
             Source::Cache(p) => {
